@@ -1,0 +1,93 @@
+"""Settings for every tickpipe process, read from ``TICKPIPE_*`` environment variables.
+
+One settings class serves all services so that an operator sets a variable once (in the local
+stack's environment, docker-compose or a Kubernetes ConfigMap) and every stage agrees on it.
+Secrets are :class:`pydantic.SecretStr` so that they never reach logs or ``repr``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Ports the local stack gives each service's ``/metrics`` and ``/healthz`` endpoint.
+DEFAULT_METRICS_PORTS = {"fetcher": 9101, "decoder": 9102, "validator": 9103, "writer": 9104}
+
+
+class Settings(BaseSettings):
+    """All configuration. Field ``x`` is read from the environment variable ``TICKPIPE_X``.
+
+    Defaults match the local stack (``tickpipe-stack up``), so a laptop needs no configuration.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TICKPIPE_", extra="ignore")
+
+    # --- infrastructure ---------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://tickpipe:tickpipe@127.0.0.1:55432/tickpipe"),
+        description="PostgreSQL/TimescaleDB DSN (secret: may hold a password)",
+    )
+
+    # --- topics -----------------------------------------------------------------------
+    topic_prefix: str = Field("tickpipe.", description="Prefix of every tickpipe topic name")
+    topic_partitions: int = Field(6, ge=1, description="Partitions of topics created by tickpipe")
+    topic_replication: int = Field(1, ge=1, description="Replication factor of created topics")
+
+    # --- sources ----------------------------------------------------------------------
+    dukascopy_json_url: str | None = Field(
+        None, description="Base URL of the Dukascopy JSON API, up to and including /v1"
+    )
+    dukascopy_bi5_url: str | None = Field(
+        None, description="Base URL of the legacy Dukascopy datafeed, up to and including /datafeed"
+    )
+    default_source: str = Field("dukascopy-json", description="Source of requests that name none")
+    instrument_cache_dir: str = Field(
+        ".local/cache/instruments", description="Where instrument metadata from sources is cached"
+    )
+    instrument_cache_ttl_s: float = Field(86400.0, ge=0, description="Age after which it is refetched")
+
+    # --- fetcher ----------------------------------------------------------------------
+    fetch_concurrency: int = Field(4, ge=1, description="Units downloaded at once per fetcher")
+    fetch_attempts: int = Field(5, ge=1, description="Attempts per unit before it goes to failures")
+    fetch_backoff_base_s: float = Field(0.5, ge=0, description="First retry backoff (full jitter)")
+    fetch_backoff_max_s: float = Field(30.0, ge=0, description="Cap of the retry backoff")
+    fetch_connect_timeout_s: float = Field(10.0, gt=0)
+    fetch_read_timeout_s: float = Field(30.0, gt=0)
+    fetch_total_timeout_s: float = Field(60.0, gt=0)
+    http_proxy: str | None = Field(None, description="Optional HTTP(S) proxy for source requests")
+
+    # --- decoder ----------------------------------------------------------------------
+    max_batch_bytes: int = Field(
+        900_000, ge=4096, description="Largest encoded batch; bigger units are split into parts"
+    )
+
+    # --- writer -----------------------------------------------------------------------
+    writer_batch_rows: int = Field(100_000, ge=1, description="Rows per DB transaction (soft cap)")
+    writer_batch_seconds: float = Field(1.0, gt=0, description="Longest wait to fill a transaction")
+
+    # --- process ----------------------------------------------------------------------
+    metrics_port: int = Field(0, ge=0, le=65535, description="/metrics + /healthz port (0: service default)")
+    metrics_host: str = Field("0.0.0.0", description="Interface the metrics endpoint binds")
+    log_level: str = Field("INFO")
+    consumer_group_prefix: str = Field("tickpipe-", description="Prefix of every consumer group id")
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical topic name such as ``"raw-payloads"``."""
+        return f"{self.topic_prefix}{name}"
+
+    def group(self, service: str) -> str:
+        """Consumer group id of a service."""
+        return f"{self.consumer_group_prefix}{service}"
+
+    def port_for(self, service: str) -> int:
+        """The metrics port to bind: the configured one, or the service's default."""
+        return self.metrics_port or DEFAULT_METRICS_PORTS.get(service, 9100)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once from the environment."""
+    return Settings()

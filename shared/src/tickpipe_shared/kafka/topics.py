@@ -1,0 +1,71 @@
+"""The topics of tickpipe and how they are created.
+
+Contracts (key, headers, value encoding) are documented in ``docs/topics/``. Every record about
+one unit of work is keyed by ``source|instrument|unit start`` so it stays in one partition, in
+order, through every stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tickpipe_shared.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic tickpipe owns: logical name, and configs applied when it is created."""
+
+    name: str
+    configs: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+
+FETCH_REQUESTS = "fetch-requests"
+FETCH_UNITS = "fetch-units"
+RAW_PAYLOADS = "raw-payloads"
+DECODED_BATCHES = "decoded-batches"
+VALIDATED_BATCHES = "validated-batches"
+FAILURES = "failures"
+
+#: 8 MiB lets a split-free unit through even with large configured batches.
+_MAX_MESSAGE = {"max.message.bytes": str(8 * 1024 * 1024)}
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(FETCH_REQUESTS, {"retention.ms": str(7 * 86_400_000)}, "fetch requests (JSON)"),
+    TopicSpec(FETCH_UNITS, {"retention.ms": str(7 * 86_400_000)}, "units of work to download"),
+    # Raw payloads are kept forever so the downstream stages can be replayed without downloading.
+    TopicSpec(RAW_PAYLOADS, {"retention.ms": "-1", **_MAX_MESSAGE}, "raw payloads as downloaded"),
+    TopicSpec(DECODED_BATCHES, {"retention.ms": str(3 * 86_400_000), **_MAX_MESSAGE}, "decoded"),
+    TopicSpec(VALIDATED_BATCHES, {"retention.ms": str(3 * 86_400_000), **_MAX_MESSAGE}, "validated"),
+    TopicSpec(FAILURES, {"retention.ms": str(30 * 86_400_000)}, "failures of every stage (JSON)"),
+)
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create every missing tickpipe topic; existing topics are left untouched.
+
+    Returns the full names of the topics that were created. Raises
+    :class:`aiokafka.errors.KafkaError` when the cluster cannot be reached.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=settings.topic(t.name),
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication,
+                topic_configs=t.configs,
+            )
+            for t in TOPICS
+            if settings.topic(t.name) not in existing
+        ]
+        if wanted:
+            await admin.create_topics(wanted)
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
