@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TICKPIPE_", extra="ignore")
 
     # --- infrastructure ---------------------------------------------------------------
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated"
+    )
     database_url: SecretStr = Field(
         SecretStr("postgresql://tickpipe:tickpipe@127.0.0.1:55432/tickpipe"),
         description="PostgreSQL/TimescaleDB DSN (secret: may hold a password)",
@@ -47,7 +49,14 @@ class Settings(BaseSettings):
     instrument_cache_dir: str = Field(
         ".local/cache/instruments", description="Where instrument metadata from sources is cached"
     )
-    instrument_cache_ttl_s: float = Field(86400.0, ge=0, description="Age after which it is refetched")
+    bi5_scale_overrides: dict[str, int] = Field(
+        default_factory=dict,
+        description='Price scale per instrument for .bi5 files, e.g. {"XAUUSD": 3}, when the '
+        "scale derived from the JSON API's pipValue is wrong for the legacy datafeed",
+    )
+    instrument_cache_ttl_s: float = Field(
+        86400.0, ge=0, description="Age after which it is refetched"
+    )
 
     # --- fetcher ----------------------------------------------------------------------
     fetch_concurrency: int = Field(4, ge=1, description="Units downloaded at once per fetcher")
@@ -64,12 +73,21 @@ class Settings(BaseSettings):
         900_000, ge=4096, description="Largest encoded batch; bigger units are split into parts"
     )
 
+    # --- validator --------------------------------------------------------------------
+    validator_actions: dict[str, str] = Field(
+        default_factory=dict,
+        description='Action per validation rule, overriding its default: {"crossed_quote": "drop"}; '
+        "actions are flag, drop and reject",
+    )
+
     # --- writer -----------------------------------------------------------------------
     writer_batch_rows: int = Field(100_000, ge=1, description="Rows per DB transaction (soft cap)")
     writer_batch_seconds: float = Field(1.0, gt=0, description="Longest wait to fill a transaction")
 
     # --- process ----------------------------------------------------------------------
-    metrics_port: int = Field(0, ge=0, le=65535, description="/metrics + /healthz port (0: service default)")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="/metrics + /healthz port (0: service default)"
+    )
     metrics_host: str = Field("0.0.0.0", description="Interface the metrics endpoint binds")
     log_level: str = Field("INFO")
     consumer_group_prefix: str = Field("tickpipe-", description="Prefix of every consumer group id")

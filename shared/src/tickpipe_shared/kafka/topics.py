@@ -37,7 +37,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     # Raw payloads are kept forever so the downstream stages can be replayed without downloading.
     TopicSpec(RAW_PAYLOADS, {"retention.ms": "-1", **_MAX_MESSAGE}, "raw payloads as downloaded"),
     TopicSpec(DECODED_BATCHES, {"retention.ms": str(3 * 86_400_000), **_MAX_MESSAGE}, "decoded"),
-    TopicSpec(VALIDATED_BATCHES, {"retention.ms": str(3 * 86_400_000), **_MAX_MESSAGE}, "validated"),
+    TopicSpec(
+        VALIDATED_BATCHES, {"retention.ms": str(3 * 86_400_000), **_MAX_MESSAGE}, "validated"
+    ),
     TopicSpec(FAILURES, {"retention.ms": str(30 * 86_400_000)}, "failures of every stage (JSON)"),
 )
 

@@ -1,0 +1,3 @@
+"""The local stack without Docker: Kafka (KRaft) and PostgreSQL from local binaries, plus the
+tickpipe services as background processes. CLI: ``tickpipe-stack``; functions: :mod:`.api`.
+"""

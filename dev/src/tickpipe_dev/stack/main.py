@@ -1,0 +1,73 @@
+"""``tickpipe-stack``: run Kafka, PostgreSQL and the tickpipe services locally, without Docker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from tickpipe_dev.stack import api
+from tickpipe_dev.stack.paths import StackError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tickpipe-stack",
+        description="Local Kafka (KRaft) + PostgreSQL + tickpipe services as plain processes. "
+        "State lives in .local/ (override with TICKPIPE_LOCAL_DIR).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = commands.add_parser("up", help="start everything (idempotent)")
+    up.add_argument("--infra-only", action="store_true", help="only Kafka, PostgreSQL and topics")
+    down = commands.add_parser("down", help="stop what up started")
+    down.add_argument("--keep-infra", action="store_true", help="stop only services and stand-in")
+    status = commands.add_parser("status", help="show components")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    restart = commands.add_parser("restart-service", help="stop and start one component")
+    restart.add_argument("name", choices=api.COMPONENTS)
+    commands.add_parser("reset-data", help="stop everything and delete Kafka and PostgreSQL data")
+    return parser
+
+
+def format_status(rows: Sequence[api.ComponentStatus]) -> str:
+    """A fixed-width table of ``rows`` (component, pid, port, running, healthy)."""
+    lines = [f"{'COMPONENT':<11} {'PID':>8} {'PORT':>6}  {'RUNNING':<8} HEALTHY"]
+    for row in rows:
+        pid = str(row.pid) if row.pid is not None else "-"
+        running = "yes" if row.running else "no"
+        healthy = "yes" if row.healthy else "no"
+        lines.append(f"{row.name:<11} {pid:>8} {row.port:>6}  {running:<8} {healthy}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 a step failed, 2 usage error)."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            api.up(infra_only=args.infra_only)
+        elif args.command == "down":
+            api.down(keep_infra=args.keep_infra)
+        elif args.command == "status":
+            rows = api.status()
+            if args.json:
+                print(json.dumps([row.as_dict() for row in rows], indent=2))
+            else:
+                print(format_status(rows))
+        elif args.command == "restart-service":
+            api.restart(args.name)
+        elif args.command == "reset-data":
+            api.reset_data()
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; components started so far keep running (tickpipe-stack down)",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Decoder service entry point: ``raw-payloads`` → ``decoded-batches``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tickpipe_shared import service
+from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
+from tickpipe_shared.kafka.topics import RAW_PAYLOADS
+from tickpipe_shared.metrics import Health
+
+from tickpipe_decoder.stage import Decoder
+
+
+async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
+    """The decoder runner."""
+    runner: StageRunner
+    decoder = Decoder(settings, lambda r, e: runner.failure_record(r, e))
+    runner = StageRunner(
+        settings,
+        "decoder",
+        RAW_PAYLOADS,
+        decoder,
+        health,
+        policy=BatchPolicy(max_records=64, max_bytes=16 * 1024 * 1024, max_wait_s=0.05),
+    )
+    return [runner]
+
+
+def main() -> None:
+    """``tickpipe-decoder``."""
+    service.main("decoder", build)

@@ -1,0 +1,75 @@
+"""Fetcher service entry point: a planner (``fetch-requests`` → ``fetch-units``) and a
+downloader (``fetch-units`` → ``raw-payloads``) in one process."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tickpipe_shared import service
+from tickpipe_shared.config import Settings
+from tickpipe_shared.instruments import InstrumentRegistry
+from tickpipe_shared.instruments.loader import load_registry
+from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
+from tickpipe_shared.kafka.topics import FETCH_REQUESTS, FETCH_UNITS
+from tickpipe_shared.metrics import Health
+
+from tickpipe_fetcher.downloader import Downloader
+from tickpipe_fetcher.http import AiohttpTransport
+from tickpipe_fetcher.planner import Planner
+from tickpipe_fetcher.sources import DukascopyBi5, DukascopyJson, Source
+
+
+def configured_sources(settings: Settings) -> dict[str, Source]:
+    """The sources whose base URL is configured, by name."""
+    sources: dict[str, Source] = {}
+    if settings.dukascopy_json_url:
+        sources["dukascopy-json"] = DukascopyJson(settings.dukascopy_json_url)
+    if settings.dukascopy_bi5_url:
+        sources["dukascopy-bi5"] = DukascopyBi5(settings.dukascopy_bi5_url)
+    return sources
+
+
+async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
+    """The planner and downloader runners."""
+    sources = configured_sources(settings)
+
+    async def registry() -> InstrumentRegistry:
+        return await load_registry(settings)
+
+    planner_runner: StageRunner
+    planner = Planner(
+        settings,
+        registry,
+        set(sources),
+        lambda r, e, rid: planner_runner.failure_record(r, e, request_id=rid),
+    )
+    planner_runner = StageRunner(
+        settings,
+        "fetcher-planner",
+        FETCH_REQUESTS,
+        planner,
+        health,
+        group=settings.group("fetcher-planner"),
+    )
+    downloader_runner: StageRunner
+    downloader = Downloader(
+        settings,
+        sources,
+        AiohttpTransport(settings),
+        lambda r, e, attempts: downloader_runner.failure_record(r, e, attempts),
+    )
+    downloader_runner = StageRunner(
+        settings,
+        "fetcher",
+        FETCH_UNITS,
+        downloader,
+        health,
+        policy=BatchPolicy(max_records=settings.fetch_concurrency * 4, max_wait_s=0.05),
+        group=settings.group("fetcher"),
+    )
+    return [planner_runner, downloader_runner]
+
+
+def main() -> None:
+    """``tickpipe-fetcher``."""
+    service.main("fetcher", build)

@@ -1,0 +1,33 @@
+"""Validator service entry point: ``decoded-batches`` → ``validated-batches``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tickpipe_shared import service
+from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
+from tickpipe_shared.kafka.topics import DECODED_BATCHES
+from tickpipe_shared.metrics import Health
+
+from tickpipe_validator.stage import Validator
+
+
+async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
+    """The validator runner (configuration errors in rule actions stop start-up)."""
+    runner: StageRunner
+    validator = Validator(settings, lambda r, e: runner.failure_record(r, e))
+    runner = StageRunner(
+        settings,
+        "validator",
+        DECODED_BATCHES,
+        validator,
+        health,
+        policy=BatchPolicy(max_records=128, max_wait_s=0.05),
+    )
+    return [runner]
+
+
+def main() -> None:
+    """``tickpipe-validator``."""
+    service.main("validator", build)

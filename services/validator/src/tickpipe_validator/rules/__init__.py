@@ -1,0 +1,24 @@
+"""Validation rules: one module per rule, each a pure function over tick columns.
+
+A rule returns a boolean mask of shape ``(N,)``: True where a tick violates it. What happens to
+those ticks is the rule's *action* (configurable): ``flag`` keeps them with the rule's bit set
+in the ``flags`` column, ``drop`` removes them, ``reject`` sends the whole unit to failures.
+"""
+
+from tickpipe_validator.rules.base import ACTIONS, Rule
+from tickpipe_validator.rules.crossed_quote import CROSSED_QUOTE
+from tickpipe_validator.rules.inside_unit import INSIDE_UNIT
+from tickpipe_validator.rules.non_decreasing import NON_DECREASING
+from tickpipe_validator.rules.non_negative_volume import NON_NEGATIVE_VOLUME
+from tickpipe_validator.rules.positive_price import POSITIVE_PRICE
+
+#: Every rule, in evaluation order. Bits are part of the stored data: never reuse one.
+RULES: tuple[Rule, ...] = (
+    INSIDE_UNIT,
+    NON_DECREASING,
+    POSITIVE_PRICE,
+    CROSSED_QUOTE,
+    NON_NEGATIVE_VOLUME,
+)
+
+__all__ = ["ACTIONS", "RULES", "Rule"]

@@ -1,0 +1,12 @@
+"""Writer-specific Prometheus metrics."""
+
+from prometheus_client import Counter, Histogram
+
+DB_WRITE_SECONDS = Histogram(
+    "tickpipe_writer_transaction_seconds",
+    "Duration of one database transaction (plan, delete, COPY, ingest log)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DUPLICATE_PARTS = Counter(
+    "tickpipe_writer_duplicate_parts_total", "Batches skipped because the unit already had them"
+)

@@ -1,0 +1,87 @@
+"""Planning a transaction: which units to delete, which batches to insert, which ledger rows
+to write. Pure; the I/O is in :mod:`tickpipe_writer.store`.
+
+Idempotent unit replace. Records of one unit arrive in order (one key, one partition), as
+parts ``0 … part_count-1``; a redelivery or replay repeats a suffix of that sequence:
+
+* part 0 starts the unit afresh: the unit's rows already stored are deleted (only when the
+  ledger knows the unit: new units skip the delete) and so are rows pending in this
+  transaction;
+* a later part is inserted when it is the next one the ledger expects; a part the ledger
+  already has for the same payload is a duplicate and skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tickpipe_shared.wire.batch import BatchMeta, TickBatch
+
+UnitId = tuple[str, str, int]  # instrument, kind, unit start ms
+
+
+def unit_id(meta: BatchMeta) -> UnitId:
+    """The database identity of a batch's unit."""
+    return (meta.instrument, meta.kind, meta.unit_start_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerState:
+    """What the ingest log says about a unit (the fields the plan needs)."""
+
+    parts_written: int
+    part_count: int
+    rows: int
+    payload_sha256: str
+
+    @property
+    def state(self) -> str:
+        """``stored``, ``empty`` or ``partial``."""
+        if self.parts_written < self.part_count:
+            return "partial"
+        return "stored" if self.rows else "empty"
+
+
+@dataclass(slots=True)
+class Plan:
+    """The work of one transaction."""
+
+    deletes: list[tuple[str, int, int]] = field(default_factory=list)  # instrument, start, end ms
+    inserts: list[TickBatch] = field(default_factory=list)
+    ledger: dict[UnitId, tuple[LedgerState, TickBatch]] = field(default_factory=dict)
+    duplicates: int = 0
+
+
+def plan(batches: Sequence[TickBatch], ledger: Mapping[UnitId, LedgerState]) -> Plan:
+    """The plan for ``batches`` (in consumption order) given the ledger rows of their units."""
+    out = Plan()
+    known: dict[UnitId, LedgerState] = dict(ledger)
+    deleted: set[UnitId] = set()
+    for batch in batches:
+        meta = batch.meta
+        uid = unit_id(meta)
+        state = known.get(uid)
+        if meta.part == 0:
+            if uid in ledger and uid not in deleted:
+                out.deletes.append((meta.instrument, meta.unit_start_ms, meta.unit_end_ms))
+                deleted.add(uid)
+            out.inserts = [b for b in out.inserts if unit_id(b.meta) != uid]
+            state = LedgerState(1, meta.part_count, meta.rows, meta.payload_sha256)
+        elif (
+            state is not None
+            and state.payload_sha256 == meta.payload_sha256
+            and meta.part < state.parts_written
+        ):
+            out.duplicates += 1
+            continue
+        else:
+            # The next part, or (after a lost part 0) the best we can do: store it, stay partial.
+            prior_rows = state.rows if state and state.payload_sha256 == meta.payload_sha256 else 0
+            state = LedgerState(
+                meta.part + 1, meta.part_count, prior_rows + meta.rows, meta.payload_sha256
+            )
+        known[uid] = state
+        out.inserts.append(batch)
+        out.ledger[uid] = (state, batch)
+    return out

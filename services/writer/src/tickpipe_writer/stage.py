@@ -1,0 +1,80 @@
+"""The writer stage: ``validated-batches`` → PostgreSQL/TimescaleDB.
+
+Many units go into one transaction (up to ``TICKPIPE_WRITER_BATCH_ROWS`` rows or
+``TICKPIPE_WRITER_BATCH_SECONDS``). Offsets are committed by the runtime only after
+:meth:`Writer.process` returned, i.e. after the database commit. While the database is down
+the runtime retries the same records with backoff and commits nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import asyncpg
+import structlog
+from tickpipe_shared.config import Settings
+from tickpipe_shared.db.migrate import migrate
+from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
+from tickpipe_shared.metrics import TICKS, UNITS
+from tickpipe_shared.wire.batch import BatchFormatError, TickBatch, decode_batch
+
+from tickpipe_writer.metrics import DB_WRITE_SECONDS, DUPLICATE_PARTS
+from tickpipe_writer.store import RETRYABLE_DB_ERRORS, write
+
+log = structlog.get_logger()
+
+FailureFactory = Callable[[InRecord, BaseException], OutRecord]
+
+
+class Writer:
+    """Processor storing validated batches; it produces nothing but failure records."""
+
+    def __init__(self, settings: Settings, failure: FailureFactory) -> None:
+        self.settings = settings
+        self.failure = failure
+        self._pool: asyncpg.Pool | None = None
+
+    async def _connection_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            dsn = self.settings.database_url.get_secret_value()
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, command_timeout=120)
+            async with pool.acquire() as conn:
+                await migrate(conn)
+            self._pool = pool
+        return self._pool
+
+    async def process(self, records: Sequence[InRecord]) -> list[OutRecord]:
+        """Write every decodable batch in one transaction; failure records for the others."""
+        out: list[OutRecord] = []
+        batches: list[TickBatch] = []
+        for record in records:
+            try:
+                batches.append(decode_batch(record.value or b""))
+            except BatchFormatError as e:
+                out.append(self.failure(record, e))
+        if not batches:
+            return out
+        started = time.monotonic()
+        try:
+            pool = await self._connection_pool()
+            async with pool.acquire() as conn:
+                work = await write(conn, batches)
+        except RETRYABLE_DB_ERRORS as e:
+            raise RetryableError(f"database unavailable: {type(e).__name__}: {e}") from e
+        DB_WRITE_SECONDS.observe(time.monotonic() - started)
+        DUPLICATE_PARTS.inc(work.duplicates)
+        rows = sum(len(b.ticks) for b in work.inserts)
+        TICKS.labels("writer").inc(rows)
+        for state, batch in work.ledger.values():
+            if state.state != "partial":
+                UNITS.labels("writer", state.state).inc()
+        log.info(
+            "transaction committed",
+            units=len(work.ledger),
+            rows=rows,
+            replaced=len(work.deletes),
+            duplicate_parts=work.duplicates,
+            unit=[b.meta.unit.key for _, b in work.ledger.values()][:3],
+        )
+        return out

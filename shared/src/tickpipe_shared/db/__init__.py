@@ -1,0 +1,1 @@
+"""The database: schema (versioned migrations), connections and the queries readers share."""

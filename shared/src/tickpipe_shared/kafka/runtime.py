@@ -1,0 +1,282 @@
+"""The stage runtime: one consumer loop and one commit protocol for every data-path service.
+
+Delivery guarantee: **at-least-once** between topics. A checkpoint commits a partition's offset
+only after every record produced from it was acknowledged by the broker (or, for the writer,
+after the database transaction committed). A crash before the commit re-delivers the records,
+so downstream stages may see duplicates; they are harmless because the writer replaces whole
+units. Nothing is committed for records whose processing failed for a *retryable* reason.
+
+A stage is a :class:`Processor`: it turns a batch of consumed records into records to produce.
+Bad input must not block a partition: a processor reports it as a failure record, and should it
+raise anyway, the runtime isolates the record that raised and sends it to the failures topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.producer import make_producer, produce_all
+from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
+from tickpipe_shared.kafka.topics import FAILURES
+from tickpipe_shared.metrics import (
+    COMMITS,
+    ERRORS,
+    LAST_CHECKPOINT,
+    RECORDS_CONSUMED,
+    RECORDS_PRODUCED,
+    RETRIES,
+    STAGE_LATENCY,
+    Health,
+)
+from tickpipe_shared.wire.failures import Failure
+from tickpipe_shared.wire.headers import decode_headers
+
+log = structlog.get_logger()
+
+
+class Processor(Protocol):
+    """What a stage does with a batch of records, in partition order.
+
+    Return the records to produce (including failure records for bad input). Raise
+    :class:`RetryableError` when a dependency is down: the batch is retried later, uncommitted.
+    """
+
+    async def process(self, records: Sequence[InRecord]) -> list[OutRecord]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """How much the loop gathers before a checkpoint: whichever limit is reached first."""
+
+    max_records: int = 200
+    max_bytes: int = 16 * 1024 * 1024
+    max_wait_s: float = 0.2
+
+
+class StageRunner:
+    """Consumes ``input_topic`` in consumer group ``group``, runs ``processor``, checkpoints.
+
+    Start with :meth:`run`; stop with :meth:`stop` (or SIGTERM/SIGINT when
+    :meth:`install_signal_handlers` was called). Stopping finishes the current checkpoint first.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        stage: str,
+        input_topic: str,
+        processor: Processor,
+        health: Health,
+        policy: BatchPolicy | None = None,
+        group: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stage = stage
+        self.input_topic = settings.topic(input_topic)
+        self.failures_topic = settings.topic(FAILURES)
+        self.processor = processor
+        self.health = health
+        self.policy = policy or BatchPolicy()
+        self.group = group or settings.group(stage)
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer = make_producer(settings, client_id=f"tickpipe-{stage}")
+        self._retry_delay = 0.0
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the checkpoint in progress."""
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        """Stop gracefully on SIGTERM and SIGINT."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def run(self) -> None:
+        """The worker loop: poll a batch, checkpoint it, repeat until stopped."""
+        consumer = AIOKafkaConsumer(
+            self.input_topic,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.group,
+            client_id=f"tickpipe-{self.stage}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+            max_poll_interval_ms=600_000,
+        )
+        self._consumer = consumer
+        await self._start_with_retry(consumer)
+        log.info("stage started", topic=self.input_topic, group=self.group)
+        try:
+            while not self._stopping.is_set():
+                self.health.beat()
+                records = await self._poll(consumer)
+                if records:
+                    await self.checkpoint(consumer, records)
+        finally:
+            await consumer.stop()
+            await self._producer.stop()
+            log.info("stage stopped")
+
+    async def _start_with_retry(self, consumer: AIOKafkaConsumer) -> None:
+        # The broker may still be starting (local stack, Kubernetes): keep trying, stay unhealthy.
+        delay = 0.5
+        while True:
+            try:
+                await self._producer.start()
+                await consumer.start()
+                return
+            except KafkaError as e:
+                self.health.fail(f"kafka unreachable: {e}")
+                log.warning("kafka unreachable, retrying", error=str(e), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> list[Any]:
+        """Gather records until a :class:`BatchPolicy` limit is reached; partition order kept."""
+        policy = self.policy
+        records: list[Any] = []
+        size = 0
+        deadline: float | None = None
+        while len(records) < policy.max_records and size < policy.max_bytes:
+            timeout = 1.0 if deadline is None else deadline - time.monotonic()
+            if timeout <= 0 or self._stopping.is_set():
+                break
+            got = await consumer.getmany(
+                timeout_ms=int(timeout * 1000), max_records=policy.max_records - len(records)
+            )
+            if not got:
+                if deadline is None:
+                    break  # idle: let the loop beat
+                continue
+            deadline = deadline or time.monotonic() + policy.max_wait_s
+            for batch in got.values():
+                records.extend(batch)
+                size += sum(len(r.value or b"") for r in batch)
+        return records
+
+    async def checkpoint(self, consumer: AIOKafkaConsumer, records: Sequence[Any]) -> None:
+        """The commit protocol, one batch of consumed records at a time.
+
+        1. Process the records into output records (bad input becomes failure records).
+        2. Produce every output record and wait until the broker acknowledged all of them.
+        3. Commit, per partition, the offset after the last record processed.
+        A :class:`RetryableError` or a Kafka error in 1 or 2 skips 3: the consumer seeks back to
+        the first record of the batch and the same records are processed again after a backoff.
+        """
+        started = time.monotonic()
+        for r in records:
+            RECORDS_CONSUMED.labels(self.stage, r.topic).inc()
+        try:
+            # 1. process
+            outputs = await self._process_isolating_poison(records)
+            # 2. produce and wait for acknowledgement
+            await produce_all(self._producer, outputs)
+        except (RetryableError, KafkaError) as e:
+            await self._rewind(consumer, records, e)
+            return
+        for o in outputs:
+            RECORDS_PRODUCED.labels(self.stage, o.topic).inc()
+        # 3. commit
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as e:
+            # A rebalance moved the partitions away: their new owner re-processes from the last
+            # commit. Duplicates follow; loss does not.
+            ERRORS.labels(self.stage, type(e).__name__).inc()
+            log.warning("commit failed; records will be redelivered", error=str(e))
+            return
+        self._retry_delay = 0.0
+        COMMITS.labels(self.stage).inc()
+        LAST_CHECKPOINT.labels(self.stage).set(time.time())
+        STAGE_LATENCY.labels(self.stage).observe(time.monotonic() - started)
+
+    async def _process_isolating_poison(self, records: Sequence[Any]) -> list[OutRecord]:
+        try:
+            return await self.processor.process(records)
+        except (RetryableError, KafkaError):
+            raise
+        except Exception as e:
+            if len(records) == 1:
+                return [self.failure_record(records[0], e)]
+            # A bug or unforeseen input somewhere in the batch: find the record(s) that raise so
+            # the others go through and the partition keeps moving.
+            log.warning("batch failed, isolating records", error=repr(e), records=len(records))
+            outputs: list[OutRecord] = []
+            for r in records:
+                outputs += await self._process_isolating_poison([r])
+            return outputs
+
+    def failure_record(
+        self,
+        record: InRecord,
+        error: BaseException,
+        attempt: int = 1,
+        request_id: str | None = None,
+    ) -> OutRecord:
+        """A failures-topic record about ``record``, keyed like it; ``request_id`` defaults to
+        the record's ``tp-request_id`` header."""
+        ERRORS.labels(self.stage, type(error).__name__).inc()
+        headers = decode_headers(record.headers)
+        key = record.key.decode("utf-8", "replace") if record.key else None
+        failure = Failure(
+            stage=self.stage,
+            reason=str(error) or repr(error),
+            error_class=type(error).__name__,
+            key=key,
+            headers=headers,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            attempt=attempt,
+            unit_key=key,
+            request_id=request_id or headers.get("request_id"),
+        )
+        log.error(
+            "record failed",
+            reason=failure.reason,
+            error_class=failure.error_class,
+            unit=key,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        return OutRecord(self.failures_topic, record.key, failure.to_json())
+
+    async def _rewind(
+        self, consumer: AIOKafkaConsumer, records: Sequence[Any], e: Exception
+    ) -> None:
+        RETRIES.labels(self.stage).inc()
+        ERRORS.labels(self.stage, type(e).__name__).inc()
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        for tp, offset in first.items():
+            if tp in consumer.assignment():
+                consumer.seek(tp, offset)
+        self._retry_delay = min(max(self._retry_delay * 2, 0.5), 30.0)
+        delay = random.uniform(self._retry_delay / 2, self._retry_delay)
+        self.health.beat()  # waiting for a dependency is not a hung loop
+        log.warning(
+            "retryable error, batch will be retried", error=str(e), retry_in_s=round(delay, 2)
+        )
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        except TimeoutError:
+            pass

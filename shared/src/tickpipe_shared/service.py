@@ -1,0 +1,55 @@
+"""Process scaffolding every service shares: logging, the metrics endpoint, signals, runners."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+
+from tickpipe_shared.config import Settings, get_settings
+from tickpipe_shared.kafka.runtime import StageRunner
+from tickpipe_shared.logging import configure_logging
+from tickpipe_shared.metrics import Health, start_http
+
+log = structlog.get_logger()
+
+Build = Callable[[Settings, Health], Awaitable[Sequence[StageRunner]]]
+
+
+async def serve(service: str, build: Build, settings: Settings | None = None) -> None:
+    """Run ``service``: serve ``/metrics`` and ``/healthz``, build its stage runners and run them
+    until SIGTERM/SIGINT, then stop them after their current checkpoint.
+
+    If one runner dies the others are stopped and the exception propagates (the process exits
+    non-zero so a supervisor restarts it).
+    """
+    settings = settings or get_settings()
+    health = Health()
+    port = settings.port_for(service)
+    http = await start_http(settings.metrics_host, port, health)
+    log.info("metrics endpoint listening", port=port, kafka=settings.kafka_bootstrap)
+    cleanup: list[Callable[[], Awaitable[None]]] = []
+    try:
+        runners = await build(settings, health)
+        for r in runners:
+            r.install_signal_handlers()
+        tasks = [asyncio.create_task(r.run(), name=r.stage) for r in runners]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for r in runners:
+            r.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for t in done:
+            if t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+    finally:
+        for c in cleanup:
+            await c()
+        await http.cleanup()
+
+
+def main(service: str, build: Build) -> None:
+    """Console-script entry point: configure JSON logging, then :func:`serve`."""
+    settings = get_settings()
+    configure_logging(service, settings.log_level)
+    asyncio.run(serve(service, build, settings))

@@ -1,0 +1,49 @@
+"""Fetch units (internal topic ``fetch-units``): one JSON record per unit of work to download.
+
+The fetcher's planner splits each request into units and publishes them here, keyed by the unit
+key, so that every fetcher replica downloads the units of the partitions it owns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from tickpipe_shared.units import Unit
+
+
+@dataclass(frozen=True, slots=True)
+class FetchUnit:
+    """A unit to download, with what the downloader needs to know about its instrument.
+
+    ``source_code`` is the instrument's code at the source (``EUR-USD`` for the JSON API,
+    ``EURUSD`` for the legacy datafeed); ``price_scale`` is the number of decimals of a point.
+    """
+
+    request_id: str
+    source: str
+    instrument: str
+    kind: str
+    start_ms: int
+    end_ms: int
+    source_code: str
+    price_scale: int
+    schema: int = 1
+
+    @property
+    def unit(self) -> Unit:
+        """The unit of work this record asks for."""
+        return Unit(self.source, self.instrument, self.kind, self.start_ms, self.end_ms)
+
+    def to_json(self) -> bytes:
+        """The record value."""
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, value: bytes) -> FetchUnit:
+        """Parse a record value. Raises :class:`ValueError` when it is not a fetch unit."""
+        try:
+            data = json.loads(value)
+            return cls(**data)
+        except (TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"not a fetch unit record: {e}") from None
