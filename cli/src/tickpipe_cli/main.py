@@ -26,8 +26,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.")
 app.add_typer(db_app, name="db")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()

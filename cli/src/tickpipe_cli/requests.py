@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
@@ -34,7 +34,10 @@ async def publish(settings: Settings, request: FetchRequest) -> None:
             producer,
             [
                 OutRecord(
-                    settings.topic(FETCH_REQUESTS), request.instrument.encode(), request.to_json()
+                    settings.topic(FETCH_REQUESTS),
+                    request.instrument.encode(),
+                    request.to_json(),
+                    encode_headers({"request_id": request.request_id}),
                 )
             ],
         )
@@ -83,29 +86,26 @@ async def wait(
         request.source, request.instrument, dt_to_ms(request.from_), dt_to_ms(request.to)
     )
     result = WaitResult(expected=len(units))
+    topic = settings.topic(FAILURES)
+    # Without a group id the consumer is assigned every partition of the topic at start.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+        topic, bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
     )
     await consumer.start()
     conn = await connect(settings)
     try:
         await migrate(conn)  # the writer may not have created the schema yet
-        topic = settings.topic(FAILURES)
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        if not parts:
-            await consumer.topics()
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(parts)
+        parts = list(consumer.assignment())
         # Failures published before the request cannot be about it: start at the request time.
-        offsets = await consumer.offsets_for_times(
+        # The end offsets are read first, as concrete numbers, so a failure produced while we
+        # look is never skipped (seek_to_end would resolve "the end" later, past it).
+        ends = await consumer.end_offsets(parts)
+        since = await consumer.offsets_for_times(
             {tp: dt_to_ms(request.requested_at) for tp in parts}
         )
         for tp in parts:
-            found = offsets.get(tp)
-            if found is None:
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, found.offset)
+            found = since.get(tp)
+            consumer.seek(tp, found.offset if found is not None else ends[tp])
         deadline = time.monotonic() + timeout_s
         last = ""
         while time.monotonic() < deadline:

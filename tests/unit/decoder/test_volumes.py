@@ -83,3 +83,16 @@ def test_units_to_millions_specials() -> None:
     out = units_to_millions(np.array([np.nan, np.inf, -np.inf, 0.0, 1e300]))
     assert math.isnan(out[0]) and out[1] == math.inf and out[2] == -math.inf
     assert out[3] == 0.0 and out[4] == 1e294
+
+
+def test_dedup_path_matches_direct() -> None:
+    """Large arrays with repeats are converted per distinct value; results must not change."""
+    rng = np.random.default_rng(9)
+    pool = np.array([2.06, 1.0, 0.75, -0.0, 0.0, np.nan, 1e-40, 3e30, 0.1], dtype=np.float32)
+    a = pool[rng.integers(0, len(pool), 4000)].reshape(40, 100)
+    out = float32_to_shortest_float64(a)
+    assert out.shape == (40, 100)
+    for v, o in zip(a.ravel().tolist(), out.ravel().tolist(), strict=True):
+        assert same(o, shortest_ref(v)), (v, o)
+    big_endian = a.ravel().astype(">f4")
+    assert np.array_equal(float32_to_shortest_float64(big_endian), out.ravel(), equal_nan=True)

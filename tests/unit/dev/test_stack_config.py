@@ -135,8 +135,10 @@ def test_status_table() -> None:
     rows = [
         ComponentStatus("kafka", 12, 9092, True, True, "k.log"),
         ComponentStatus("writer", None, 9104, False, False, "w.log"),
+        ComponentStatus("fetcher", None, 9101, False, True, "f.log"),
     ]
     lines = format_status(rows).splitlines()
     assert lines[0].split() == ["COMPONENT", "PID", "PORT", "RUNNING", "HEALTHY"]
     assert lines[1].split() == ["kafka", "12", "9092", "yes", "yes"]
     assert lines[2].split() == ["writer", "-", "9104", "no", "no"]
+    assert lines[3].split() == ["fetcher", "-", "9101", "foreign", "yes"]

@@ -117,3 +117,20 @@ def test_reporter_prints_one_line_per_step(capsys: pytest.CaptureFixture[str]) -
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("thing: start") and "pid 42 (" in lines[0]
     assert lines[1].startswith("other: start") and "FAILED" in lines[1]
+
+
+def test_stack_lock_excludes_other_processes_and_is_reentrant(paths: StackPaths) -> None:
+    probe = (
+        "import fcntl, sys\n"
+        "with open(sys.argv[1], 'a') as f:\n"
+        "    try:\n"
+        "        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "    except BlockingIOError:\n"
+        "        sys.exit(3)\n"
+    )
+    lock_file = str(paths.run_dir / "stack.lock")
+    with processes.stack_lock(paths), processes.stack_lock(paths):
+        held = subprocess.run([sys.executable, "-c", probe, lock_file], check=False)
+        assert held.returncode == 3
+    free = subprocess.run([sys.executable, "-c", probe, lock_file], check=False)
+    assert free.returncode == 0

@@ -19,7 +19,14 @@ from tickpipe_shared.config import Settings
 
 from tickpipe_dev.stack import kafka, postgres, services
 from tickpipe_dev.stack.paths import StackError, StackPaths
-from tickpipe_dev.stack.processes import Reporter, http_ok, live_pid, port_open, remove_pid_file
+from tickpipe_dev.stack.processes import (
+    Reporter,
+    http_ok,
+    live_pid,
+    port_open,
+    remove_pid_file,
+    stack_lock,
+)
 
 __all__ = [
     "ComponentStatus",
@@ -100,6 +107,11 @@ def up(
     """
     paths = _paths(paths)
     reporter = reporter or Reporter()
+    with stack_lock(paths):
+        return _up(infra_only, paths, reporter)
+
+
+def _up(infra_only: bool, paths: StackPaths, reporter: Reporter) -> Settings:
     paths.ensure_dirs()
     started = time.monotonic()
     kafka.start(paths, reporter)
@@ -126,12 +138,13 @@ def down(
     """
     paths = _paths(paths)
     reporter = reporter or Reporter()
-    for name in reversed(services.SERVICES):
-        services.stop_component(paths, name, reporter)
-    services.stop_component(paths, services.STANDIN, reporter)
-    if not keep_infra:
-        kafka.stop(paths, reporter)
-        postgres.stop(paths, reporter)
+    with stack_lock(paths):
+        for name in reversed(services.SERVICES):
+            services.stop_component(paths, name, reporter)
+        services.stop_component(paths, services.STANDIN, reporter)
+        if not keep_infra:
+            kafka.stop(paths, reporter)
+            postgres.stop(paths, reporter)
     reporter.line(f"{'stack down':<38} {'(infra kept)' if keep_infra else ''}".rstrip())
 
 
@@ -143,6 +156,11 @@ def restart(name: str, *, paths: StackPaths | None = None, reporter: Reporter | 
     """
     paths = _paths(paths)
     reporter = reporter or Reporter()
+    with stack_lock(paths):
+        return _restart(name, paths, reporter)
+
+
+def _restart(name: str, paths: StackPaths, reporter: Reporter) -> int:
     if name == kafka.NAME:
         kafka.stop(paths, reporter)
         return kafka.start(paths, reporter)
@@ -170,11 +188,12 @@ def reset_data(*, paths: StackPaths | None = None, reporter: Reporter | None = N
     """Stop everything, then delete ``.local/kafka/data`` and ``.local/pg`` (jars and logs stay)."""
     paths = _paths(paths)
     reporter = reporter or Reporter()
-    down(paths=paths, reporter=reporter)
-    with reporter.step("reset: delete kafka + postgres data"):
-        for directory in data_dirs(paths):
-            if directory.exists():
-                shutil.rmtree(directory)
+    with stack_lock(paths):
+        down(paths=paths, reporter=reporter)
+        with reporter.step("reset: delete kafka + postgres data"):
+            for directory in data_dirs(paths):
+                if directory.exists():
+                    shutil.rmtree(directory)
 
 
 @dataclass(frozen=True, slots=True)

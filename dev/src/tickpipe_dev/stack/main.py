@@ -31,11 +31,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def format_status(rows: Sequence[api.ComponentStatus]) -> str:
-    """A fixed-width table of ``rows`` (component, pid, port, running, healthy)."""
+    """A fixed-width table of ``rows`` (component, pid, port, running, healthy).
+
+    RUNNING is ``foreign`` when the port answers but no process of ours (pid file) is behind it.
+    """
     lines = [f"{'COMPONENT':<11} {'PID':>8} {'PORT':>6}  {'RUNNING':<8} HEALTHY"]
     for row in rows:
         pid = str(row.pid) if row.pid is not None else "-"
-        running = "yes" if row.running else "no"
+        # Healthy without a pid of ours: something else (a colleague's shell?) holds the port.
+        running = "yes" if row.running else ("foreign" if row.healthy else "no")
         healthy = "yes" if row.healthy else "no"
         lines.append(f"{row.name:<11} {pid:>8} {row.port:>6}  {running:<8} {healthy}")
     return "\n".join(lines)

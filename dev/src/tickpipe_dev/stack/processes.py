@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -248,6 +250,38 @@ def terminate(pid: int, *, timeout_s: float = 20.0) -> bool:
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return True
+
+
+# --- mutual exclusion -----------------------------------------------------------------------
+
+_lock_state = threading.local()
+
+
+@contextlib.contextmanager
+def stack_lock(paths: StackPaths) -> Iterator[None]:
+    """Hold ``.local/run/stack.lock`` (flock) for the block; re-entrant within a thread.
+
+    Two ``up`` at once (two pytest sessions, a shell and a test) would otherwise both see Kafka
+    down and both start it. Children do not inherit the descriptor (Popen closes fds), so a
+    long-running broker never holds the lock.
+    """
+    depth = getattr(_lock_state, "depth", 0)
+    if depth:
+        _lock_state.depth = depth + 1
+        try:
+            yield
+        finally:
+            _lock_state.depth -= 1
+        return
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    with (paths.run_dir / "stack.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _lock_state.depth = 1
+        try:
+            yield
+        finally:
+            _lock_state.depth = 0
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --- output ---------------------------------------------------------------------------------

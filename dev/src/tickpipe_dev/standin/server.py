@@ -301,9 +301,16 @@ class StandinServer:
     # --- files ----------------------------------------------------------------------------
 
     def _file(self, rel: str) -> Path | None:
-        """``root/rel`` if it is a file inside the root (no traversal), else None."""
+        """``root/rel`` if it is a file inside its top folder (``bi5/``, ``json/``…), else None.
+
+        Segments ``..``/``.``/empty (e.g. from ``%2F`` in the URL) are refused, and so is
+        anything that resolves outside the folder (symlinks).
+        """
+        parts = rel.split("/")
+        if any(p in ("", ".", "..") or "\\" in p for p in parts):
+            return None
         path = (self.root / rel).resolve()
-        if not path.is_relative_to(self.root) or not path.is_file():
+        if not path.is_relative_to((self.root / parts[0]).resolve()) or not path.is_file():
             return None
         return path
 
@@ -444,6 +451,8 @@ class StandinServer:
             return None
         scale = scales[code] or 0
         head: dict[str, Any] = {"timestamp": timestamp, "multiplier": 10.0**-scale}
+        bases: tuple[str, ...]
+        columns: tuple[str, ...]
         if kind == "ticks":
             bases, columns = ("ask", "bid"), ("times", "asks", "bids", "askVolumes", "bidVolumes")
         else:

@@ -22,8 +22,9 @@ from numpy.typing import NDArray
 _MAX_EXACT_POW10 = 22
 _POW10 = np.array([10.0**k for k in range(_MAX_EXACT_POW10 + 1)], dtype=np.float64)
 _TWO53 = float(2**53)
-_FAST_MIN_EXP = 9 - _MAX_EXACT_POW10  # p = 10: s = 9 - e <= 22
-_FAST_MAX_EXP = _MAX_EXACT_POW10 - 1  # p = 0: s = -1 - e >= -22
+_FAST_MIN_EXP = 8 - _MAX_EXACT_POW10  # p = 9: s = 8 - e <= 22
+_FAST_MAX_EXP = _MAX_EXACT_POW10  # p = 1: s = -e >= -22
+_DEDUP_MIN_SIZE = 256
 
 
 def float32_to_shortest_float64(a: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -34,32 +35,43 @@ def float32_to_shortest_float64(a: NDArray[np.float32]) -> NDArray[np.float64]:
     "Reads back" means: that float64, rounded to float32, equals the input (the same round trip
     as ``struct.pack('f', float(text))``).
 
-    :param a: 1-D (or any shape) float32 array.
+    :param a: float32 array of any shape and byte order (e.g. a big-endian record field).
     :returns: float64 array of the same shape. Zeros keep their sign; NaN and ±inf pass through
         unchanged (callers decide whether they are errors).
 
-    Method: for each element, with ``e = floor(log10|x|)``, try ``p = 1 … 9`` significant
-    digits (plus one either side to absorb ``log10`` rounding): ``m = round(|x| · 10^(p-1-e))``,
-    ``c = m / 10^(p-1-e)``; the first ``c`` whose float32 equals ``x`` wins. While the power of
-    ten is at most 10^22 and ``m < 2^53``, ``c`` is the correctly rounded float64 of the decimal
-    ``m · 10^-(p-1-e)``. Elements outside that range fall back to ``float(str(np.float32(x)))``.
+    Method: for each element, with ``e = floor(log10|x|)`` (exact for every float32), try
+    ``p = 1 … 9`` significant digits: ``m = round(|x| · 10^(p-1-e))``, ``c = m / 10^(p-1-e)``;
+    the first ``c`` whose float32 equals ``x`` wins. As the power of ten is at most 10^22 and
+    ``m < 10^9``, ``c`` is the correctly rounded float64 of the decimal ``m · 10^-(p-1-e)``.
+    Magnitudes outside ~1e-13 … 1e21 fall back to ``float(str(np.float32(x)))`` per element.
+    Large arrays with repeated values (volumes mostly are) are computed once per distinct bit
+    pattern.
     """
-    x32 = np.asarray(a, dtype=np.float32)
+    x32 = np.asarray(a, dtype=np.float32).reshape(-1)
+    n = x32.size
+    if n >= _DEDUP_MIN_SIZE:
+        uniq, inverse = np.unique(x32.view(np.uint32), return_inverse=True)
+        if uniq.size * 2 <= n:
+            shape = np.shape(a)
+            return _shortest(uniq.view(np.float32))[inverse].reshape(shape)
+    return _shortest(x32).reshape(np.shape(a))
+
+
+def _shortest(x32: NDArray[np.float32]) -> NDArray[np.float64]:
+    """:func:`float32_to_shortest_float64` of a 1-D native float32 array, without dedup."""
     with np.errstate(invalid="ignore"):  # signalling NaNs stay NaN
         out = x32.astype(np.float64)
-    flat_x = x32.reshape(-1)
-    flat_out = out.reshape(-1)
-    idx = np.flatnonzero(np.isfinite(flat_x) & (flat_x != 0))
+    idx = np.flatnonzero(np.isfinite(x32) & (x32 != 0))
     if idx.size == 0:
         return out
-    target = np.abs(flat_x[idx])
+    target = np.abs(x32[idx])
     ax = target.astype(np.float64)
     e = np.floor(np.log10(ax)).astype(np.int64)
-    # Every power of ten tried below must be exact: 10^|p-1-e| for p in 0..10 needs -13 <= e <= 21.
+    # Every power of ten tried below must be exact: 10^|p-1-e| for p in 1..9 needs -13 <= e <= 22.
     fast = (e >= _FAST_MIN_EXP) & (e <= _FAST_MAX_EXP)
     slow = idx[~fast]
     idx, target, ax, e = idx[fast], target[fast], ax[fast], e[fast]
-    for p in range(0, 11):  # 1..9 significant digits, ±1 for an off-by-one e
+    for p in range(1, 10):
         if idx.size == 0:
             break
         s = (p - 1) - e
@@ -71,11 +83,11 @@ def float32_to_shortest_float64(a: NDArray[np.float32]) -> NDArray[np.float64]:
         with np.errstate(over="ignore"):
             good = cand.astype(np.float32) == target
         if good.any():
-            flat_out[idx[good]] = np.copysign(cand[good], flat_x[idx[good]])
+            out[idx[good]] = np.copysign(cand[good], x32[idx[good]])
             keep = ~good
             idx, target, ax, e = idx[keep], target[keep], ax[keep], e[keep]
     for i in (*slow.tolist(), *idx.tolist()):  # tiny or huge magnitudes only
-        flat_out[i] = float(str(flat_x[i]))
+        out[i] = float(str(x32[i]))
     return out
 
 

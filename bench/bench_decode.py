@@ -1,0 +1,116 @@
+"""Decode throughput of the Dukascopy decoders against simple baselines.
+
+Run: ``uv run python bench/bench_decode.py [--repeat N]``. Needs ``../shared/data/dukascopy``
+beside the repo (or ``TICKPIPE_SHARED_DIR``). For ``.bi5`` it decodes all 49 tick files and
+compares with (a) ``lzma.decompress`` alone, the floor any decoder pays, and (b) a naive decoder
+that unpacks each record with ``struct``. For JSON it decodes the recorded hour and compares with
+``json.loads`` alone and a per-tick Python reconstruction. Each figure is the best of N runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import os
+import struct
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tickpipe_decoder.formats.dukascopy_bi5 import decode_bi5_tick_records, decode_bi5_ticks
+from tickpipe_decoder.formats.dukascopy_json import decode_json_ticks
+
+REPO = Path(__file__).resolve().parents[1]
+TICK = struct.Struct(">IIIff")
+ALONE = lzma.FORMAT_ALONE
+
+
+def data_dir() -> Path:
+    env = os.environ.get("TICKPIPE_SHARED_DIR")
+    shared = Path(env) if env else REPO.parent / "shared"
+    d = shared / "data" / "dukascopy"
+    if not d.is_dir():
+        sys.exit(f"{d} not found: the benchmark needs ../shared (set TICKPIPE_SHARED_DIR)")
+    return d
+
+
+def hour_start(rel: Path) -> int:
+    y, m0, d = (int(x) for x in rel.parts[-4:-1])
+    h = int(rel.name[:2])
+    return int(datetime(y, m0 + 1, d, h, tzinfo=UTC).timestamp() * 1000)
+
+
+def best(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
+    times, n = [], 0
+    for _ in range(repeat):
+        t = time.perf_counter()
+        n = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), n
+
+
+def naive_bi5(payload: bytes, start: int) -> list[tuple[int, int, int, float, float]]:
+    raw = lzma.decompress(payload, format=lzma.FORMAT_ALONE) if payload else b""
+    return [(start + ms, ask, bid, av, bv) for ms, ask, bid, av, bv in TICK.iter_unpack(raw)]
+
+
+def naive_json(body: bytes) -> list[tuple[int, int, int, float, float]]:
+    obj = json.loads(body)
+    m = obj["multiplier"]
+    t, a, b = obj["timestamp"], round(obj["ask"] / m), round(obj["bid"] / m)
+    rows = []
+    for dt, da, db, av, bv in zip(obj["times"], obj["asks"], obj["bids"], obj["askVolumes"],
+                                  obj["bidVolumes"], strict=True):  # fmt: skip
+        t, a, b = t + dt, a + da, b + db
+        rows.append((t, a, b, av / 1e6, bv / 1e6))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    d = data_dir()
+    files = sorted(p for p in (d / "bi5").glob("*/**/*_ticks.bi5"))
+    payloads = [(p.read_bytes(), hour_start(p.relative_to(d))) for p in files]
+    raws = [(lzma.decompress(b, format=lzma.FORMAT_ALONE), s) for b, s in payloads]
+    body = (d / "json/ticks/EUR-USD/2026/7/13/12.json").read_bytes()
+    json_reps = 50
+
+    rows: list[tuple[str, str, float, int]] = []
+
+    def add(group: str, name: str, fn: Callable[[], int], repeat: int = args.repeat) -> None:
+        secs, n = best(fn, repeat)
+        rows.append((group, name, secs, n))
+
+    add(".bi5", "decode_bi5_ticks (lzma + numpy)",
+        lambda: sum(len(decode_bi5_ticks(b, s)) for b, s in payloads))  # fmt: skip
+    add(".bi5", "lzma.decompress only (floor)",
+        lambda: sum(len(lzma.decompress(b, format=ALONE)) for b, _ in payloads) // 20)  # fmt: skip
+    add(".bi5", "numpy records only (no lzma)",
+        lambda: sum(len(decode_bi5_tick_records(r, s)) for r, s in raws))  # fmt: skip
+    add(".bi5", "naive lzma + struct.iter_unpack",
+        lambda: sum(len(naive_bi5(b, s)) for b, s in payloads))  # fmt: skip
+    add("json", f"decode_json_ticks (x{json_reps})",
+        lambda: sum(len(decode_json_ticks(body)[0]) for _ in range(json_reps)))  # fmt: skip
+    add("json", f"json.loads only (x{json_reps}, floor)",
+        lambda: sum(len(json.loads(body)["times"]) for _ in range(json_reps)))  # fmt: skip
+    add("json", f"naive per-tick Python (x{json_reps})",
+        lambda: sum(len(naive_json(body)) for _ in range(json_reps)))  # fmt: skip
+
+    print(f"{len(payloads)} .bi5 tick files ({sum(len(b) for b, _ in payloads):,} bytes), "
+          f"1 JSON hour ({len(body):,} bytes); best of {args.repeat}\n")  # fmt: skip
+    print(f"{'':5} {'method':38} {'ticks':>10} {'seconds':>9} {'Mticks/s':>9} {'vs decoder':>10}")
+    ref: dict[str, float] = {}
+    for group, name, secs, n in rows:
+        rate = n / secs
+        ref.setdefault(group, rate)
+        print(f"{group:5} {name:38} {n:>10,} {secs:>9.4f} {rate / 1e6:>9.2f} "
+              f"{rate / ref[group]:>9.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""A fresh PostgreSQL database per test module, on the local stack's server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from tickpipe_shared.config import Settings
+
+
+def with_database(settings: Settings, name: str) -> str:
+    """The stack's DSN pointed at database ``name``."""
+    dsn = settings.database_url.get_secret_value()
+    return dsn.rsplit("/", 1)[0] + "/" + name
+
+
+@asynccontextmanager
+async def scratch_database(settings: Settings, prefix: str = "tp_test") -> AsyncIterator[str]:
+    """Create an empty database, yield its DSN, drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield with_database(settings, name)
+    finally:
+        admin = await asyncpg.connect(settings.database_url.get_secret_value())
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

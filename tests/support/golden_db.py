@@ -1,0 +1,91 @@
+"""Comparing what the database holds with the golden CSVs of ``../shared/data/dukascopy``.
+
+Exact: millisecond timestamps, prices formatted with the instrument's scale equal to the golden
+text, volumes equal to the golden decimal read as float64.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+from tickpipe_shared.instruments import canonical_name
+
+Row = tuple[int, str, str, float, float]  # ts_ms, ask, bid, ask_volume, bid_volume
+
+
+@dataclass(frozen=True)
+class GoldenHour:
+    """One golden tick file: which hour it covers and its rows."""
+
+    instrument: str
+    hour: datetime
+    scale: int
+    rows: list[Row]
+
+
+def bi5_hour(rel: str) -> datetime:
+    """``bi5/EURUSD/2019/01/04/05h_ticks.bi5`` → 2019-02-04T05:00Z (zero-based month)."""
+    parts = rel.split("/")
+    year, month0, day, hour = int(parts[2]), int(parts[3]), int(parts[4]), int(parts[5][:2])
+    return datetime(year, month0 + 1, day, hour, tzinfo=UTC)
+
+
+def json_hour(rel: str) -> datetime:
+    """``json/ticks/EUR-USD/2026/7/13/12.json`` → 2026-07-13T12:00Z (one-based month)."""
+    parts = rel.removesuffix(".json").split("/")
+    return datetime(int(parts[3]), int(parts[4]), int(parts[5]), int(parts[6]), tzinfo=UTC)
+
+
+def read_golden_rows(path: Path) -> list[Row]:
+    """Rows of a golden tick CSV (``timestamp_ms,ask,bid,ask_volume,bid_volume``)."""
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        return [
+            (int(r["timestamp_ms"]), r["ask"], r["bid"], float(r["ask_volume"]), float(r["bid_volume"]))
+            for r in reader
+        ]
+
+
+def golden_tick_hours(dukascopy_dir: Path) -> list[GoldenHour]:
+    """Every tick payload of the sample with its golden rows (49 .bi5 hours + the JSON hour)."""
+    index = {}
+    with (dukascopy_dir / "golden" / "INDEX.csv").open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            index[r["path"]] = r
+    out = []
+    for rel, r in sorted(index.items()):
+        if not rel.endswith("_ticks.bi5") and not rel.startswith("json/ticks/"):
+            continue
+        hour = bi5_hour(rel) if rel.startswith("bi5/") else json_hour(rel)
+        rows = read_golden_rows(dukascopy_dir / "golden" / f"{rel}.csv")
+        code = rel.split("/")[1] if rel.startswith("bi5/") else rel.split("/")[2]
+        out.append(GoldenHour(canonical_name(code), hour, int(r["scale"]), rows))
+    return out
+
+
+async def db_rows(conn: asyncpg.Connection, instrument: str, hour: datetime, scale: int) -> list[Row]:
+    """The stored ticks of one hour in golden form, ordered by time."""
+    records = await conn.fetch(
+        """SELECT (extract(epoch FROM ts) * 1000)::bigint AS ms, ask, bid, ask_volume, bid_volume
+           FROM ticks WHERE instrument = $1 AND ts >= $2 AND ts < $3 ORDER BY ts""",
+        instrument, hour, hour + timedelta(hours=1),
+    )
+    return [
+        (r["ms"], f"{r['ask']:.{scale}f}", f"{r['bid']:.{scale}f}", r["ask_volume"], r["bid_volume"])
+        for r in records
+    ]
+
+
+async def assert_hour_equals_golden(conn: asyncpg.Connection, golden: GoldenHour) -> None:
+    """Fail with the first differing row when the stored hour differs from its golden CSV."""
+    stored = await db_rows(conn, golden.instrument, golden.hour, golden.scale)
+    assert len(stored) == len(golden.rows), (
+        f"{golden.instrument} {golden.hour:%Y-%m-%dT%H}h: {len(stored)} rows stored, "
+        f"golden has {len(golden.rows)}"
+    )
+    for i, (got, want) in enumerate(zip(stored, golden.rows, strict=True)):
+        assert got == want, f"{golden.instrument} {golden.hour:%Y-%m-%dT%H}h row {i}: {got} != {want}"

@@ -1,0 +1,133 @@
+"""The whole pipeline as real processes for end-to-end tests.
+
+The four services and the stand-in run as subprocesses of the test, on the local stack's Kafka
+and PostgreSQL, but with their own topic prefix, consumer groups and database: a test run
+never sees the demo's data, and the demo never sees the tests'.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICES = ("fetcher", "decoder", "validator", "writer")
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    """Status and body of a GET (status 0 when nothing answers)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return 0, ""
+
+
+@dataclass
+class Pipeline:
+    """Processes of one pipeline; ``env`` is what the CLI needs to talk to it."""
+
+    env: dict[str, str]
+    log_dir: Path
+    standin_root: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, base_env: dict[str, str], database_url: str, log_dir: Path, standin_root: Path) -> Pipeline:
+        """A pipeline with a unique topic prefix and consumer groups (nothing started yet)."""
+        run = uuid.uuid4().hex[:8]
+        standin_port = free_port()
+        env = {
+            **base_env,
+            "TICKPIPE_TOPIC_PREFIX": f"e2e{run}.",
+            "TICKPIPE_CONSUMER_GROUP_PREFIX": f"e2e{run}-",
+            "TICKPIPE_DATABASE_URL": database_url,
+            "TICKPIPE_DUKASCOPY_JSON_URL": f"http://127.0.0.1:{standin_port}/v1",
+            "TICKPIPE_DUKASCOPY_BI5_URL": f"http://127.0.0.1:{standin_port}/datafeed",
+            "TICKPIPE_INSTRUMENT_CACHE_DIR": str(log_dir / "instrument-cache"),
+            "TICKPIPE_FETCH_BACKOFF_BASE_S": "0.05",
+            "TICKPIPE_WRITER_BATCH_SECONDS": "0.3",
+        }
+        p = cls(env, log_dir, standin_root)
+        p.ports["standin"] = standin_port
+        for s in SERVICES:
+            p.ports[s] = free_port()
+        return p
+
+    def start(self, name: str) -> None:
+        """Start the stand-in or one service and wait until it answers ``/healthz``."""
+        env = {**os.environ, **self.env}
+        if name == "standin":
+            cmd = [str(BIN / "tickpipe-standin"), "--root", str(self.standin_root), "--port", str(self.ports[name])]
+        else:
+            cmd = [str(BIN / f"tickpipe-{name}")]
+            env["TICKPIPE_METRICS_PORT"] = str(self.ports[name])
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.procs[name].returncode}:\n{self.tail(name)}")
+            if http_get(f"http://127.0.0.1:{self.ports[name]}/healthz")[0] == 200:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} not healthy after 60 s:\n{self.tail(name)}")
+
+    def start_all(self) -> None:
+        """The stand-in, then the four services."""
+        for name in ("standin", *SERVICES):
+            self.start(name)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to a process and wait for it to end."""
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        """SIGTERM everything, SIGKILL what does not stop within 15 s."""
+        for name, proc in list(self.procs.items()):
+            proc.send_signal(signal.SIGTERM)
+        for name, proc in list(self.procs.items()):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self.procs.pop(name)
+
+    def metrics(self, name: str) -> str:
+        """The ``/metrics`` text of a service."""
+        status, body = http_get(f"http://127.0.0.1:{self.ports[name]}/metrics")
+        assert status == 200, f"{name} /metrics answered {status}"
+        return body
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        """The end of a process's log."""
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """Run ``tickpipe ARGS`` against this pipeline."""
+        return subprocess.run(
+            [str(BIN / "tickpipe"), *args], env={**os.environ, **self.env}, capture_output=True,
+            text=True, timeout=timeout, check=False,
+        )
