@@ -46,7 +46,9 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Gold
     else:
         (root / "meta").mkdir()
         (root / "meta" / "raw-meta-data-2026-07-13.json").write_bytes(
-            instruments_response([("EUR-USD", 0.0001, 5), ("USD-JPY", 0.01, 3), ("XAU-USD", 0.01, 3)])
+            instruments_response(
+                [("EUR-USD", 0.0001, 5), ("USD-JPY", 0.01, 3), ("XAU-USD", 0.01, 3)]
+            )
         )
     payload, rows = bi5_hour(USDJPY_HOUR, scale=3, seed=1, n=2_500, first_bid=109_500)
     path = root / "bi5/USDJPY/2021/02/01/10h_ticks.bi5"  # zero-based month: March
@@ -62,7 +64,9 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Gold
 
 @pytest.fixture(scope="module")
 def pipeline(
-    infra: Settings, synthetic: tuple[Path, list[GoldenHour]], tmp_path_factory: pytest.TempPathFactory
+    infra: Settings,
+    synthetic: tuple[Path, list[GoldenHour]],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
     """All processes up on a fresh database and fresh topics; stopped and dropped afterwards."""
     name = f"tp_e2e_{datetime.now():%H%M%S}"
@@ -101,7 +105,9 @@ def db(p: Pipeline, sql: str, *args: object) -> list[asyncpg.Record]:
 
 def request(p: Pipeline, *args: str) -> str:
     result = p.cli("request", *args, "--wait", "--timeout", "300")
-    assert result.returncode == 0, f"tickpipe request {args} failed:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"tickpipe request {args} failed:\n{result.stdout}\n{result.stderr}"
+    )
     return result.stdout
 
 
@@ -120,12 +126,22 @@ def assert_equal_to_golden(p: Pipeline, hours: list[GoldenHour]) -> None:
 def test_other_instruments_years_and_scales(
     pipeline: Pipeline, synthetic: tuple[Path, list[GoldenHour]]
 ) -> None:
-    out = request(pipeline, "USDJPY", "--from", "2021-03-01T10:00", "--to", "2021-03-01T12:00",
-                  "--source", "dukascopy-bi5")
+    out = request(
+        pipeline,
+        "USDJPY",
+        "--from",
+        "2021-03-01T10:00",
+        "--to",
+        "2021-03-01T12:00",
+        "--source",
+        "dukascopy-bi5",
+    )
     assert "1 stored, 1 empty, 0 failed of 2 units" in out
     request(pipeline, "XAU/USD", "--from", "2024-01-15T14:00", "--to", "2024-01-15T15:00")
     assert_equal_to_golden(pipeline, synthetic[1])
-    states = {r["state"] for r in db(pipeline, "SELECT state FROM ingest_log WHERE instrument='USDJPY'")}
+    states = {
+        r["state"] for r in db(pipeline, "SELECT state FROM ingest_log WHERE instrument='USDJPY'")
+    }
     assert states == {"stored", "empty"}
 
 
@@ -133,11 +149,36 @@ def test_recorded_sample_equals_golden(pipeline: Pipeline) -> None:
     recorded = locate_dukascopy()
     if recorded is None:
         pytest.skip("../shared/data not found beside the repo: the recorded-sample test needs it")
-    request(pipeline, "EURUSD", "--from", "2019-02-04", "--to", "2019-02-06", "--source", "dukascopy-bi5")
-    request(pipeline, "EURUSD", "--from", "2019-03-18T00:00", "--to", "2019-03-18T01:00",
-            "--source", "dukascopy-bi5")
-    request(pipeline, "EUR-USD", "--from", "2026-07-13T12:00", "--to", "2026-07-13T13:00",
-            "--source", "dukascopy-json")
+    request(
+        pipeline,
+        "EURUSD",
+        "--from",
+        "2019-02-04",
+        "--to",
+        "2019-02-06",
+        "--source",
+        "dukascopy-bi5",
+    )
+    request(
+        pipeline,
+        "EURUSD",
+        "--from",
+        "2019-03-18T00:00",
+        "--to",
+        "2019-03-18T01:00",
+        "--source",
+        "dukascopy-bi5",
+    )
+    request(
+        pipeline,
+        "EUR-USD",
+        "--from",
+        "2026-07-13T12:00",
+        "--to",
+        "2026-07-13T13:00",
+        "--source",
+        "dukascopy-json",
+    )
     hours = golden_tick_hours(recorded)
     assert len(hours) == 50
     assert_equal_to_golden(pipeline, hours)
@@ -148,8 +189,20 @@ def test_recorded_sample_equals_golden(pipeline: Pipeline) -> None:
 
     # The same range again: every unit is replaced by itself, nothing is duplicated.
     before = db(pipeline, "SELECT max(written_at) AS w FROM ingest_log")[0]["w"]
-    request(pipeline, "EURUSD", "--from", "2019-02-04", "--to", "2019-02-06", "--source", "dukascopy-bi5")
-    after = db(pipeline, "SELECT max(written_at) AS w, count(*) AS n FROM ingest_log WHERE instrument='EURUSD'")[0]
+    request(
+        pipeline,
+        "EURUSD",
+        "--from",
+        "2019-02-04",
+        "--to",
+        "2019-02-06",
+        "--source",
+        "dukascopy-bi5",
+    )
+    after = db(
+        pipeline,
+        "SELECT max(written_at) AS w, count(*) AS n FROM ingest_log WHERE instrument='EURUSD'",
+    )[0]
     assert after["w"] > before, "the units were not written again"
     assert after["n"] == 50
     again = db(pipeline, "SELECT count(*) AS n FROM ticks WHERE instrument = 'EURUSD'")[0]["n"]
@@ -157,9 +210,13 @@ def test_recorded_sample_equals_golden(pipeline: Pipeline) -> None:
     assert_equal_to_golden(pipeline, hours[:3])
 
 
-async def _publish_and_read_failures(p: Pipeline, values: list[bytes], expect: int) -> list[dict[str, object]]:
+async def _publish_and_read_failures(
+    p: Pipeline, values: list[bytes], expect: int
+) -> list[dict[str, object]]:
     prefix = p.env["TICKPIPE_TOPIC_PREFIX"]
-    producer = AIOKafkaProducer(bootstrap_servers=p.env.get("TICKPIPE_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=p.env.get("TICKPIPE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    )
     await producer.start()
     try:
         for v in values:
@@ -167,8 +224,10 @@ async def _publish_and_read_failures(p: Pipeline, values: list[bytes], expect: i
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(
-        f"{prefix}failures", bootstrap_servers=p.env.get("TICKPIPE_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        f"{prefix}failures",
+        bootstrap_servers=p.env.get("TICKPIPE_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await consumer.start()
     found: list[dict[str, object]] = []
@@ -184,32 +243,59 @@ async def _publish_and_read_failures(p: Pipeline, values: list[bytes], expect: i
 
 def test_bad_requests_land_in_failures_and_the_pipeline_keeps_going(pipeline: Pipeline) -> None:
     bad = [
-        json.dumps({"instrument": "EURUSX", "from": "2019-02-04T00:00:00Z", "to": "2019-02-04T01:00:00Z",
-                    "request_id": "req-unknown"}).encode(),
-        json.dumps({"instrument": "EURUSD", "from": "2019-02-05T00:00:00Z", "to": "2019-02-04T00:00:00Z",
-                    "request_id": "req-inverted"}).encode(),
+        json.dumps(
+            {
+                "instrument": "EURUSX",
+                "from": "2019-02-04T00:00:00Z",
+                "to": "2019-02-04T01:00:00Z",
+                "request_id": "req-unknown",
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "instrument": "EURUSD",
+                "from": "2019-02-05T00:00:00Z",
+                "to": "2019-02-04T00:00:00Z",
+                "request_id": "req-inverted",
+            }
+        ).encode(),
         b"\x00not json at all",
     ]
     failures = asyncio.run(_publish_and_read_failures(pipeline, bad, expect=3))
     by_request = {f["request_id"]: f for f in failures}
     assert set(by_request) >= {"req-unknown", "req-inverted", None}, failures
     unknown = by_request["req-unknown"]
-    assert unknown["stage"] == "fetcher-planner" and unknown["error_class"] == "UnknownInstrumentError"
-    assert "unknown instrument 'EURUSX'" in str(unknown["reason"]) and "EURUSD" in str(unknown["reason"])
+    assert (
+        unknown["stage"] == "fetcher-planner" and unknown["error_class"] == "UnknownInstrumentError"
+    )
+    assert "unknown instrument 'EURUSX'" in str(unknown["reason"]) and "EURUSD" in str(
+        unknown["reason"]
+    )
     inverted = by_request["req-inverted"]
     assert "'from'" in str(inverted["reason"]) and "must be before 'to'" in str(inverted["reason"])
     garbage = by_request[None]
     assert "not valid JSON" in str(garbage["reason"])
-    assert all(f["topic"] == f"{pipeline.env['TICKPIPE_TOPIC_PREFIX']}fetch-requests" for f in failures)
+    assert all(
+        f["topic"] == f"{pipeline.env['TICKPIPE_TOPIC_PREFIX']}fetch-requests" for f in failures
+    )
     # The partition moved on: a good request after the bad ones is served.
-    out = request(pipeline, "USDJPY", "--from", "2021-03-01T10:00", "--to", "2021-03-01T11:00",
-                  "--source", "dukascopy-bi5")
+    out = request(
+        pipeline,
+        "USDJPY",
+        "--from",
+        "2021-03-01T10:00",
+        "--to",
+        "2021-03-01T11:00",
+        "--source",
+        "dukascopy-bi5",
+    )
     assert "1 stored" in out
 
 
 def test_cli_reports_a_rejected_request(pipeline: Pipeline) -> None:
-    result = pipeline.cli("request", "NOPE", "--from", "2021-03-01", "--to", "2021-03-02", "--wait",
-                          "--timeout", "60")
+    result = pipeline.cli(
+        "request", "NOPE", "--from", "2021-03-01", "--to", "2021-03-02", "--wait", "--timeout", "60"
+    )
     assert result.returncode == 1
     assert "unknown instrument 'NOPE'" in result.stdout
 
@@ -227,16 +313,31 @@ def test_status_reports_coverage(pipeline: Pipeline) -> None:
 
 def test_every_service_shows_its_counters(pipeline: Pipeline) -> None:
     expected = {
-        "fetcher": ['tickpipe_units_total{outcome="downloaded",stage="fetcher"}',
-                    "tickpipe_fetcher_http_requests_total", "tickpipe_fetcher_download_seconds_bucket"],
-        "decoder": ['tickpipe_ticks_total{stage="decoder"}', 'tickpipe_units_total{outcome="decoded",stage="decoder"}'],
-        "validator": ['tickpipe_ticks_total{stage="validator"}', "tickpipe_stage_latency_seconds_bucket"],
-        "writer": ['tickpipe_ticks_total{stage="writer"}', 'tickpipe_units_total{outcome="stored",stage="writer"}',
-                   "tickpipe_writer_transaction_seconds_count", 'tickpipe_commits_total{stage="writer"}'],
+        "fetcher": [
+            'tickpipe_units_total{outcome="downloaded",stage="fetcher"}',
+            "tickpipe_fetcher_http_requests_total",
+            "tickpipe_fetcher_download_seconds_bucket",
+        ],
+        "decoder": [
+            'tickpipe_ticks_total{stage="decoder"}',
+            'tickpipe_units_total{outcome="decoded",stage="decoder"}',
+        ],
+        "validator": [
+            'tickpipe_ticks_total{stage="validator"}',
+            "tickpipe_stage_latency_seconds_bucket",
+        ],
+        "writer": [
+            'tickpipe_ticks_total{stage="writer"}',
+            'tickpipe_units_total{outcome="stored",stage="writer"}',
+            "tickpipe_writer_transaction_seconds_count",
+            'tickpipe_commits_total{stage="writer"}',
+        ],
     }
     for service, names in expected.items():
         text = pipeline.metrics(service)
         for name in names:
             lines = [ln for ln in text.splitlines() if ln.startswith(name)]
             assert lines, f"{service} /metrics lacks {name}"
-            assert any(float(ln.rsplit(" ", 1)[1]) > 0 for ln in lines), f"{service}: {name} is zero"
+            assert any(float(ln.rsplit(" ", 1)[1]) > 0 for ln in lines), (
+                f"{service}: {name} is zero"
+            )

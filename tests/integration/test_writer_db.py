@@ -40,17 +40,34 @@ async def conn(infra: Settings) -> AsyncIterator[asyncpg.Connection]:
 
 
 def make_batch(
-    n: int, *, part: int = 0, parts: int = 1, sha: str = "a" * 64, start: int = H0,
-    instrument: str = "USDJPY", scale: int = 3, first_point: int = 110_123,
+    n: int,
+    *,
+    part: int = 0,
+    parts: int = 1,
+    sha: str = "a" * 64,
+    start: int = H0,
+    instrument: str = "USDJPY",
+    scale: int = 3,
+    first_point: int = 110_123,
 ) -> TickBatch:
     """``n`` ticks one second apart, bid/ask in points starting at ``first_point``."""
     ts = start + part * 1000 * n + np.arange(n, dtype=np.int64) * 1000
     bid = first_point + np.arange(n, dtype=np.int64)
     ticks = Ticks(ts, bid, bid + 7, np.full(n, 1.25), np.full(n, 0.5))
     meta = BatchMeta(
-        source="dukascopy-bi5", instrument=instrument, kind="ticks", unit_start_ms=start,
-        unit_end_ms=start + HOUR_MS, part=part, part_count=parts, rows=n, price_scale=scale,
-        payload_sha256=sha, request_id="r1", fetched_at_ms=start, decoded_at_ms=start,
+        source="dukascopy-bi5",
+        instrument=instrument,
+        kind="ticks",
+        unit_start_ms=start,
+        unit_end_ms=start + HOUR_MS,
+        part=part,
+        part_count=parts,
+        rows=n,
+        price_scale=scale,
+        payload_sha256=sha,
+        request_id="r1",
+        fetched_at_ms=start,
+        decoded_at_ms=start,
     )
     return TickBatch(meta, ticks)
 
@@ -71,8 +88,8 @@ async def test_migrate_creates_plain_tables_and_is_idempotent(conn: asyncpg.Conn
 async def test_prices_volumes_and_times_are_exact(conn: asyncpg.Connection) -> None:
     await write(conn, [make_batch(3)])
     rows = await conn.fetch(
-        "SELECT (extract(epoch FROM ts)*1000)::bigint AS ms, bid, ask, bid_volume, ask_volume, flags "
-        "FROM ticks ORDER BY ts"
+        "SELECT (extract(epoch FROM ts)*1000)::bigint AS ms, bid, ask, bid_volume, ask_volume, "
+        "flags FROM ticks ORDER BY ts"
     )
     assert [r["ms"] for r in rows] == [H0, H0 + 1000, H0 + 2000]
     assert [f"{r['bid']:.3f}" for r in rows] == ["110.123", "110.124", "110.125"]
@@ -80,7 +97,10 @@ async def test_prices_volumes_and_times_are_exact(conn: asyncpg.Connection) -> N
     assert {(r["bid_volume"], r["ask_volume"], r["flags"]) for r in rows} == {(1.25, 0.5, 0)}
     log = await conn.fetchrow("SELECT * FROM ingest_log")
     assert (log["state"], log["rows"], log["parts_written"], log["payload_sha256"]) == (
-        "stored", 3, 1, "a" * 64,
+        "stored",
+        3,
+        1,
+        "a" * 64,
     )
     assert await conn.fetchval("SELECT price_scale FROM instruments WHERE instrument='USDJPY'") == 3
 
@@ -159,9 +179,15 @@ async def test_real_sample_decoded_and_written_equals_golden(
         meta = RawPayloadMeta(
             source="dukascopy-bi5" if rel.startswith("bi5") else "dukascopy-json",
             format="dukascopy-bi5-ticks" if rel.startswith("bi5") else "dukascopy-json-ticks",
-            instrument=g.instrument, kind="ticks", unit_start_ms=start,
-            unit_end_ms=start + HOUR_MS, url=rel, sha256=hashlib.sha256(payload).hexdigest(),
-            fetched_at_ms=start, price_scale=g.scale, request_id="golden",
+            instrument=g.instrument,
+            kind="ticks",
+            unit_start_ms=start,
+            unit_end_ms=start + HOUR_MS,
+            url=rel,
+            sha256=hashlib.sha256(payload).hexdigest(),
+            fetched_at_ms=start,
+            price_scale=g.scale,
+            request_id="golden",
         )
         # A small batch limit forces multi-part units through the writer too.
         for value in decode_payload(meta, payload, max_batch_bytes=64 * 1024).batches:

@@ -45,7 +45,13 @@ def read_golden_rows(path: Path) -> list[Row]:
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         return [
-            (int(r["timestamp_ms"]), r["ask"], r["bid"], float(r["ask_volume"]), float(r["bid_volume"]))
+            (
+                int(r["timestamp_ms"]),
+                r["ask"],
+                r["bid"],
+                float(r["ask_volume"]),
+                float(r["bid_volume"]),
+            )
             for r in reader
         ]
 
@@ -67,15 +73,25 @@ def golden_tick_hours(dukascopy_dir: Path) -> list[GoldenHour]:
     return out
 
 
-async def db_rows(conn: asyncpg.Connection, instrument: str, hour: datetime, scale: int) -> list[Row]:
+async def db_rows(
+    conn: asyncpg.Connection, instrument: str, hour: datetime, scale: int
+) -> list[Row]:
     """The stored ticks of one hour in golden form, ordered by time."""
     records = await conn.fetch(
         """SELECT (extract(epoch FROM ts) * 1000)::bigint AS ms, ask, bid, ask_volume, bid_volume
            FROM ticks WHERE instrument = $1 AND ts >= $2 AND ts < $3 ORDER BY ts""",
-        instrument, hour, hour + timedelta(hours=1),
+        instrument,
+        hour,
+        hour + timedelta(hours=1),
     )
     return [
-        (r["ms"], f"{r['ask']:.{scale}f}", f"{r['bid']:.{scale}f}", r["ask_volume"], r["bid_volume"])
+        (
+            r["ms"],
+            f"{r['ask']:.{scale}f}",
+            f"{r['bid']:.{scale}f}",
+            r["ask_volume"],
+            r["bid_volume"],
+        )
         for r in records
     ]
 
@@ -88,4 +104,6 @@ async def assert_hour_equals_golden(conn: asyncpg.Connection, golden: GoldenHour
         f"golden has {len(golden.rows)}"
     )
     for i, (got, want) in enumerate(zip(stored, golden.rows, strict=True)):
-        assert got == want, f"{golden.instrument} {golden.hour:%Y-%m-%dT%H}h row {i}: {got} != {want}"
+        assert got == want, (
+            f"{golden.instrument} {golden.hour:%Y-%m-%dT%H}h row {i}: {got} != {want}"
+        )

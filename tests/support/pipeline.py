@@ -51,7 +51,9 @@ class Pipeline:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, base_env: dict[str, str], database_url: str, log_dir: Path, standin_root: Path) -> Pipeline:
+    def create(
+        cls, base_env: dict[str, str], database_url: str, log_dir: Path, standin_root: Path
+    ) -> Pipeline:
         """A pipeline with a unique topic prefix and consumer groups (nothing started yet)."""
         run = uuid.uuid4().hex[:8]
         standin_port = free_port()
@@ -76,7 +78,13 @@ class Pipeline:
         """Start the stand-in or one service and wait until it answers ``/healthz``."""
         env = {**os.environ, **self.env}
         if name == "standin":
-            cmd = [str(BIN / "tickpipe-standin"), "--root", str(self.standin_root), "--port", str(self.ports[name])]
+            cmd = [
+                str(BIN / "tickpipe-standin"),
+                "--root",
+                str(self.standin_root),
+                "--port",
+                str(self.ports[name]),
+            ]
         else:
             cmd = [str(BIN / f"tickpipe-{name}")]
             env["TICKPIPE_METRICS_PORT"] = str(self.ports[name])
@@ -85,7 +93,9 @@ class Pipeline:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.procs[name].returncode}:\n{self.tail(name)}")
+                raise RuntimeError(
+                    f"{name} exited with {self.procs[name].returncode}:\n{self.tail(name)}"
+                )
             if http_get(f"http://127.0.0.1:{self.ports[name]}/healthz")[0] == 200:
                 return
             time.sleep(0.2)
@@ -104,7 +114,7 @@ class Pipeline:
 
     def stop_all(self) -> None:
         """SIGTERM everything, SIGKILL what does not stop within 15 s."""
-        for name, proc in list(self.procs.items()):
+        for proc in self.procs.values():
             proc.send_signal(signal.SIGTERM)
         for name, proc in list(self.procs.items()):
             try:
@@ -123,11 +133,19 @@ class Pipeline:
     def tail(self, name: str, lines: int = 40) -> str:
         """The end of a process's log."""
         path = self.log_dir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            if path.exists()
+            else ""
+        )
 
     def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """Run ``tickpipe ARGS`` against this pipeline."""
         return subprocess.run(
-            [str(BIN / "tickpipe"), *args], env={**os.environ, **self.env}, capture_output=True,
-            text=True, timeout=timeout, check=False,
+            [str(BIN / "tickpipe"), *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )

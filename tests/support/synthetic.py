@@ -12,9 +12,12 @@ from datetime import datetime
 from decimal import Decimal
 
 import numpy as np
+
 from support.golden_db import Row
 
-BI5_TICK = np.dtype([("ms", ">u4"), ("ask", ">u4"), ("bid", ">u4"), ("ask_vol", ">f4"), ("bid_vol", ">f4")])
+BI5_TICK = np.dtype(
+    [("ms", ">u4"), ("ask", ">u4"), ("bid", ">u4"), ("ask_vol", ">f4"), ("bid_vol", ">f4")]
+)
 
 
 def _price(points: int, scale: int) -> str:
@@ -30,7 +33,9 @@ def random_ticks(seed: int, n: int, first_bid: int, spread: int) -> tuple[np.nda
     return ms, bid.astype(np.int64), ask.astype(np.int64)
 
 
-def bi5_hour(hour: datetime, scale: int, seed: int, n: int, first_bid: int) -> tuple[bytes, list[Row]]:
+def bi5_hour(
+    hour: datetime, scale: int, seed: int, n: int, first_bid: int
+) -> tuple[bytes, list[Row]]:
     """A ``.bi5`` tick file (LZMA alone, 20-byte big-endian records) and its expected rows.
 
     Volumes are float32 values that are short decimals (0.5, 1.25 …), as Dukascopy's are.
@@ -43,14 +48,21 @@ def bi5_hour(hour: datetime, scale: int, seed: int, n: int, first_bid: int) -> t
     payload = lzma.compress(rec.tobytes(), format=lzma.FORMAT_ALONE)
     start = int(hour.timestamp() * 1000)
     rows = [
-        (start + int(m), _price(int(a), scale), _price(int(b), scale),
-         float(str(np.float32(av))), float(str(np.float32(bv))))
+        (
+            start + int(m),
+            _price(int(a), scale),
+            _price(int(b), scale),
+            float(str(np.float32(av))),
+            float(str(np.float32(bv))),
+        )
         for m, a, b, av, bv in zip(ms, ask, bid, rec["ask_vol"], rec["bid_vol"], strict=True)
     ]
     return payload, rows
 
 
-def json_hour(hour: datetime, scale: int, seed: int, n: int, first_bid: int) -> tuple[bytes, list[Row]]:
+def json_hour(
+    hour: datetime, scale: int, seed: int, n: int, first_bid: int
+) -> tuple[bytes, list[Row]]:
     """A JSON API tick response (delta encoded, volumes in units) and its expected rows."""
     ms, bid, ask = random_ticks(seed, n, first_bid, spread=3)
     start = int(hour.timestamp() * 1000)
@@ -68,8 +80,13 @@ def json_hour(hour: datetime, scale: int, seed: int, n: int, first_bid: int) -> 
         "bidVolumes": bid_units.tolist(),
     }
     rows = [
-        (start + int(m), _price(int(a), scale), _price(int(b), scale),
-         float(Decimal(repr(float(au))) / 1_000_000), float(Decimal(repr(float(bu))) / 1_000_000))
+        (
+            start + int(m),
+            _price(int(a), scale),
+            _price(int(b), scale),
+            float(Decimal(repr(float(au))) / 1_000_000),
+            float(Decimal(repr(float(bu))) / 1_000_000),
+        )
         for m, a, b, au, bu in zip(ms, ask, bid, ask_units, bid_units, strict=True)
     ]
     return json.dumps(body).encode(), rows
@@ -80,8 +97,14 @@ def instruments_response(entries: list[tuple[str, float, int]]) -> bytes:
     return json.dumps(
         {
             "instruments": [
-                {"id": i, "name": code.replace("-", "/"), "code": code, "description": code,
-                 "pipValue": pip, "priceScale": scale}
+                {
+                    "id": i,
+                    "name": code.replace("-", "/"),
+                    "code": code,
+                    "description": code,
+                    "pipValue": pip,
+                    "priceScale": scale,
+                }
                 for i, (code, pip, scale) in enumerate(entries)
             ]
         }

@@ -76,8 +76,8 @@ class Settings(BaseSettings):
     # --- validator --------------------------------------------------------------------
     validator_actions: dict[str, str] = Field(
         default_factory=dict,
-        description='Action per validation rule, overriding its default: {"crossed_quote": "drop"}; '
-        "actions are flag, drop and reject",
+        description="Action per validation rule, overriding its default, e.g. "
+        '{"crossed_quote": "drop"}; actions are flag, drop and reject',
     )
 
     # --- writer -----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -15,6 +16,11 @@ from tickpipe_shared.metrics import Health, start_http
 log = structlog.get_logger()
 
 Build = Callable[[Settings, Health], Awaitable[Sequence[StageRunner]]]
+
+
+def _stop_all(runners: Sequence[StageRunner]) -> None:
+    for r in runners:
+        r.stop()
 
 
 async def serve(service: str, build: Build, settings: Settings | None = None) -> None:
@@ -32,8 +38,9 @@ async def serve(service: str, build: Build, settings: Settings | None = None) ->
     cleanup: list[Callable[[], Awaitable[None]]] = []
     try:
         runners = await build(settings, health)
-        for r in runners:
-            r.install_signal_handlers()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _stop_all, runners)
         tasks = [asyncio.create_task(r.run(), name=r.stage) for r in runners]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for r in runners:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from datetime import UTC, datetime, timedelta
@@ -108,9 +109,7 @@ def test_request_property_names_are_the_model_aliases(request_schema: dict[str, 
 
 
 def test_request_required_fields_match(request_schema: dict[str, Any]) -> None:
-    required = {
-        f.alias or name for name, f in FetchRequest.model_fields.items() if f.is_required()
-    }
+    required = {f.alias or name for name, f in FetchRequest.model_fields.items() if f.is_required()}
     assert set(request_schema["required"]) == required
 
 
@@ -144,21 +143,20 @@ def test_request_schema_examples_parse(request_schema: dict[str, Any]) -> None:
         assert parsed.instrument == example["instrument"]
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"instrument": "EURUSD", "from": "2019-02-04T00:00:00Z", "to": "2019-02-05T00:00:00Z",
-         "extra": 1},  # fmt: skip
-        {"instrument": "EURUSD", "source": "nope", "from": "2019-02-04T00:00:00Z",
-         "to": "2019-02-05T00:00:00Z"},  # fmt: skip
-        {"instrument": "EURUSD", "kind": "candles", "from": "2019-02-04T00:00:00Z",
-         "to": "2019-02-05T00:00:00Z"},  # fmt: skip
-        {"instrument": "EUR USD", "from": "2019-02-04T00:00:00Z", "to": "2019-02-05T00:00:00Z"},
-        {"instrument": "EURUSD", "from": "2019-02-04T00:00:00Z"},
-        {"instrument": "EURUSD", "schema": 2, "from": "2019-02-04T00:00:00Z",
-         "to": "2019-02-05T00:00:00Z"},  # fmt: skip
-    ],
-)
+GOOD = {"instrument": "EURUSD", "from": "2019-02-04T00:00:00Z", "to": "2019-02-05T00:00:00Z"}
+BAD_REQUESTS = [
+    {**GOOD, "extra": 1},
+    {**GOOD, "source": "nope"},
+    {**GOOD, "kind": "candles"},
+    {**GOOD, "instrument": "EUR USD"},
+    {**GOOD, "instrument": ""},
+    {**GOOD, "request_id": "x" * 129},
+    {**GOOD, "schema": 2},
+    {k: v for k, v in GOOD.items() if k != "to"},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_REQUESTS)
 def test_schema_and_model_reject_the_same_records(
     request_schema: dict[str, Any], bad: dict[str, Any]
 ) -> None:
@@ -232,3 +230,44 @@ def test_failure_json_validates_against_schema(failure_schema: dict[str, Any]) -
         validator.validate(example)
     assert not validator.is_valid({"stage": "x", "reason": "y"})
     assert not validator.is_valid({"stage": "x", "reason": "y", "error_class": "E", "more": 1})
+
+
+# --- topic pages -------------------------------------------------------------------------------
+
+DOCS = ROOT / "docs"
+
+
+def test_every_topic_has_a_page_in_the_index() -> None:
+    from tickpipe_shared.kafka.topics import TOPICS
+
+    index = (DOCS / "topics" / "README.md").read_text()
+    pages = {p.stem for p in (DOCS / "topics").glob("*.md")} - {"README"}
+    assert pages == {t.name for t in TOPICS}
+    for t in TOPICS:
+        assert f"({t.name}.md)" in index, t.name
+
+
+def test_topic_configs_in_the_index_match_the_code() -> None:
+    from tickpipe_shared.kafka.topics import TOPICS
+
+    index = (DOCS / "topics" / "README.md").read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| ([a-z-]+) \| .*$", index, flags=re.M)}
+    for t in TOPICS:
+        row = rows[t.name]
+        assert f"| {t.configs['retention.ms']} " in row, row
+        size = t.configs.get("max.message.bytes")
+        assert (size in row) if size else ("broker default" in row), row
+
+
+def test_relative_links_in_docs_resolve() -> None:
+    files = [
+        *DOCS.glob("*.md"),
+        *(DOCS / "topics").glob("*.md"),
+        ROOT / "deploy" / "k8s" / "README.md",
+    ]
+    for md in files:
+        for target in re.findall(r"\]\(([^)\s]+)\)", md.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            path = target.split("#", 1)[0]
+            assert (md.parent / path).exists(), f"{md.relative_to(ROOT)}: broken link {target}"

@@ -162,11 +162,6 @@ def test_truncated_body_retryable(source: DukascopyBi5 | DukascopyJson, body: by
         source.classify(URL, resp(200, body, content_length=declared))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: DukascopyBi5.classify returns EMPTY for a 0-byte body before checking "
-    "Content-Length, so a body truncated to nothing is stored as an empty hour",
-)
 def test_bi5_zero_bytes_with_nonzero_content_length_is_retryable() -> None:
     with pytest.raises(RetryableFetchError, match="truncated"):
         BI5.classify(URL, resp(200, b"", content_length="1234"))

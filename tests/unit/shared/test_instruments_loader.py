@@ -146,11 +146,6 @@ async def test_settings_overrides_applied(tmp_path: Path, monkeypatch: pytest.Mo
     assert reg.get("XAUUSD").bi5_scale == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a 200 answer without an 'instruments' list overwrites a good cache and "
-    "load_registry raises ValueError instead of falling back to the cached copy",
-)
 async def test_unusable_download_does_not_replace_good_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

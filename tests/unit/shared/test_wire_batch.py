@@ -243,22 +243,12 @@ def _header_with_columns(columns: list[list[str]], rows: int = 0) -> dict[str, o
     return header
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode_batch lets np.dtype's TypeError for an unknown column dtype escape "
-    "instead of raising BatchFormatError",
-)
 def test_error_unknown_column_dtype_is_batch_format_error() -> None:
     header = _header_with_columns([["ts_ms", "nonsense"]])
     with pytest.raises(BatchFormatError):
         decode_batch(with_header(header))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode_batch lets Ticks' ValueError for a tick column of the wrong dtype "
-    "escape instead of raising BatchFormatError",
-)
 def test_error_wrong_dtype_of_tick_column_is_batch_format_error() -> None:
     cols = [[n, d] for n, d in TICK_COLUMNS]
     cols[0][1] = "<i4"
@@ -267,11 +257,6 @@ def test_error_wrong_dtype_of_tick_column_is_batch_format_error() -> None:
         decode_batch(with_header(header, b"\0" * 256))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a negative 'rows' in the header is not rejected; np.frombuffer(count=-1) "
-    "reads the rest of the record and a plain ValueError escapes",
-)
 def test_error_negative_rows_is_batch_format_error() -> None:
     header = _header_with_columns([[n, d] for n, d in TICK_COLUMNS], rows=-1)
     with pytest.raises(BatchFormatError):

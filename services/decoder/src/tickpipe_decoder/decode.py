@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.wire.batch import (
-    TICK_ROW_BYTES,
+    VALIDATED_ROW_BYTES,
     BatchMeta,
     TickBatch,
     encode_batch,
@@ -54,8 +54,10 @@ class DecodedUnit:
 def decode_payload(meta: RawPayloadMeta, payload: bytes, max_batch_bytes: int) -> DecodedUnit:
     """Encoded tick batches (``wire.batch`` format) of one raw payload, at least one.
 
-    Prices stay in integer points with the payload's scale (from the JSON ``multiplier``, or
-    for ``.bi5`` the scale the fetcher recorded from the instrument registry).
+    Parts are sized for the validated batch (with its flags column), so that every stage's
+    records stay under ``max_batch_bytes``. Prices stay in integer points with the payload's
+    scale (from the JSON ``multiplier``, or for ``.bi5`` the scale the fetcher recorded from the
+    instrument registry).
 
     Raises :class:`DecodeError` for an unknown format or a payload that does not decode.
     """
@@ -64,7 +66,7 @@ def decode_payload(meta: RawPayloadMeta, payload: bytes, max_batch_bytes: int) -
         raise DecodeError(f"unknown payload format {meta.format!r} (known: {', '.join(DECODERS)})")
     ticks, scale = decoder(meta, payload)
     now = int(time.time() * 1000)
-    slices = split_rows(len(ticks), TICK_ROW_BYTES, max_batch_bytes)
+    slices = split_rows(len(ticks), VALIDATED_ROW_BYTES, max_batch_bytes)
     batches = [
         encode_batch(
             TickBatch(

@@ -22,12 +22,12 @@ from tickpipe_shared.metrics import BYTES, UNITS
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
+from tickpipe_fetcher import http
 from tickpipe_fetcher.http import (
     PermanentFetchError,
     RetryableFetchError,
     RetryPolicy,
     Transport,
-    sleep,
 )
 from tickpipe_fetcher.metrics import FETCH_LATENCY, HTTP_REQUESTS, RETRIES_TOTAL
 from tickpipe_fetcher.sources.base import Outcome, Source
@@ -143,7 +143,7 @@ class Downloader:
                     error=last_error,
                     retry_in_s=round(delay, 2),
                 )
-                await sleep(delay)
+                await http.sleep(delay)
         raise DownloadFailedError(
             f"{key}: gave up after {self.policy.attempts} attempts; last error: {last_error}",
             self.policy.attempts,

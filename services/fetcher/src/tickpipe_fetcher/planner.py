@@ -7,6 +7,7 @@ failure record with the reason, and the partition moves on.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -27,7 +28,7 @@ FailureFactory = Callable[[InRecord, BaseException, str | None], OutRecord]
 
 
 def _request_id(value: bytes | None) -> str | None:
-    """Best effort: the ``request_id`` of a request too broken to parse, to attribute its failure."""
+    """Best effort: the ``request_id`` of a request too broken to parse, for its failure."""
     try:
         data = json.loads(value or b"")
     except (ValueError, UnicodeDecodeError):
@@ -83,14 +84,16 @@ class Planner:
         if request.source not in self.sources:
             configured = ", ".join(sorted(self.sources)) or "none"
             raise RequestError(
-                f"source {request.source!r} is not configured on this fetcher (configured: {configured})"
+                f"source {request.source!r} is not configured on this fetcher "
+                f"(configured: {configured})"
             )
         assert self.registry is not None, "process() loads the registry first"
         instrument = self.registry.get(request.instrument)
         code = instrument.bi5_symbol if request.source == "dukascopy-bi5" else instrument.json_code
-        units = hour_units(
-            request.source, instrument.name, dt_to_ms(request.from_), dt_to_ms(request.to)
-        )
+        # Hours that have not started yet have no data: the range ends now at the latest (the
+        # current, still open hour is fetched as such and refetched by a later request).
+        to_ms = min(dt_to_ms(request.to), int(time.time() * 1000))
+        units = hour_units(request.source, instrument.name, dt_to_ms(request.from_), to_ms)
         log.info(
             "request planned",
             request_id=request.request_id,

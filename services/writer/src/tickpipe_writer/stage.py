@@ -66,7 +66,7 @@ class Writer:
         DUPLICATE_PARTS.inc(work.duplicates)
         rows = sum(len(b.ticks) for b in work.inserts)
         TICKS.labels("writer").inc(rows)
-        for state, batch in work.ledger.values():
+        for state, _ in work.ledger.values():
             if state.state != "partial":
                 UNITS.labels("writer", state.state).inc()
         log.info(

@@ -70,7 +70,8 @@ async def write(conn: asyncpg.Connection, batches: Sequence[TickBatch]) -> Plan:
         if work.deletes:
             await conn.execute(
                 """DELETE FROM ticks t
-                   USING unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS u(instrument, s, e)
+                   USING unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
+                         AS u(instrument, s, e)
                    WHERE t.instrument = u.instrument AND t.ts >= u.s AND t.ts < u.e""",
                 [d[0] for d in work.deletes],
                 [_dt(d[1]) for d in work.deletes],
@@ -100,7 +101,8 @@ async def write(conn: asyncpg.Connection, batches: Sequence[TickBatch]) -> Plan:
                 """INSERT INTO ingest_log (instrument, kind, unit_start, unit_end, source, state,
                        rows, part_count, parts_written, payload_sha256, quality, decoder_version,
                        request_id, fetched_at, decoded_at, written_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, now())
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14,
+                           $15, now())
                    ON CONFLICT (instrument, kind, unit_start) DO UPDATE SET
                        unit_end = EXCLUDED.unit_end, source = EXCLUDED.source,
                        state = EXCLUDED.state, rows = EXCLUDED.rows,

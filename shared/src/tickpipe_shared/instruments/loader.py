@@ -1,7 +1,7 @@
 """Loads the instrument registry from the Dukascopy JSON API, with an on-disk cache.
 
-The cache (``TICKPIPE_INSTRUMENT_CACHE_DIR``) is refreshed after ``TICKPIPE_INSTRUMENT_CACHE_TTL_S``;
-when the source is unreachable a stale cache is used rather than stopping the pipeline.
+The cache (``TICKPIPE_INSTRUMENT_CACHE_DIR``) is refreshed after
+``TICKPIPE_INSTRUMENT_CACHE_TTL_S`` seconds; when the source is unreachable a stale cache is used rather than stopping the pipeline.
 """
 
 from __future__ import annotations
@@ -39,25 +39,32 @@ async def load_registry(
     """
     cache = _cache_file(settings)
     fresh = cache.exists() and time.time() - cache.stat().st_mtime < settings.instrument_cache_ttl_s
-    data: dict[str, Any] | None = None
     if not fresh and settings.dukascopy_json_url:
         url = settings.dukascopy_json_url.rstrip("/") + "/instruments"
         try:
             data = await _download(url, session)
+            # Parse before caching: an unusable answer must not replace a good cached copy.
+            registry = InstrumentRegistry.from_instruments_response(
+                data, settings.bi5_scale_overrides
+            )
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(data))
             tmp.replace(cache)
+            return registry
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             log.warning("instrument metadata download failed", url=url, error=str(e))
-    if data is None and cache.exists():
-        data = json.loads(cache.read_text())
-    if data is None:
-        raise RegistryUnavailableError(
-            "no instrument metadata: set TICKPIPE_DUKASCOPY_JSON_URL to the JSON API "
-            f"(…/v1) so it can be downloaded, or provide {cache}"
-        )
-    return InstrumentRegistry.from_instruments_response(data, settings.bi5_scale_overrides)
+    if cache.exists():
+        try:
+            return InstrumentRegistry.from_instruments_response(
+                json.loads(cache.read_text()), settings.bi5_scale_overrides
+            )
+        except ValueError as e:
+            log.warning("instrument metadata cache unusable", path=str(cache), error=str(e))
+    raise RegistryUnavailableError(
+        "no instrument metadata: set TICKPIPE_DUKASCOPY_JSON_URL to the JSON API "
+        f"(…/v1) so it can be downloaded, or provide {cache}"
+    )
 
 
 async def _download(url: str, session: aiohttp.ClientSession | None) -> dict[str, Any]:

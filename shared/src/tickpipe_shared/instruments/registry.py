@@ -128,7 +128,8 @@ class InstrumentRegistry:
             close = difflib.get_close_matches(key, self._by_name.keys(), n=3, cutoff=0.75)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise UnknownInstrumentError(
-                f"unknown instrument {name!r}: not among the {len(self)} instruments the source lists{hint}"
+                f"unknown instrument {name!r}: not among the {len(self)} instruments "
+                f"the source lists{hint}"
             )
         return found
 

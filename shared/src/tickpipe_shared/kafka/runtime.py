@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,8 +66,7 @@ class BatchPolicy:
 class StageRunner:
     """Consumes ``input_topic`` in consumer group ``group``, runs ``processor``, checkpoints.
 
-    Start with :meth:`run`; stop with :meth:`stop` (or SIGTERM/SIGINT when
-    :meth:`install_signal_handlers` was called). Stopping finishes the current checkpoint first.
+    Start with :meth:`run`; stop with :meth:`stop`, which finishes the current checkpoint first.
     """
 
     def __init__(
@@ -98,12 +96,6 @@ class StageRunner:
         """Ask the loop to stop after the checkpoint in progress."""
         self._stopping.set()
 
-    def install_signal_handlers(self) -> None:
-        """Stop gracefully on SIGTERM and SIGINT."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-
     async def run(self) -> None:
         """The worker loop: poll a batch, checkpoint it, repeat until stopped."""
         consumer = AIOKafkaConsumer(
@@ -118,7 +110,9 @@ class StageRunner:
             max_poll_interval_ms=600_000,
         )
         self._consumer = consumer
-        await self._start_with_retry(consumer)
+        if not await self._start_with_retry(consumer):
+            await self._producer.stop()
+            return
         log.info("stage started", topic=self.input_topic, group=self.group)
         try:
             while not self._stopping.is_set():
@@ -131,19 +125,24 @@ class StageRunner:
             await self._producer.stop()
             log.info("stage stopped")
 
-    async def _start_with_retry(self, consumer: AIOKafkaConsumer) -> None:
+    async def _start_with_retry(self, consumer: AIOKafkaConsumer) -> bool:
+        """Start producer and consumer; False when stopped before Kafka answered."""
         # The broker may still be starting (local stack, Kubernetes): keep trying, stay unhealthy.
         delay = 0.5
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._producer.start()
                 await consumer.start()
-                return
+                return True
             except KafkaError as e:
                 self.health.fail(f"kafka unreachable: {e}")
                 log.warning("kafka unreachable, retrying", error=str(e), retry_in_s=delay)
-                await asyncio.sleep(delay)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
                 delay = min(delay * 2, 10.0)
+        return False
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> list[Any]:
         """Gather records until a :class:`BatchPolicy` limit is reached; partition order kept."""

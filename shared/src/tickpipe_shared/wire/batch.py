@@ -32,9 +32,10 @@ from tickpipe_shared.units import Unit
 MAGIC = b"TPB1"
 _ALIGN = 8
 _HEADER = struct.Struct("<4sI")
+FLAGS_COLUMN = ("flags", "<u2")
 #: Bytes per tick on the wire without and with the validator's flags column.
 TICK_ROW_BYTES = sum(np.dtype(d).itemsize for _, d in TICK_COLUMNS)
-FLAGS_COLUMN = ("flags", "<u2")
+VALIDATED_ROW_BYTES = TICK_ROW_BYTES + np.dtype(FLAGS_COLUMN[1]).itemsize
 
 
 class BatchFormatError(ValueError):
@@ -137,10 +138,15 @@ def decode_batch(value: bytes) -> TickBatch:
         meta = BatchMeta(**raw)
     except (ValueError, TypeError, KeyError) as e:
         raise BatchFormatError(f"batch header is invalid: {e}") from None
+    if meta.rows < 0:
+        raise BatchFormatError(f"batch header says {meta.rows} rows")
     offset = end + _pad(end)
     arrays: dict[str, NDArray[Any]] = {}
     for name, dtype in meta.columns:
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise BatchFormatError(f"column {name!r} has an unknown dtype {dtype!r}") from None
         size = meta.rows * dt.itemsize
         if offset + size > len(value):
             raise BatchFormatError(
@@ -151,9 +157,16 @@ def decode_batch(value: bytes) -> TickBatch:
     missing = [n for n, _ in TICK_COLUMNS if n not in arrays]
     if missing:
         raise BatchFormatError(f"batch lacks tick columns {missing}")
-    ticks = Ticks(*(arrays[n] for n, _ in TICK_COLUMNS))
+    try:
+        ticks = Ticks(*(arrays[n] for n, _ in TICK_COLUMNS))
+    except ValueError as e:
+        raise BatchFormatError(str(e)) from None
     flags = arrays.get(FLAGS_COLUMN[0])
-    return TickBatch(meta, ticks, flags)  # type: ignore[arg-type]
+    if flags is not None and flags.dtype != np.dtype(FLAGS_COLUMN[1]):
+        raise BatchFormatError(
+            f"column 'flags' has dtype {flags.dtype}, expected {FLAGS_COLUMN[1]}"
+        )
+    return TickBatch(meta, ticks, flags)
 
 
 def split_rows(rows: int, row_bytes: int, max_bytes: int) -> list[slice]:

@@ -56,8 +56,11 @@ class FetchRequest(BaseModel):
             raise ValueError(f"'from' ({self.from_.isoformat()}) is before 1970")
         if self.to - self.from_ > MAX_SPAN:
             raise ValueError(f"range of {(self.to - self.from_).days} days exceeds 30 years")
-        if self.from_ > datetime.now(UTC) + timedelta(days=1):
+        now = datetime.now(UTC)
+        if self.from_ > now:
             raise ValueError(f"'from' ({self.from_.isoformat()}) is in the future")
+        if self.to > now + timedelta(days=366):
+            raise ValueError(f"'to' ({self.to.isoformat()}) is more than a year in the future")
         return self
 
     def to_json(self) -> bytes:

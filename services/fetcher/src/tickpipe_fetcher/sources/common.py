@@ -36,8 +36,8 @@ def check_not_html(url: str, response: HttpResponse) -> None:
         raise RetryableFetchError(f"anti-bot challenge page instead of data from {url}")
     if response.content_type == "text/html" or head.startswith(_HTML_MARKERS):
         raise RetryableFetchError(
-            f"HTML page ({len(response.body)} bytes, content-type {response.content_type or 'none'}) "
-            f"instead of data from {url}"
+            f"HTML page ({len(response.body)} bytes, content-type "
+            f"{response.content_type or 'none'}) instead of data from {url}"
         )
 
 

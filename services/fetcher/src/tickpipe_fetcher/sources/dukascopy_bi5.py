@@ -39,10 +39,12 @@ class DukascopyBi5:
     def classify(self, url: str, response: HttpResponse) -> Outcome:
         """0-byte 200 or 404: empty; an LZMA stream: data; anything else: retryable."""
         check_status(url, response)
-        if response.status == 404 or not response.body:
+        if response.status == 404:
+            return Outcome.EMPTY
+        check_length(url, response)  # before the empty check: 0 of N bytes is a cut, not "empty"
+        if not response.body:
             return Outcome.EMPTY
         check_not_html(url, response)
-        check_length(url, response)
         if response.body[0] != LZMA_PROPERTIES:
             raise RetryableFetchError(
                 f"not an LZMA stream from {url}: first bytes {response.body[:16]!r}"
