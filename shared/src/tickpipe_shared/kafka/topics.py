@@ -1,8 +1,8 @@
 """The topics of tickpipe and how they are created.
 
 Contracts (key, headers, value encoding) are documented in ``docs/topics/``. Every record about
-one unit of work is keyed by ``source|instrument|unit start`` so it stays in one partition, in
-order, through every stage.
+one unit of work is keyed by ``source|instrument|kind|unit start`` (:attr:`Unit.key`) so it
+stays in one partition, in order, through every stage.
 """
 
 from __future__ import annotations

@@ -19,12 +19,14 @@ from tickpipe_shared.logging import scrub
 class Failure:
     """One failure.
 
-    * ``stage``: the service that failed (``fetcher``, ``decoder``, ``validator``, ``writer``).
+    * ``stage``: what failed: ``fetcher-planner`` (a bad request), ``fetcher`` (a download),
+      ``decoder``, ``validator``, ``writer``.
     * ``reason``: what was wrong and where, for a human.
     * ``error_class``: the exception class name, for grouping.
     * ``key``/``headers``/``topic``/``partition``/``offset``: the original record.
     * ``attempt``: attempts made (downloads) or 1.
-    * ``unit_key``/``request_id``: when known, to attribute it.
+    * ``unit_key``: the key of the failed record — a unit key, or for a bad request the
+      request's key. ``request_id``: when known, to attribute it.
     """
 
     stage: str
