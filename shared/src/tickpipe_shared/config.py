@@ -67,6 +67,41 @@ class Settings(BaseSettings):
     fetch_read_timeout_s: float = Field(30.0, gt=0)
     fetch_total_timeout_s: float = Field(60.0, gt=0)
     http_proxy: str | None = Field(None, description="Optional HTTP(S) proxy for source requests")
+    http_proxy_by_source: dict[str, str] = Field(
+        default_factory=dict,
+        description='Proxy per source overriding http_proxy, e.g. {"dukascopy-bi5": '
+        '"http://proxy:3128"}; an empty string means a direct connection',
+    )
+    fetch_rate_per_host: float = Field(
+        10.0,
+        ge=0,
+        description="Requests per second to one source host, in total over all fetcher "
+        "replicas (each uses this / fetch_replicas); 0 disables rate limiting",
+    )
+    fetch_rate_burst: float = Field(
+        10.0, ge=1, description="Token-bucket burst per host, in total over all replicas"
+    )
+    fetch_replicas: int = Field(
+        1, ge=1, description="Fetcher replicas sharing fetch_rate_per_host and fetch_rate_burst"
+    )
+    fetch_rate_recovery_s: float = Field(
+        60.0, gt=0, description="After a 429/503 halved the rate: seconds to regain the full rate"
+    )
+    fetch_breaker_failures: int = Field(
+        5, ge=1, description="Consecutive failures to one host that open its circuit breaker"
+    )
+    fetch_breaker_failure_ratio: float = Field(
+        0.5, gt=0, le=1, description="Failure ratio over the window that opens the breaker"
+    )
+    fetch_breaker_window: int = Field(
+        20, ge=1, description="Recent requests per host the failure ratio is computed over"
+    )
+    fetch_breaker_cooldown_s: float = Field(
+        30.0, gt=0, description="How long an open breaker stays open before a half-open probe"
+    )
+    fetch_breaker_max_wait_s: float = Field(
+        300.0, ge=0, description="Longest a unit waits for an open breaker before it fails"
+    )
 
     # --- decoder ----------------------------------------------------------------------
     max_batch_bytes: int = Field(

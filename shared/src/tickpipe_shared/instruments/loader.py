@@ -1,7 +1,8 @@
 """Loads the instrument registry from the Dukascopy JSON API, with an on-disk cache.
 
 The cache (``TICKPIPE_INSTRUMENT_CACHE_DIR``) is refreshed after
-``TICKPIPE_INSTRUMENT_CACHE_TTL_S`` seconds; when the source is unreachable a stale cache is used rather than stopping the pipeline.
+``TICKPIPE_INSTRUMENT_CACHE_TTL_S`` seconds; when the source is unreachable a stale cache is
+used rather than stopping the pipeline.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka import crash
 from tickpipe_shared.kafka.producer import make_producer, produce_all
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
 from tickpipe_shared.kafka.topics import FAILURES
@@ -180,13 +181,16 @@ class StageRunner:
         for r in records:
             RECORDS_CONSUMED.labels(self.stage, r.topic).inc()
         try:
+            crash.reached(self.stage, "before-process")  # TICKPIPE_CRASH_AT markers: crash.py
             # 1. process
             outputs = await self._process_isolating_poison(records)
+            crash.reached(self.stage, "after-process")
             # 2. produce and wait for acknowledgement
             await produce_all(self._producer, outputs)
         except (RetryableError, KafkaError) as e:
             await self._rewind(consumer, records, e)
             return
+        crash.reached(self.stage, "after-produce")
         for o in outputs:
             RECORDS_PRODUCED.labels(self.stage, o.topic).inc()
         # 3. commit
@@ -201,6 +205,7 @@ class StageRunner:
             ERRORS.labels(self.stage, type(e).__name__).inc()
             log.warning("commit failed; records will be redelivered", error=str(e))
             return
+        crash.reached(self.stage, "after-commit")
         self._retry_delay = 0.0
         COMMITS.labels(self.stage).inc()
         LAST_CHECKPOINT.labels(self.stage).set(time.time())
