@@ -12,24 +12,16 @@ relative to ``data/dukascopy/`` (one ``None`` case, which skips, when the data a
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-SHARED_MISSING = (
-    "../shared/data not found beside the repo: real-payload tests need it (set TICKPIPE_SHARED_DIR)"
+from support.shared_data import (
+    SHARED_MISSING,
+    GoldenCsv,
+    locate_shared_dir,
+    read_golden_csv,
 )
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def locate_shared_dir() -> Path | None:
-    """``$TICKPIPE_SHARED_DIR`` or ``<repo root>/../shared`` if it holds ``data/dukascopy``."""
-    env = os.environ.get("TICKPIPE_SHARED_DIR")
-    candidate = Path(env) if env else REPO_ROOT.parent / "shared"
-    return candidate if (candidate / "data" / "dukascopy").is_dir() else None
 
 
 @pytest.fixture(scope="session")
@@ -47,26 +39,6 @@ def dukascopy_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "dukascopy"
 
 
-@dataclass(frozen=True)
-class GoldenCsv:
-    """A golden CSV: its header and its rows as text, exactly as written."""
-
-    header: list[str]
-    rows: list[list[str]]
-
-    def column(self, name: str) -> list[str]:
-        i = self.header.index(name)
-        return [row[i] for row in self.rows]
-
-
-def read_golden_csv(path: Path) -> GoldenCsv:
-    """Read a golden CSV (``golden/<bi5|json>/<relative payload path>.csv``)."""
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        return GoldenCsv(header, [row for row in reader if row])
-
-
 @pytest.fixture(scope="session")
 def golden(dukascopy_dir: Path) -> Callable[[str], GoldenCsv]:
     """``golden(rel)`` reads the golden CSV of the payload at ``data/dukascopy/<rel>``."""
@@ -82,15 +54,6 @@ def golden_index(dukascopy_dir: Path) -> dict[str, dict[str, str]]:
     """``golden/INDEX.csv`` keyed by relative payload path (columns: kind, scale, rows, …)."""
     with (dukascopy_dir / "golden" / "INDEX.csv").open(newline="") as fh:
         return {row["path"]: row for row in csv.DictReader(fh)}
-
-
-def format_points(points: int, scale: int) -> str:
-    """Integer points as an exact decimal with ``scale`` decimals (``114545, 5 → "1.14545"``)."""
-    if scale <= 0:
-        return str(points * 10**-scale)
-    sign = "-" if points < 0 else ""
-    whole, frac = divmod(abs(points), 10**scale)
-    return f"{sign}{whole}.{frac:0{scale}d}"
 
 
 def _payload_files() -> dict[str, list[str]]:

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,9 +75,12 @@ class Pipeline:
             p.ports[s] = free_port()
         return p
 
-    def start(self, name: str) -> None:
-        """Start the stand-in or one service and wait until it answers ``/healthz``."""
-        env = {**os.environ, **self.env}
+    def start(self, name: str, extra_env: Mapping[str, str] | None = None) -> None:
+        """Start the stand-in or one service and wait until it answers ``/healthz``.
+
+        ``extra_env`` is added to this process's environment only (e.g. ``TICKPIPE_CRASH_AT``).
+        """
+        env = {**os.environ, **self.env, **(extra_env or {})}
         if name == "standin":
             cmd = [
                 str(BIN / "tickpipe-standin"),
@@ -111,6 +115,30 @@ class Pipeline:
         proc = self.procs.pop(name)
         proc.send_signal(sig)
         proc.wait(timeout=30)
+
+    def restart(self, name: str, extra_env: Mapping[str, str] | None = None) -> None:
+        """SIGKILL ``name`` if it runs, then start it again (with ``extra_env``, if given)."""
+        if name in self.procs:
+            self.kill(name)
+        self.start(name, extra_env)
+
+    def alive(self, name: str) -> bool:
+        """True while the process of ``name`` runs."""
+        proc = self.procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def wait_exit(self, name: str, timeout: float) -> int:
+        """Wait until ``name`` exits by itself (e.g. a crash marker); its exit status.
+
+        Raises :class:`subprocess.TimeoutExpired` when it still runs after ``timeout`` s.
+        """
+        status = self.procs[name].wait(timeout=timeout)
+        self.procs.pop(name)
+        return status
+
+    def healthz(self, name: str) -> int:
+        """The HTTP status of ``/healthz`` of a service (0 when nothing answers)."""
+        return http_get(f"http://127.0.0.1:{self.ports[name]}/healthz")[0]
 
     def stop_all(self) -> None:
         """SIGTERM everything, SIGKILL what does not stop within 15 s."""

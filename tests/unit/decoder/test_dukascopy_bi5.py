@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import GoldenCsv, format_points
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.shared_data import GoldenCsv, format_points
 from tickpipe_decoder.errors import DecodeError
 from tickpipe_decoder.formats import dukascopy_bi5
 from tickpipe_decoder.formats.dukascopy_bi5 import (
@@ -352,7 +352,7 @@ def test_fuzz_random_bytes(payload: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def real_seed_payloads() -> list[bytes]:
-    from conftest import locate_shared_dir
+    from support.shared_data import locate_shared_dir
 
     root = locate_shared_dir()
     if root is None:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import GoldenCsv, format_points, locate_shared_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.shared_data import GoldenCsv, format_points, locate_shared_dir
 from tickpipe_decoder.errors import DecodeError
 from tickpipe_decoder.formats import dukascopy_json
 from tickpipe_decoder.formats.dukascopy_json import (

@@ -17,7 +17,7 @@ import aiohttp
 import numpy as np
 import pytest
 import pytest_asyncio
-from conftest import locate_shared_dir
+from support.shared_data import locate_shared_dir
 from tickpipe_decoder.formats.dukascopy_bi5 import BI5_TICK_DTYPE, decode_bi5_ticks
 from tickpipe_decoder.formats.dukascopy_json import decode_json_candles, decode_json_ticks
 from tickpipe_dev.standin.main import _missing, parse_args
