@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from support.database import with_database
 from support.golden_db import GoldenHour, assert_hour_equals_golden, golden_tick_hours
-from support.pipeline import Pipeline
+from support.pipeline import Pipeline, http_get
 from support.shared_data import locate_shared_dir
 from support.synthetic import bi5_hour, instruments_response, json_hour
 from tickpipe_shared.config import Settings
@@ -341,3 +343,35 @@ def test_every_service_shows_its_counters(pipeline: Pipeline) -> None:
             assert any(float(ln.rsplit(" ", 1)[1]) > 0 for ln in lines), (
                 f"{service}: {name} is zero"
             )
+
+
+def test_replay_rebuilds_from_raw_payloads_without_downloading(pipeline: Pipeline) -> None:
+    recorded = locate_dukascopy()
+    if recorded is None:
+        pytest.skip("../shared/data not found beside the repo: the replay test needs the sample")
+    before = db(pipeline, "SELECT count(*) AS n, max(written_at) AS w FROM ingest_log")[0]
+    ticks = db(pipeline, "SELECT count(*) AS n FROM ticks")[0]["n"]
+    status, stats = http_get(f"http://127.0.0.1:{pipeline.ports['standin']}/_stats")
+    downloads_before = json.loads(stats)["total"] if status == 200 else None
+
+    refused = pipeline.cli("replay", "decoder")
+    assert refused.returncode == 2 and "active member" in refused.stderr
+    pipeline.kill("decoder", signal.SIGTERM)
+    done = pipeline.cli("replay", "decoder")
+    assert done.returncode == 0, done.stderr
+    pipeline.start("decoder")
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        rewritten = db(
+            pipeline, "SELECT count(*) AS n FROM ingest_log WHERE written_at > $1", before["w"]
+        )[0]["n"]
+        if rewritten == before["n"]:
+            break
+        time.sleep(0.5)
+    assert rewritten == before["n"], f"{rewritten} of {before['n']} units rebuilt by the replay"
+    assert db(pipeline, "SELECT count(*) AS n FROM ticks")[0]["n"] == ticks
+    assert_equal_to_golden(pipeline, golden_tick_hours(recorded))
+    if downloads_before is not None:
+        _, stats = http_get(f"http://127.0.0.1:{pipeline.ports['standin']}/_stats")
+        assert json.loads(stats)["total"] == downloads_before, "replay downloaded again"
