@@ -18,8 +18,11 @@ pytestmark = pytest.mark.integration
 async def settings(infra: Settings) -> Settings:
     run = uuid.uuid4().hex[:8]
     s = infra.model_copy(
-        update={"topic_prefix": f"replay{run}.", "consumer_group_prefix": f"replay{run}-",
-                "topic_partitions": 2}
+        update={
+            "topic_prefix": f"replay{run}.",
+            "consumer_group_prefix": f"replay{run}-",
+            "topic_partitions": 2,
+        }
     )
     await ensure_topics(s)
     return s
@@ -37,8 +40,11 @@ async def _produce(s: Settings, n: int) -> None:
 
 async def _consume_all_and_commit(s: Settings) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
-        s.topic(RAW_PAYLOADS), bootstrap_servers=s.kafka_bootstrap, group_id=s.group("decoder"),
-        enable_auto_commit=False, auto_offset_reset="earliest",
+        s.topic(RAW_PAYLOADS),
+        bootstrap_servers=s.kafka_bootstrap,
+        group_id=s.group("decoder"),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     seen = 0

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SERVICES = ("fetcher", "decoder", "validator", "writer")
+SERVICES = ("fetcher", "decoder", "validator", "writer", "tracker")
 BIN = Path(sys.executable).parent
 
 
@@ -80,6 +80,11 @@ class Pipeline:
 
         ``extra_env`` is added to this process's environment only (e.g. ``TICKPIPE_CRASH_AT``).
         """
+        self.launch(name, extra_env)
+        self.wait_healthy(name)
+
+    def launch(self, name: str, extra_env: Mapping[str, str] | None = None) -> None:
+        """Start the stand-in or one service without waiting (see :meth:`wait_healthy`)."""
         env = {**os.environ, **self.env, **(extra_env or {})}
         if name == "standin":
             cmd = [
@@ -94,7 +99,11 @@ class Pipeline:
             env["TICKPIPE_METRICS_PORT"] = str(self.ports[name])
         log = (self.log_dir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+
+    def wait_healthy(self, name: str, timeout: float = 60) -> None:
+        """Wait until a launched process answers ``/healthz`` with 200 (a service answers once
+        its consumers have joined their groups); raise if it exits or times out first."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.procs[name].poll() is not None:
                 raise RuntimeError(
@@ -103,7 +112,7 @@ class Pipeline:
             if http_get(f"http://127.0.0.1:{self.ports[name]}/healthz")[0] == 200:
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"{name} not healthy after 60 s:\n{self.tail(name)}")
+        raise RuntimeError(f"{name} not healthy after {timeout:.0f} s:\n{self.tail(name)}")
 
     def start_all(self) -> None:
         """The stand-in, then the four services."""

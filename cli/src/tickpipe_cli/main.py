@@ -17,6 +17,8 @@ from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.logging import configure_logging
 from tickpipe_shared.wire.requests import SOURCES, RequestError, parse_request
 
+from tickpipe_cli import candles as candle_ops
+from tickpipe_cli import replay as replay_ops
 from tickpipe_cli import requests as request_ops
 from tickpipe_cli.db import connect
 
@@ -26,6 +28,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.")
 app.add_typer(db_app, name="db")
+app.command("candles")(candle_ops.command)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -145,6 +148,27 @@ def db_migrate() -> None:
         )
 
     asyncio.run(run())
+
+
+@app.command()
+def replay(
+    stage: Annotated[str, typer.Argument(help="decoder, validator or writer")],
+    since: Annotated[
+        str | None, typer.Option("--since", help="Rewind to this UTC time (default: earliest)")
+    ] = None,
+) -> None:
+    """Rewind STAGE's consumer group so it reprocesses what Kafka retains (raw payloads are
+    kept forever: a decoder replay rebuilds everything without downloading). Stop the stage's
+    replicas first; the writer replaces whole units, so nothing is duplicated."""
+    when = _parse_time(since) if since else None
+    try:
+        moved = asyncio.run(replay_ops.rewind(get_settings(), stage, when))
+    except replay_ops.ReplayError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    for m in moved:
+        console.print(f"  partition {m.partition}: {m.old if m.old is not None else '-'} → {m.new}")
+    console.print(f"{stage} rewound; start its replicas again to reprocess")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,13 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Ports the local stack gives each service's ``/metrics`` and ``/healthz`` endpoint.
-DEFAULT_METRICS_PORTS = {"fetcher": 9101, "decoder": 9102, "validator": 9103, "writer": 9104}
+DEFAULT_METRICS_PORTS = {
+    "fetcher": 9101,
+    "decoder": 9102,
+    "validator": 9103,
+    "writer": 9104,
+    "tracker": 9105,
+}
 
 
 class Settings(BaseSettings):
@@ -113,6 +119,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Action per validation rule, overriding its default, e.g. "
         '{"crossed_quote": "drop"}; actions are flag, drop and reject',
+    )
+    validator_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Threshold per validation rule, overriding its default, e.g. "
+        '{"spread_outlier": 100, "gap": 600}; checked against each rule\'s range at start-up',
     )
 
     # --- writer -----------------------------------------------------------------------

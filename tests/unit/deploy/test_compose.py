@@ -107,7 +107,7 @@ def console_scripts(member_dir: Path) -> dict[str, str]:
 
 
 def test_services_found() -> None:
-    assert SERVICES == ["decoder", "fetcher", "validator", "writer"]
+    assert SERVICES == ["decoder", "fetcher", "tracker", "validator", "writer"]
     assert set(SERVICES) == set(DEFAULT_METRICS_PORTS)
 
 

@@ -282,6 +282,7 @@ METRICS_MODULES = (
     "tickpipe_fetcher.metrics",
     "tickpipe_validator.metrics",
     "tickpipe_writer.metrics",
+    "tickpipe_tracker.metrics",
 )
 
 

@@ -127,7 +127,7 @@ def test_service_env_points_at_the_standin_unless_set() -> None:
 
 def test_services_have_distinct_ports() -> None:
     ports = [services.metrics_port(name) for name in services.SERVICES]
-    assert ports == [9101, 9102, 9103, 9104]
+    assert ports == [9101, 9102, 9103, 9104, 9105]
     assert services.health_url("writer") == "http://127.0.0.1:9104/healthz"
 
 

@@ -71,6 +71,19 @@ class Rec:
 failures: list[tuple[Any, BaseException, int]] = []
 
 
+class FakeMonotonic:
+    """Virtual monotonic time: only the patched sleep moves it (rate limiter, breaker)."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+monotonic = FakeMonotonic()
+
+
 def failure(record: Any, error: BaseException, attempts: int) -> OutRecord:
     failures.append((record, error, attempts))
     return OutRecord("tickpipe.failures", record.key, str(error).encode())
@@ -82,6 +95,8 @@ def no_wait(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
     async def fake_sleep(seconds: float) -> None:
         delays.append(seconds)
+        monotonic.t += seconds
+        await asyncio.sleep(0)
 
     monkeypatch.setattr("tickpipe_fetcher.http.sleep", fake_sleep)
     failures.clear()
@@ -96,6 +111,7 @@ def make(transport: FakeTransport, attempts: int = 3, concurrency: int = 4) -> D
         transport,
         failure,
         clock=lambda: NOW,
+        monotonic=monotonic,
     )
 
 

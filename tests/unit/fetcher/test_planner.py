@@ -15,6 +15,7 @@ from tickpipe_shared.instruments.loader import RegistryUnavailableError
 from tickpipe_shared.kafka.records import OutRecord, RetryableError
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.headers import decode_headers
+from tickpipe_shared.wire.progress import RequestPlanned, decode_progress
 from tickpipe_shared.wire.requests import RequestError
 
 HOUR = 3_600_000
@@ -89,10 +90,20 @@ def request(**kw: Any) -> bytes:
     return json.dumps({k: v for k, v in data.items() if v is not ...}).encode()
 
 
-async def test_valid_json_request_gives_fetch_units() -> None:
+def fetch_units(out: list[OutRecord]) -> list[OutRecord]:
+    """The fetch-unit records among a planner's outputs."""
+    return [o for o in out if o.topic == "tickpipe.fetch-units"]
+
+
+async def test_valid_json_request_gives_planned_event_then_fetch_units() -> None:
     p, loader = planner()
-    out = await p.process([Rec(request())])
+    everything = await p.process([Rec(request())])
     assert loader.calls == 1
+    planned = decode_progress(everything[0].value)
+    assert everything[0].topic == "tickpipe.progress" and everything[0].key == b"req-1"
+    assert isinstance(planned, RequestPlanned)
+    assert (planned.request_id, planned.instrument, planned.units) == ("req-1", "EURUSD", 3)
+    out = fetch_units(everything)
     assert [o.topic for o in out] == ["tickpipe.fetch-units"] * 3
     assert [o.key for o in out] == [
         b"dukascopy-json|EURUSD|ticks|2019-02-04T00:00:00Z",
@@ -129,18 +140,18 @@ async def test_bi5_request_uses_legacy_symbol_and_scale() -> None:
             )
         ]
     )
-    units = [FetchUnit.from_json(o.value) for o in out]
+    units = [FetchUnit.from_json(o.value) for o in fetch_units(out)]
     assert len(units) == 2
     assert {u.source_code for u in units} == {"USA500IDXUSD"}
     assert {u.price_scale for u in units} == {1}  # legacy scale from pipValue 1
     assert {u.instrument for u in units} == {"USA500IDXUSD"}
-    assert out[0].key == b"dukascopy-bi5|USA500IDXUSD|ticks|2019-02-04T00:00:00Z"
+    assert fetch_units(out)[0].key == b"dukascopy-bi5|USA500IDXUSD|ticks|2019-02-04T00:00:00Z"
 
 
 async def test_json_request_same_instrument_keeps_json_scale() -> None:
     p, _ = planner()
     out = await p.process([Rec(request(instrument="USA500IDXUSD"))])
-    u = FetchUnit.from_json(out[0].value)
+    u = FetchUnit.from_json(fetch_units(out)[0].value)
     assert (u.source_code, u.price_scale) == ("USA500.IDX-USD", 3)
 
 
@@ -208,6 +219,7 @@ async def test_bad_and_good_requests_in_one_batch() -> None:
     )
     assert [o.topic for o in out] == [
         "tickpipe.failures",
+        "tickpipe.progress",
         "tickpipe.fetch-units",
         "tickpipe.failures",
     ]
@@ -221,4 +233,4 @@ async def test_registry_unavailable_is_retryable() -> None:
     # Next time it works: loaded then.
     loader.result = REGISTRY
     out = await p.process([Rec(request())])
-    assert len(out) == 3 and loader.calls == 2
+    assert len(fetch_units(out)) == 3 and loader.calls == 2

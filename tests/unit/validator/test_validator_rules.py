@@ -79,10 +79,15 @@ def test_rule_registry() -> None:
         "positive_price",
         "crossed_quote",
         "non_negative_volume",
+        "duplicate",
+        "spread_outlier",
+        "price_spike",
+        "stale_run",
+        "gap",
     ]
-    assert [r.bit for r in RULES] == [0, 1, 2, 3, 4]
+    assert [r.bit for r in RULES] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert len({r.bit for r in RULES}) == len(RULES)
-    assert [r.mask for r in RULES] == [1, 2, 4, 8, 16]
+    assert [r.mask for r in RULES] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
     assert all(r.action in r.allowed for r in RULES)
     assert ACTIONS == ("flag", "drop", "reject")
 
@@ -129,6 +134,11 @@ def test_configure_defaults() -> None:
         ("positive_price", "reject"),
         ("crossed_quote", "flag"),
         ("non_negative_volume", "flag"),
+        ("duplicate", "drop"),
+        ("spread_outlier", "flag"),
+        ("price_spike", "flag"),
+        ("stale_run", "flag"),
+        ("gap", "flag"),
     ]
 
 

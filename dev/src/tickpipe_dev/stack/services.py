@@ -23,8 +23,9 @@ from tickpipe_dev.stack.processes import (
     wait_until,
 )
 
-#: Pipeline order; they are stopped in reverse so that the writer drains last.
-SERVICES: tuple[str, ...] = ("fetcher", "decoder", "validator", "writer")
+#: Pipeline order, then the tracker (off the data path: request progress); they are stopped in
+#: reverse so that the writer drains last.
+SERVICES: tuple[str, ...] = ("fetcher", "decoder", "validator", "writer", "tracker")
 STANDIN = "standin"
 STANDIN_PORT = 8765
 HEALTH_TIMEOUT_S = 60.0

@@ -129,7 +129,8 @@ class CircuitBreaker:
 
     # --- admission ------------------------------------------------------------------------
 
-    def _can_pass(self) -> bool:
+    def ready(self) -> bool:
+        """Whether a request could pass now (closed, or half-open with no probe out)."""
         state = self.state
         return state is BreakerState.CLOSED or (
             state is BreakerState.HALF_OPEN and self._probe_done is None
@@ -138,7 +139,7 @@ class CircuitBreaker:
     async def wait_ready(self, deadline: float) -> None:
         """Return once a request could pass; raise :class:`CircuitOpenError` at ``deadline``
         (a :func:`time.monotonic`-style time) if the breaker still blocks then."""
-        while not self._can_pass():
+        while not self.ready():
             now = self._monotonic()
             if now >= deadline:
                 raise CircuitOpenError(self.describe())
@@ -243,7 +244,6 @@ class HostBreakers:
                 on_change=changed,
             )
             self._breakers[host] = breaker
-            changed(BreakerState.CLOSED)
         return breaker
 
     def all(self) -> list[CircuitBreaker]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,17 +43,29 @@ class AiohttpTransport:
     """:class:`Transport` over one shared :class:`aiohttp.ClientSession`.
 
     Timeouts (seconds): connect, socket read and total per request, from settings. The body is
-    read whole and checked against ``Content-Length`` so a truncated body is an error.
+    read whole; a connection dropped before ``Content-Length`` bytes arrived raises
+    :class:`aiohttp.ClientPayloadError` (retryable), and the sources check the length again.
+    ``proxies`` maps URL prefixes (a source's base URL) to a proxy overriding
+    ``TICKPIPE_HTTP_PROXY``; ``""`` means a direct connection.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, proxies: Mapping[str, str] | None = None) -> None:
         self._timeout = aiohttp.ClientTimeout(
             total=settings.fetch_total_timeout_s,
             sock_connect=settings.fetch_connect_timeout_s,
             sock_read=settings.fetch_read_timeout_s,
         )
-        self._proxy = settings.http_proxy
+        self._proxy = settings.http_proxy or None
+        # URL prefix → proxy ("" = direct), longest prefix first.
+        self._proxies = sorted((proxies or {}).items(), key=lambda kv: -len(kv[0]))
         self._session: aiohttp.ClientSession | None = None
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy of the longest configured prefix of ``url``, else ``TICKPIPE_HTTP_PROXY``."""
+        for prefix, proxy in self._proxies:
+            if url.startswith(prefix):
+                return proxy or None
+        return self._proxy
 
     async def get(self, url: str) -> HttpResponse:
         if self._session is None:
@@ -61,7 +74,7 @@ class AiohttpTransport:
                 headers={"User-Agent": "tickpipe/0.1 (+historical data collector)"},
                 auto_decompress=True,
             )
-        async with self._session.get(url, proxy=self._proxy) as resp:
+        async with self._session.get(url, proxy=self.proxy_for(url)) as resp:
             body = await resp.read()
             headers = {k.lower(): v for k, v in resp.headers.items()}
             return HttpResponse(resp.status, body, headers)

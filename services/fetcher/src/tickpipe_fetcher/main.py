@@ -3,8 +3,9 @@ downloader (``fetch-units`` → ``raw-payloads``) in one process."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import structlog
 from tickpipe_shared import service
 from tickpipe_shared.config import Settings
 from tickpipe_shared.instruments import InstrumentRegistry
@@ -18,6 +19,8 @@ from tickpipe_fetcher.http import AiohttpTransport
 from tickpipe_fetcher.planner import Planner
 from tickpipe_fetcher.sources import DukascopyBi5, DukascopyJson, Source
 
+log = structlog.get_logger()
+
 
 def configured_sources(settings: Settings) -> dict[str, Source]:
     """The sources whose base URL is configured, by name."""
@@ -27,6 +30,19 @@ def configured_sources(settings: Settings) -> dict[str, Source]:
     if settings.dukascopy_bi5_url:
         sources["dukascopy-bi5"] = DukascopyBi5(settings.dukascopy_bi5_url)
     return sources
+
+
+def source_proxies(settings: Settings, sources: Mapping[str, Source]) -> dict[str, str]:
+    """Base URL → proxy for the sources named in ``TICKPIPE_HTTP_PROXY_BY_SOURCE``."""
+    proxies: dict[str, str] = {}
+    for name, proxy in settings.http_proxy_by_source.items():
+        source = sources.get(name)
+        base = getattr(source, "base_url", None)
+        if source is None or not isinstance(base, str):
+            log.warning("proxy configured for an unknown source, ignored", source=name)
+            continue
+        proxies[base] = proxy
+    return proxies
 
 
 async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
@@ -55,7 +71,7 @@ async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
     downloader = Downloader(
         settings,
         sources,
-        AiohttpTransport(settings),
+        AiohttpTransport(settings, source_proxies(settings, sources)),
         lambda r, e, attempts: downloader_runner.failure_record(r, e, attempts),
     )
     downloader_runner = StageRunner(

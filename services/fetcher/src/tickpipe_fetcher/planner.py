@@ -15,11 +15,12 @@ from tickpipe_shared.config import Settings
 from tickpipe_shared.instruments import InstrumentRegistry, UnknownInstrumentError
 from tickpipe_shared.instruments.loader import RegistryUnavailableError
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
-from tickpipe_shared.kafka.topics import FETCH_UNITS
+from tickpipe_shared.kafka.topics import FETCH_UNITS, PROGRESS
 from tickpipe_shared.metrics import UNITS
 from tickpipe_shared.units import dt_to_ms, hour_units
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.headers import encode_headers
+from tickpipe_shared.wire.progress import RequestPlanned, encode_progress
 from tickpipe_shared.wire.requests import FetchRequest, RequestError, parse_request
 
 log = structlog.get_logger()
@@ -57,6 +58,7 @@ class Planner:
         self.sources = sources
         self.failure = failure
         self.topic = settings.topic(FETCH_UNITS)
+        self.progress_topic = settings.topic(PROGRESS)
 
     async def process(self, records: Sequence[InRecord]) -> list[OutRecord]:
         """One failure record per bad request, one fetch-unit record per unit otherwise."""
@@ -76,7 +78,7 @@ class Planner:
         return out
 
     def plan(self, request: FetchRequest) -> list[OutRecord]:
-        """Fetch-unit records for every hour of the request.
+        """A ``planned`` progress event, then fetch-unit records for every hour of the request.
 
         Raises :class:`RequestError` for a source that is not configured and
         :class:`UnknownInstrumentError` for an instrument the source does not list.
@@ -102,21 +104,33 @@ class Planner:
             units=len(units),
         )
         UNITS.labels("fetcher-planner", "planned").inc(len(units))
+        planned = RequestPlanned(
+            request_id=request.request_id,
+            source=request.source,
+            instrument=instrument.name,
+            kind=request.kind,
+            units=len(units),
+        )
+        headers = encode_headers({"request_id": request.request_id})
+        # The planned event goes first: the tracker then knows how many units to expect.
         return [
-            OutRecord(
-                self.topic,
-                u.key.encode(),
-                FetchUnit(
-                    request_id=request.request_id,
-                    source=u.source,
-                    instrument=u.instrument,
-                    kind=u.kind,
-                    start_ms=u.start_ms,
-                    end_ms=u.end_ms,
-                    source_code=code,
-                    price_scale=instrument.scale_for(request.source),
-                ).to_json(),
-                encode_headers({"request_id": request.request_id}),
-            )
-            for u in units
+            OutRecord(self.progress_topic, request.request_id.encode(), encode_progress(planned)),
+            *(
+                OutRecord(
+                    self.topic,
+                    u.key.encode(),
+                    FetchUnit(
+                        request_id=request.request_id,
+                        source=u.source,
+                        instrument=u.instrument,
+                        kind=u.kind,
+                        start_ms=u.start_ms,
+                        end_ms=u.end_ms,
+                        source_code=code,
+                        price_scale=instrument.scale_for(request.source),
+                    ).to_json(),
+                    headers,
+                )
+                for u in units
+            ),
         ]

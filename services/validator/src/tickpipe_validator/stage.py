@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from tickpipe_shared.config import Settings
+from tickpipe_shared.instruments.schedule import TradingSchedule, default_schedule_for
 from tickpipe_shared.kafka.records import InRecord, OutRecord
 from tickpipe_shared.kafka.topics import VALIDATED_BATCHES
 from tickpipe_shared.metrics import TICKS, UNITS
@@ -15,15 +16,28 @@ from tickpipe_validator.metrics import RULE_HITS
 from tickpipe_validator.validate import RejectedUnitError, configure, validate
 
 FailureFactory = Callable[[InRecord, BaseException], OutRecord]
+#: Instrument (canonical name) → its trading schedule, or ``None`` when unknown. Called once per
+#: batch, so it must be cheap and do no I/O (load schedules before, cache them inside).
+ScheduleProvider = Callable[[str], TradingSchedule | None]
 
 
 class Validator:
-    """Processor validating each decoded batch with the configured rules."""
+    """Processor validating each decoded batch with the configured rules.
 
-    def __init__(self, settings: Settings, failure: FailureFactory) -> None:
+    ``schedules`` gives the ``gap`` rule each instrument's trading schedule; the default knows
+    only the generic FX week for currency pairs (:func:`default_schedule_for`).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        failure: FailureFactory,
+        schedules: ScheduleProvider = default_schedule_for,
+    ) -> None:
         self.topic = settings.topic(VALIDATED_BATCHES)
-        self.rules = configure(settings.validator_actions)
+        self.rules = configure(settings.validator_actions, thresholds=settings.validator_thresholds)
         self.failure = failure
+        self.schedules = schedules
 
     async def process(self, records: Sequence[InRecord]) -> list[OutRecord]:
         """One validated batch or failure record per input record."""
@@ -32,7 +46,8 @@ class Validator:
         for record in records:
             try:
                 batch = decode_batch(record.value or b"")
-                validated = validate(batch, self.rules, now)
+                schedule = self.schedules(batch.meta.instrument)
+                validated = validate(batch, self.rules, now, schedule)
             except (BatchFormatError, RejectedUnitError) as e:
                 UNITS.labels("validator", "rejected").inc()
                 out.append(self.failure(record, e))

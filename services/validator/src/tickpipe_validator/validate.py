@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from tickpipe_shared.instruments.schedule import TradingSchedule
 from tickpipe_shared.wire.batch import TickBatch
 
-from tickpipe_validator.rules import RULES, Rule
+from tickpipe_validator.rules import RULES, Rule, RuleParams
 
 
 class RejectedUnitError(ValueError):
@@ -16,26 +17,43 @@ class RejectedUnitError(ValueError):
 
 
 class ConfigError(ValueError):
-    """An unknown rule or an action the rule does not allow."""
+    """An unknown rule, an action the rule does not allow, or a bad threshold."""
 
 
 @dataclass(frozen=True, slots=True)
 class ConfiguredRule:
-    """A rule with the action in force."""
+    """A rule with the action and threshold in force (``None``: the rule's default, or the rule
+    has no threshold)."""
 
     rule: Rule
     action: str
+    threshold: float | None = None
 
 
-def configure(actions: Mapping[str, str], rules: Sequence[Rule] = RULES) -> list[ConfiguredRule]:
-    """Rules with their default actions overridden by ``actions`` (rule name → action).
+def configure(
+    actions: Mapping[str, str],
+    rules: Sequence[Rule] = RULES,
+    *,
+    thresholds: Mapping[str, float] | None = None,
+) -> list[ConfiguredRule]:
+    """Rules with their default actions overridden by ``actions`` (rule name → action) and their
+    default thresholds by ``thresholds`` (rule name → number).
 
-    Raises :class:`ConfigError` for an unknown rule name or a disallowed action.
+    Raises :class:`ConfigError` for an unknown rule name, a disallowed action, a threshold for a
+    rule that has none, or a threshold outside the rule's range.
     """
     by_name = {r.name: r for r in rules}
     unknown = set(actions) - set(by_name)
     if unknown:
         raise ConfigError(f"unknown validation rules {sorted(unknown)}; known: {sorted(by_name)}")
+    thresholds = thresholds or {}
+    with_threshold = sorted(r.name for r in rules if r.threshold is not None)
+    unknown = set(thresholds) - set(by_name)
+    if unknown:
+        raise ConfigError(
+            f"thresholds for unknown validation rules {sorted(unknown)}; "
+            f"rules with a threshold: {with_threshold}"
+        )
     out = []
     for rule in rules:
         action = actions.get(rule.name, rule.action)
@@ -43,14 +61,32 @@ def configure(actions: Mapping[str, str], rules: Sequence[Rule] = RULES) -> list
             raise ConfigError(
                 f"rule {rule.name!r} cannot {action!r}; allowed: {', '.join(rule.allowed)}"
             )
-        out.append(ConfiguredRule(rule, action))
+        threshold = None
+        if rule.threshold is not None:
+            value = thresholds.get(rule.name, rule.threshold.default)
+            try:
+                threshold = rule.threshold.check(rule.name, value)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        elif rule.name in thresholds:
+            raise ConfigError(
+                f"rule {rule.name!r} has no threshold; rules with a threshold: {with_threshold}"
+            )
+        out.append(ConfiguredRule(rule, action, threshold))
     return out
 
 
-def validate(batch: TickBatch, rules: Sequence[ConfiguredRule], at_ms: int) -> TickBatch:
+def validate(
+    batch: TickBatch,
+    rules: Sequence[ConfiguredRule],
+    at_ms: int,
+    schedule: TradingSchedule | None = None,
+) -> TickBatch:
     """The validated batch: flagged ticks have their rules' bits set in ``flags`` (uint16,
     shape ``(rows,)``), dropped ticks are removed, and ``meta.quality`` counts the ticks each
-    rule hit (rules that hit nothing are left out).
+    rule hit (rules that hit nothing are left out). Every rule sees the whole input batch (a
+    tick dropped by one rule still counts for the others). ``schedule``: the instrument's
+    trading schedule, for the ``gap`` rule (``None``: unknown, the rule hits nothing).
 
     Raises :class:`RejectedUnitError` when a ``reject`` rule hits any tick.
     """
@@ -60,7 +96,7 @@ def validate(batch: TickBatch, rules: Sequence[ConfiguredRule], at_ms: int) -> T
     quality: dict[str, int] = {}
     for configured in rules:
         rule = configured.rule
-        hit = rule.check(ticks, batch.meta)
+        hit = rule.check(ticks, batch.meta, RuleParams(configured.threshold, schedule))
         count = int(np.count_nonzero(hit))
         if not count:
             continue

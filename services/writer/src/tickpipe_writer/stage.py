@@ -16,9 +16,12 @@ import structlog
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
+from tickpipe_shared.kafka.topics import PROGRESS
 from tickpipe_shared.metrics import TICKS, UNITS
 from tickpipe_shared.wire.batch import BatchFormatError, TickBatch, decode_batch
+from tickpipe_shared.wire.progress import UnitFinished, encode_progress
 
+from tickpipe_writer.aggregates import OhlcvRefresher
 from tickpipe_writer.metrics import DB_WRITE_SECONDS, DUPLICATE_PARTS
 from tickpipe_writer.store import RETRYABLE_DB_ERRORS, write
 
@@ -28,12 +31,15 @@ FailureFactory = Callable[[InRecord, BaseException], OutRecord]
 
 
 class Writer:
-    """Processor storing validated batches; it produces nothing but failure records."""
+    """Processor storing validated batches; it produces a ``unit`` progress event per finished
+    unit, and failure records."""
 
     def __init__(self, settings: Settings, failure: FailureFactory) -> None:
         self.settings = settings
         self.failure = failure
+        self.progress_topic = settings.topic(PROGRESS)
         self._pool: asyncpg.Pool | None = None
+        self._ohlcv: OhlcvRefresher | None = None
 
     async def _connection_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -41,6 +47,7 @@ class Writer:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, command_timeout=120)
             async with pool.acquire() as conn:
                 await migrate(conn)
+                self._ohlcv = await OhlcvRefresher.detect(conn)
             self._pool = pool
         return self._pool
 
@@ -63,12 +70,27 @@ class Writer:
         except RETRYABLE_DB_ERRORS as e:
             raise RetryableError(f"database unavailable: {type(e).__name__}: {e}") from e
         DB_WRITE_SECONDS.observe(time.monotonic() - started)
+        if self._ohlcv is not None:  # TimescaleDB: make the written windows visible in candles
+            await self._ohlcv.after_commit(pool, work)
         DUPLICATE_PARTS.inc(work.duplicates)
         rows = sum(len(b.ticks) for b in work.inserts)
         TICKS.labels("writer").inc(rows)
-        for state, _ in work.ledger.values():
-            if state.state != "partial":
-                UNITS.labels("writer", state.state).inc()
+        for state, batch in work.ledger.values():
+            if state.state == "partial":
+                continue
+            UNITS.labels("writer", state.state).inc()
+            # Progress for the tracker: produced by the runtime after this returns, i.e. after
+            # the database commit and before the offset commit.
+            event = UnitFinished(
+                request_id=batch.meta.request_id,
+                unit_key=batch.meta.unit.key,
+                instrument=batch.meta.instrument,
+                outcome="stored" if state.state == "stored" else "empty",
+                rows=state.rows,
+            )
+            out.append(
+                OutRecord(self.progress_topic, event.request_id.encode(), encode_progress(event))
+            )
         log.info(
             "transaction committed",
             units=len(work.ledger),

@@ -4,6 +4,11 @@ When the TimescaleDB extension is available, ``NNNN_name.timescaledb.sql`` runs 
 its base file in the same transaction; on plain PostgreSQL it is skipped. The choice is logged
 and recorded in ``schema_migrations.variant``. An advisory lock keeps concurrent writers from
 migrating at the same time.
+
+What follows a ``-- tickpipe:after-commit`` line in a TimescaleDB file runs after the commit, one
+statement at a time (statements end with ``;`` at the end of a line), for what cannot run in a
+transaction block, e.g. ``CALL refresh_continuous_aggregate(…)``. A failure there is logged and
+does not undo the migration.
 """
 
 from __future__ import annotations
@@ -19,6 +24,19 @@ log = structlog.get_logger()
 
 _LOCK_ID = 0x7469636B  # "tick"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+AFTER_COMMIT_MARKER = "-- tickpipe:after-commit"
+
+
+def split_after_commit(sql: str) -> tuple[str, list[str]]:
+    """``sql`` cut at :data:`AFTER_COMMIT_MARKER`: the transactional part and the statements to
+    run one by one after the commit (comment-only pieces dropped)."""
+    head, _, tail = sql.partition(AFTER_COMMIT_MARKER)
+    statements = []
+    for piece in re.split(r";[ \t]*(?:\n|$)", tail):
+        code = "\n".join(ln for ln in piece.splitlines() if not ln.lstrip().startswith("--"))
+        if code.strip():
+            statements.append(code.strip())
+    return head, statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +115,11 @@ async def migrate(conn: asyncpg.Connection) -> MigrationReport:
             if m.version in done:
                 continue
             variant = "timescaledb" if timescale and m.timescaledb_sql else "postgresql"
+            variant_sql, after_commit = split_after_commit(m.timescaledb_sql or "")
             async with conn.transaction():
                 await conn.execute(m.sql)
-                if variant == "timescaledb" and m.timescaledb_sql:
-                    await conn.execute(m.timescaledb_sql)
+                if variant == "timescaledb":
+                    await conn.execute(variant_sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, variant) VALUES ($1, $2, $3)",
                     m.version,
@@ -109,6 +128,16 @@ async def migrate(conn: asyncpg.Connection) -> MigrationReport:
                 )
             applied.append(m.version)
             log.info("migration applied", version=m.version, name=m.name, variant=variant)
+            for statement in after_commit if variant == "timescaledb" else []:
+                try:
+                    await conn.execute(statement)
+                except (asyncpg.PostgresError, TimeoutError) as e:
+                    log.error(
+                        "after-commit statement failed",
+                        version=m.version,
+                        statement=statement,
+                        error=str(e),
+                    )
         current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
         log.info(
             "schema ready",

@@ -163,10 +163,26 @@ class StageRunner:
                     break  # idle: let the loop beat
                 continue
             deadline = deadline or time.monotonic() + policy.max_wait_s
-            for batch in got.values():
-                records.extend(batch)
-                size += sum(len(r.value or b"") for r in batch)
+            for tp, batch in got.items():
+                for r in batch:
+                    if records and size + len(r.value or b"") > policy.max_bytes:
+                        # Over the byte budget: leave the rest of this partition (and of the
+                        # others) for the next checkpoint by rewinding to the first one left.
+                        consumer.seek(tp, r.offset)
+                        self._leave(consumer, got, after=tp)
+                        return records
+                    records.append(r)
+                    size += len(r.value or b"")
         return records
+
+    @staticmethod
+    def _leave(consumer: AIOKafkaConsumer, got: dict[Any, list[Any]], after: Any) -> None:
+        """Seek the partitions after ``after`` in ``got`` back to their first record."""
+        seen = False
+        for tp, batch in got.items():
+            if seen and batch:
+                consumer.seek(tp, batch[0].offset)
+            seen = seen or tp == after
 
     async def checkpoint(self, consumer: AIOKafkaConsumer, records: Sequence[Any]) -> None:
         """The commit protocol, one batch of consumed records at a time.

@@ -27,6 +27,8 @@ RAW_PAYLOADS = "raw-payloads"
 DECODED_BATCHES = "decoded-batches"
 VALIDATED_BATCHES = "validated-batches"
 FAILURES = "failures"
+PROGRESS = "progress"
+REQUEST_EVENTS = "request-events"
 
 #: 8 MiB lets a split-free unit through even with large configured batches.
 _MAX_MESSAGE = {"max.message.bytes": str(8 * 1024 * 1024)}
@@ -41,6 +43,10 @@ TOPICS: tuple[TopicSpec, ...] = (
         VALIDATED_BATCHES, {"retention.ms": str(3 * 86_400_000), **_MAX_MESSAGE}, "validated"
     ),
     TopicSpec(FAILURES, {"retention.ms": str(30 * 86_400_000)}, "failures of every stage (JSON)"),
+    TopicSpec(PROGRESS, {"retention.ms": str(7 * 86_400_000)}, "request progress events (JSON)"),
+    TopicSpec(
+        REQUEST_EVENTS, {"retention.ms": str(30 * 86_400_000)}, "request progress and completion"
+    ),
 )
 
 

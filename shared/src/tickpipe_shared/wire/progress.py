@@ -47,7 +47,7 @@ class RequestPlanned:
 
 @dataclass(frozen=True, slots=True)
 class UnitFinished:
-    """A unit of a request is in the database: ``outcome`` ``stored`` (``rows`` > 0) or ``empty``."""
+    """A unit of a request is in the database: ``outcome`` ``stored`` (rows > 0) or ``empty``."""
 
     request_id: str
     unit_key: str

@@ -45,6 +45,12 @@ class DukascopyBi5:
         if not response.body:
             return Outcome.EMPTY
         check_not_html(url, response)
+        ctype = response.content_type
+        if ctype.startswith("text/") or ctype.endswith(("json", "xml")):
+            raise RetryableFetchError(
+                f"wrong content type {ctype} from {url} (expected a binary .bi5 file): "
+                f"first bytes {response.body[:16]!r}"
+            )
         if response.body[0] != LZMA_PROPERTIES:
             raise RetryableFetchError(
                 f"not an LZMA stream from {url}: first bytes {response.body[:16]!r}"

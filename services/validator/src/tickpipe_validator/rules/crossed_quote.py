@@ -7,10 +7,10 @@ from numpy.typing import NDArray
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.wire.batch import BatchMeta
 
-from tickpipe_validator.rules.base import Rule
+from tickpipe_validator.rules.base import Rule, RuleParams
 
 
-def crossed(ticks: Ticks, meta: BatchMeta) -> NDArray[np.bool_]:
+def crossed(ticks: Ticks, meta: BatchMeta, params: RuleParams | None = None) -> NDArray[np.bool_]:
     """True where ``bid > ask`` (a locked quote, bid == ask, is allowed)."""
     return ticks.bid > ticks.ask
 

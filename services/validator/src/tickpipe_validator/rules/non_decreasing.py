@@ -7,10 +7,12 @@ from numpy.typing import NDArray
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.wire.batch import BatchMeta
 
-from tickpipe_validator.rules.base import Rule
+from tickpipe_validator.rules.base import Rule, RuleParams
 
 
-def goes_backwards(ticks: Ticks, meta: BatchMeta) -> NDArray[np.bool_]:
+def goes_backwards(
+    ticks: Ticks, meta: BatchMeta, params: RuleParams | None = None
+) -> NDArray[np.bool_]:
     """True for each tick whose ``ts_ms`` is smaller than the previous tick's."""
     out = np.zeros(len(ticks), dtype=np.bool_)
     if len(ticks) > 1:

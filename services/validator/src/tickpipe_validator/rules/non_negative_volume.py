@@ -7,10 +7,12 @@ from numpy.typing import NDArray
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.wire.batch import BatchMeta
 
-from tickpipe_validator.rules.base import Rule
+from tickpipe_validator.rules.base import Rule, RuleParams
 
 
-def bad_volume(ticks: Ticks, meta: BatchMeta) -> NDArray[np.bool_]:
+def bad_volume(
+    ticks: Ticks, meta: BatchMeta, params: RuleParams | None = None
+) -> NDArray[np.bool_]:
     """True where a bid or ask volume is negative, NaN or infinite."""
     bid, ask = ticks.bid_volume, ticks.ask_volume
     return ~(np.isfinite(bid) & np.isfinite(ask) & (bid >= 0) & (ask >= 0))

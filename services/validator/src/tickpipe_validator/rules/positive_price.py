@@ -7,10 +7,12 @@ from numpy.typing import NDArray
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.wire.batch import BatchMeta
 
-from tickpipe_validator.rules.base import Rule
+from tickpipe_validator.rules.base import Rule, RuleParams
 
 
-def non_positive_price(ticks: Ticks, meta: BatchMeta) -> NDArray[np.bool_]:
+def non_positive_price(
+    ticks: Ticks, meta: BatchMeta, params: RuleParams | None = None
+) -> NDArray[np.bool_]:
     """True where bid or ask is zero or negative."""
     return (ticks.bid <= 0) | (ticks.ask <= 0)
 

@@ -1,0 +1,131 @@
+"""Read-side OHLCV queries: candles at 1m, 5m, 1h and 1d from ``ohlcv_<timeframe>``.
+
+Migration 0002 creates ``ohlcv_1m`` … ``ohlcv_1d`` as continuous aggregates on TimescaleDB and as
+plain views over ``ticks`` on PostgreSQL, with the same columns, so :func:`candles_sql` is one
+query text for both (the TimescaleDB check in CI runs this very text in PGlite: see
+``dev/pglite/`` and docs/storage.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+#: Timeframe → bucket width. Each has an ``ohlcv_<timeframe>`` view / continuous aggregate.
+TIMEFRAMES: dict[str, timedelta] = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
+
+#: Columns of every ``ohlcv_<timeframe>``, in order.
+CANDLE_COLUMNS: tuple[str, ...] = (
+    "instrument",
+    "bucket",
+    "bid_open",
+    "bid_high",
+    "bid_low",
+    "bid_close",
+    "ask_open",
+    "ask_high",
+    "ask_low",
+    "ask_close",
+    "mid_open",
+    "mid_high",
+    "mid_low",
+    "mid_close",
+    "tick_count",
+    "bid_volume",
+    "ask_volume",
+)
+
+
+class UnknownTimeframeError(ValueError):
+    """A timeframe other than those of :data:`TIMEFRAMES`."""
+
+    def __init__(self, timeframe: str) -> None:
+        super().__init__(
+            f"unknown timeframe {timeframe!r}: expected one of {', '.join(TIMEFRAMES)}"
+        )
+        self.timeframe = timeframe
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """One candle: the ticks of ``instrument`` with ``bucket <= ts < bucket + width``.
+
+    Prices are float8 as stored (bid/ask read back as the exact decimal at the instrument's
+    scale; mid = (bid + ask) / 2 per tick). ``tick_count`` counts every stored tick, flagged
+    ones included; volumes are sums in the source's unit (``None`` when no tick had one).
+    """
+
+    instrument: str
+    bucket: datetime
+    bid_open: float
+    bid_high: float
+    bid_low: float
+    bid_close: float
+    ask_open: float
+    ask_high: float
+    ask_low: float
+    ask_close: float
+    mid_open: float
+    mid_high: float
+    mid_low: float
+    mid_close: float
+    tick_count: int
+    bid_volume: float | None
+    ask_volume: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (``bucket`` as ISO-8601 UTC with ``Z``)."""
+        d = asdict(self)
+        d["bucket"] = self.bucket.isoformat().replace("+00:00", "Z")
+        return d
+
+
+def view_name(timeframe: str) -> str:
+    """``ohlcv_<timeframe>``; raises :class:`UnknownTimeframeError` for an unknown timeframe."""
+    if timeframe not in TIMEFRAMES:
+        raise UnknownTimeframeError(timeframe)
+    return f"ohlcv_{timeframe}"
+
+
+def candles_sql(timeframe: str) -> str:
+    """The candles query for ``timeframe``: parameters ``$1`` instrument (text), ``$2`` from
+    and ``$3`` to (timestamptz); candles whose bucket starts in ``[$2, $3)``, oldest first."""
+    return (
+        f"SELECT {', '.join(CANDLE_COLUMNS)}\n"
+        f"FROM {view_name(timeframe)}\n"
+        "WHERE instrument = $1 AND bucket >= $2::timestamptz AND bucket < $3::timestamptz\n"
+        "ORDER BY bucket"
+    )
+
+
+async def candles(
+    conn: asyncpg.Connection, instrument: str, timeframe: str, from_: datetime, to: datetime
+) -> list[Candle]:
+    """Candles of ``instrument`` at ``timeframe`` whose bucket starts in ``[from_, to)``.
+
+    ``from_``/``to`` must be timezone-aware. Raises :class:`UnknownTimeframeError` for a
+    timeframe not in :data:`TIMEFRAMES` and :class:`ValueError` for naive times or an empty range.
+    """
+    sql = candles_sql(timeframe)
+    if from_.tzinfo is None or to.tzinfo is None:
+        raise ValueError("from_ and to must be timezone-aware datetimes")
+    if to <= from_:
+        raise ValueError(f"empty range: to ({to.isoformat()}) <= from ({from_.isoformat()})")
+    rows = await conn.fetch(sql, instrument, from_, to)
+    return [Candle(**dict(r)) for r in rows]
+
+
+async def price_scale(conn: asyncpg.Connection, instrument: str) -> int | None:
+    """Decimals of ``instrument``'s prices as stored (``None`` when nothing was stored)."""
+    value = await conn.fetchval(
+        "SELECT price_scale FROM instruments WHERE instrument = $1", instrument
+    )
+    return None if value is None else int(value)
