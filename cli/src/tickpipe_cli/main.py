@@ -37,7 +37,7 @@ err = Console(stderr=True, soft_wrap=True)
 def _setup() -> None:
     # Library log lines (migrations, Kafka) go to stderr and only when they matter, so that
     # stdout stays clean for --json.
-    configure_logging("cli", "WARNING", stream=sys.stderr)
+    configure_logging("cli", "WARNING", stream="stderr")
 
 
 def _parse_time(value: str) -> datetime:

@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -51,8 +51,29 @@ def redact_secrets(
     return event_dict
 
 
-def configure_logging(service: str, level: str = "INFO", stream: TextIO = sys.stdout) -> None:
-    """Send JSON lines to ``stream`` for ``service`` at ``level``; stdlib logging goes there too."""
+class _StdStream:
+    """``sys.stdout``/``sys.stderr`` looked up at every write, not when logging is configured:
+    whoever swaps them later (pytest's capture, click's runner, a daemoniser) is followed, and a
+    replaced stream that was closed is never written to."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def write(self, text: str) -> int:
+        return getattr(sys, self.name).write(text)  # type: ignore[no-any-return]
+
+    def flush(self) -> None:
+        getattr(sys, self.name).flush()
+
+
+def configure_logging(
+    service: str, level: str = "INFO", stream: TextIO | Literal["stdout", "stderr"] = "stdout"
+) -> None:
+    """Send JSON lines to ``stream`` for ``service`` at ``level``; stdlib logging goes there too.
+
+    ``"stdout"``/``"stderr"`` mean the process's current standard stream at each write.
+    """
+    out: Any = _StdStream(stream) if isinstance(stream, str) else stream
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
@@ -70,13 +91,13 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO = sys.st
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
     # Libraries (aiokafka, asyncio) log through stdlib: render those lines as JSON as well.
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[

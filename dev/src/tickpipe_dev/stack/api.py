@@ -43,7 +43,7 @@ __all__ = [
 
 T = TypeVar("T")
 TOPICS_TIMEOUT_S = 30.0
-#: Components ``restart`` accepts: the four services, the stand-in, and the infrastructure.
+#: Components ``restart`` accepts: the services, the stand-in, and the infrastructure.
 COMPONENTS: tuple[str, ...] = (
     kafka.NAME, postgres.NAME, services.STANDIN, *services.SERVICES,
 )  # fmt: skip
@@ -100,7 +100,7 @@ def up(
     reporter: Reporter | None = None,
 ) -> Settings:
     """Bring the stack up: Kafka, PostgreSQL, topics and, unless ``infra_only``, the stand-in
-    Dukascopy server and the four services. Components already running are left as they are.
+    Dukascopy server and the services. Components already running are left as they are.
 
     Returns the :class:`Settings` (from the environment) the stack serves. Raises
     :class:`StackError` when a component fails to start or become healthy.
