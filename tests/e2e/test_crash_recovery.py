@@ -30,9 +30,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from support.database import with_database
 from support.golden_db import GoldenHour, assert_hour_equals_golden
-from support.pipeline import SERVICES, Pipeline, http_get
+from support.pipeline import SERVICES, Pipeline, http_get, pipeline_on_fresh_database
 from support.synthetic import bi5_hour, instruments_response
 from tickpipe_cli.requests import publish
 from tickpipe_dev.stack import postgres
@@ -40,7 +39,6 @@ from tickpipe_dev.stack.paths import StackError, StackPaths
 from tickpipe_dev.stack.processes import Reporter, stack_lock
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka import crash
-from tickpipe_shared.kafka.topics import ensure_topics
 from tickpipe_shared.wire.requests import parse_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -136,32 +134,19 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Data:
 def pipeline(infra: Settings, data: Data, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[Pipeline]:  # fmt: skip
     """All processes up on a fresh database and fresh topics; stopped and dropped afterwards."""
-    name = f"tp_crash_{datetime.now():%H%M%S}_{random.randrange(1 << 16):04x}"
-    dsn = infra.database_url.get_secret_value()
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(dsn)
+    with pipeline_on_fresh_database(
+        infra, data.root, tmp_path_factory.mktemp("logs"), PIPELINE_ENV, prefix="tp_crash"
+    ) as p:
         try:
-            await conn.execute(sql)
+            p.start("standin")
+            for name in SERVICES:  # launched together: their imports and group joins overlap
+                p.launch(name)
+            for name in SERVICES:
+                p.wait_healthy(name)
+            yield p
         finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    logs = tmp_path_factory.mktemp("logs")
-    p = Pipeline.create(PIPELINE_ENV, with_database(infra, name), logs, data.root)
-    p.env.update(PIPELINE_ENV)  # Pipeline.create's own defaults must not win
-    asyncio.run(ensure_topics(Settings(topic_prefix=p.env["TICKPIPE_TOPIC_PREFIX"])))
-    try:
-        p.start("standin")
-        for name in SERVICES:  # launched together: their imports and group joins overlap
-            p.launch(name)
-        for name in SERVICES:
-            p.wait_healthy(name)
-        yield p
-    finally:
-        p.stop_all()
-        ensure_postgres_up()
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            p.stop_all()
+            ensure_postgres_up()  # before the database is dropped
 
 
 # --- observing the pipeline -------------------------------------------------------------------

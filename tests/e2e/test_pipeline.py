@@ -17,13 +17,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from support.database import with_database
 from support.golden_db import GoldenHour, assert_hour_equals_golden, golden_tick_hours
-from support.pipeline import Pipeline, http_get
+from support.pipeline import Pipeline, http_get, pipeline_on_fresh_database
 from support.shared_data import locate_shared_dir
 from support.synthetic import bi5_hour, instruments_response, json_hour
 from tickpipe_shared.config import Settings
-from tickpipe_shared.kafka.topics import ensure_topics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -71,26 +69,9 @@ def pipeline(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
     """All processes up on a fresh database and fresh topics; stopped and dropped afterwards."""
-    name = f"tp_e2e_{datetime.now():%H%M%S}"
-    dsn = infra.database_url.get_secret_value()
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    logs = tmp_path_factory.mktemp("logs")
-    p = Pipeline.create({}, with_database(infra, name), logs, synthetic[0])
-    asyncio.run(ensure_topics(Settings(topic_prefix=p.env["TICKPIPE_TOPIC_PREFIX"])))
-    try:
+    with pipeline_on_fresh_database(infra, synthetic[0], tmp_path_factory.mktemp("logs")) as p:
         p.start_all()
         yield p
-    finally:
-        p.stop_all()
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def _fetch(p: Pipeline, sql: str, *args: object) -> list[asyncpg.Record]:

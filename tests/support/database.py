@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,3 +34,16 @@ async def scratch_database(settings: Settings, prefix: str = "tp_test") -> Async
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+def run_admin_sql(settings: Settings, sql: str) -> None:
+    """Run one statement on the stack's database (from synchronous fixtures)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(settings.database_url.get_secret_value())
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())

@@ -7,6 +7,7 @@ never sees the demo's data, and the demo never sees the tests'.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -15,9 +16,15 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.topics import ensure_topics
+
+from support.database import run_admin_sql, with_database
 
 SERVICES = ("fetcher", "decoder", "validator", "writer", "tracker")
 BIN = Path(sys.executable).parent
@@ -186,3 +193,25 @@ class Pipeline:
             timeout=timeout,
             check=False,
         )
+
+
+@contextmanager
+def pipeline_on_fresh_database(
+    infra: Settings,
+    standin_root: Path,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    prefix: str = "tp_e2e",
+) -> Iterator[Pipeline]:
+    """A :class:`Pipeline` (not started) on a new database and new topics; on exit its processes
+    are stopped and the database dropped."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    run_admin_sql(infra, f'CREATE DATABASE "{name}"')
+    p = Pipeline.create(env or {}, with_database(infra, name), log_dir, standin_root)
+    p.env.update(env or {})  # the caller's settings win over Pipeline.create's defaults
+    asyncio.run(ensure_topics(Settings(topic_prefix=p.env["TICKPIPE_TOPIC_PREFIX"])))
+    try:
+        yield p
+    finally:
+        p.stop_all()
+        run_admin_sql(infra, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
