@@ -251,7 +251,11 @@ async def test_timescaledb_schema_aggregates_and_compression_match_plain_postgre
     assert out["timescaledb"].startswith("2.23")
     # Applied as tickpipe_shared.db.migrate does: every variant, the same after-commit statements.
     assert [(m["version"], m["variant"], m["after_commit"]) for m in out["migrations"]] == [
-        (m.version, "timescaledb", len(split_after_commit(m.timescaledb_sql or "")[1]))
+        (
+            m.version,
+            "timescaledb" if m.timescaledb_sql else "postgresql",
+            len(split_after_commit(m.timescaledb_sql or "")[1]),
+        )
         for m in load_migrations()
     ]
     assert {(r["view_name"], r["materialized_only"]) for r in steps["aggregates"]["rows"]} == {

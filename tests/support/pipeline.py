@@ -215,3 +215,18 @@ def pipeline_on_fresh_database(
     finally:
         p.stop_all()
         run_admin_sql(infra, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        asyncio.run(_delete_topics(infra.kafka_bootstrap, p.env["TICKPIPE_TOPIC_PREFIX"]))
+
+
+async def _delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic named ``prefix…`` (the run's own and those faust created for it)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()

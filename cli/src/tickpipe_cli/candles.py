@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 from tickpipe_shared.config import get_settings
 from tickpipe_shared.db.migrate import migrate
@@ -20,9 +19,7 @@ from tickpipe_shared.db.ohlcv import CANDLE_COLUMNS, TIMEFRAMES, Candle, candles
 from tickpipe_shared.instruments.registry import canonical_name
 
 from tickpipe_cli.db import connect
-
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+from tickpipe_cli.output import console, err
 
 _PRICE = {c for c in CANDLE_COLUMNS if c.startswith(("bid_", "ask_", "mid_"))} - {
     "bid_volume",

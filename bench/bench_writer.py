@@ -1,0 +1,269 @@
+"""Writer throughput against ``psql``'s binary ``\\copy`` of the same rows into the same table.
+
+Run: ``uv run python bench/bench_writer.py [--rows N] [--repeat N] [--txn-rows N]`` with the
+local stack up (``uv run tickpipe-stack up --infra-only``). It creates a scratch database on the
+stack's PostgreSQL (``TICKPIPE_DATABASE_URL``), applies the migrations, generates ``--rows``
+synthetic validated ticks as one-hour :class:`TickBatch` units of 5–10k ticks over a few
+instruments, and times, in the same run, each on a freshly truncated ``ticks`` (and
+``ingest_log``):
+
+* **writer**: ``tickpipe_writer.store.write`` in transactions of ``--txn-rows`` rows, as the
+  writer service runs it (ledger lock and plan, instrument upsert, binary COPY of rows encoded
+  from the numpy columns, ingest-log upsert);
+* **encode only**: ``encode_tick_rows`` of every batch, no database (the writer's CPU share);
+* **psql \\copy** (the baseline): the same binary COPY bytes, written to a file beforehand (their
+  encoding excluded), loaded by ``psql -c "\\copy ticks(…) FROM 'file' WITH (FORMAT binary)"`` —
+  wall time of the psql process, one COPY;
+* **asyncpg copy_to_table**: the same bytes by one ``copy_to_table`` (the client library's
+  floor: what the writer pays beyond it is encoding, planning and the ledger).
+
+Each figure is the best of N runs; the ratio writer / psql is the issue's target (≥ 0.8). The
+scratch database is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+import numpy as np
+from tickpipe_shared.columns import Ticks
+from tickpipe_shared.config import Settings
+from tickpipe_shared.db.migrate import migrate
+from tickpipe_shared.wire.batch import BatchMeta, TickBatch
+from tickpipe_writer.copy_binary import SIGNATURE, TICK_COPY_COLUMNS, TRAILER, encode_tick_rows
+from tickpipe_writer.store import write
+
+HOUR_MS = 3_600_000
+#: (instrument, price scale, first bid in points): a few instruments of different scales.
+INSTRUMENTS = (("EURUSD", 5, 113_500), ("USDJPY", 3, 109_850), ("XAUUSD", 3, 1_925_400))
+FIRST_HOUR = datetime(2019, 2, 4, tzinfo=UTC)
+PSQL_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
+
+
+def synthetic_batches(total: int, seed: int = 7) -> list[TickBatch]:
+    """``total`` ticks as validated one-hour batches of 5–10k ticks, instruments round-robin.
+
+    Timestamps increase within each hour, prices are random walks in points, volumes short
+    float32 decimals as Dukascopy's are, and about 1 tick in 200 carries a flag bit.
+    """
+    rng = np.random.default_rng(seed)
+    vols = np.array([0.5, 1.0, 1.25, 2.06, 0.01, 3.75], dtype=np.float32).astype(np.float64)
+    start = int(FIRST_HOUR.timestamp() * 1000)
+    out: list[TickBatch] = []
+    left, hour = total, 0
+    while left > 0:
+        name, scale, first_bid = INSTRUMENTS[hour % len(INSTRUMENTS)]
+        n = min(left, int(rng.integers(5_000, 10_001)))
+        unit_start = start + (hour // len(INSTRUMENTS)) * HOUR_MS
+        ms = np.sort(rng.choice(HOUR_MS, size=n, replace=False)).astype(np.int64)
+        bid = first_bid + np.cumsum(rng.integers(-3, 4, size=n))
+        ask = bid + rng.integers(0, 6, size=n)
+        ticks = Ticks(
+            unit_start + ms,
+            bid.astype(np.int64),
+            ask.astype(np.int64),
+            vols[rng.integers(0, len(vols), size=n)],
+            vols[rng.integers(0, len(vols), size=n)],
+        )
+        flags = np.where(rng.random(n) < 0.005, 1 << int(rng.integers(0, 10)), 0).astype(np.uint16)
+        meta = BatchMeta(
+            source="dukascopy-bi5",
+            instrument=name,
+            kind="ticks",
+            unit_start_ms=unit_start,
+            unit_end_ms=unit_start + HOUR_MS,
+            part=0,
+            part_count=1,
+            rows=n,
+            price_scale=scale,
+            payload_sha256=f"{hour:064x}",
+            request_id="bench-writer",
+            fetched_at_ms=unit_start + 2 * HOUR_MS,
+            decoded_at_ms=unit_start + 2 * HOUR_MS,
+        )
+        out.append(TickBatch(meta, ticks).with_flags(flags, {"gap": 0}, unit_start + 2 * HOUR_MS))
+        left -= n
+        hour += 1
+    return out
+
+
+def transactions(batches: list[TickBatch], rows: int) -> list[list[TickBatch]]:
+    """Consecutive groups of batches of about ``rows`` rows each (the writer's soft cap)."""
+    groups: list[list[TickBatch]] = [[]]
+    filled = 0
+    for b in batches:
+        if filled >= rows:
+            groups.append([])
+            filled = 0
+        groups[-1].append(b)
+        filled += len(b.ticks)
+    return groups
+
+
+def copy_bytes(batches: list[TickBatch]) -> bytes:
+    """One binary COPY stream of every batch (signature, rows, trailer)."""
+    return b"".join([SIGNATURE, *(encode_tick_rows(b) for b in batches), TRAILER])
+
+
+def psql_binary() -> str:
+    """The psql executable: on PATH or in a Debian PostgreSQL directory."""
+    for d in PSQL_DIRS:
+        if Path(d, "psql").exists():
+            return str(Path(d, "psql"))
+    found = shutil.which("psql")
+    if found is None:
+        raise SystemExit("psql not found (install postgresql-client)")
+    return found
+
+
+def libpq_env(dsn: str) -> dict[str, str]:
+    """The DSN as libpq variables, so the password never shows on a command line."""
+    u = urlsplit(dsn)
+    env = {
+        "PGHOST": u.hostname or "127.0.0.1",
+        "PGPORT": str(u.port or 5432),
+        "PGDATABASE": u.path.lstrip("/"),
+    }
+    if u.username:
+        env["PGUSER"] = unquote(u.username)
+    if u.password:
+        env["PGPASSWORD"] = unquote(u.password)
+    return env
+
+
+async def truncate(conn: asyncpg.Connection) -> None:
+    await conn.execute("TRUNCATE ticks, ingest_log")
+
+
+async def count(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM ticks"))
+
+
+async def best_of(
+    repeat: int,
+    conn: asyncpg.Connection,
+    run: Callable[[], Awaitable[None]],
+    expected: int,
+) -> float:
+    """Best wall time of ``run`` over ``repeat`` runs, each on freshly truncated tables."""
+    times = []
+    for _ in range(repeat):
+        await truncate(conn)
+        t = time.perf_counter()
+        await run()
+        times.append(time.perf_counter() - t)
+        got = await count(conn)
+        if got != expected:
+            raise SystemExit(f"run stored {got:,} ticks, expected {expected:,}")
+    return min(times)
+
+
+async def bench(args: argparse.Namespace) -> None:
+    settings = Settings()
+    admin_dsn = settings.database_url.get_secret_value()
+    name = f"tp_bench_{uuid.uuid4().hex[:8]}"
+    dsn = admin_dsn.rsplit("/", 1)[0] + "/" + name
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    tmp = Path(tempfile.mkdtemp(prefix="tp_bench_writer_"))
+    try:
+        conn = await asyncpg.connect(dsn, command_timeout=600)
+        try:
+            report = await migrate(conn)
+            t = time.perf_counter()
+            batches = synthetic_batches(args.rows)
+            gen_s = time.perf_counter() - t
+            groups = transactions(batches, args.txn_rows)
+            total = sum(len(b.ticks) for b in batches)
+            payload = copy_bytes(batches)
+            copy_file = tmp / "ticks.copy"
+            copy_file.write_bytes(payload)
+            variant = "TimescaleDB hypertable" if report.timescaledb else "plain PostgreSQL"
+            print(
+                f"{total:,} ticks in {len(batches):,} hour units of 5–10k ticks, "
+                f"{len(INSTRUMENTS)} instruments (generated in {gen_s:.1f} s); "
+                f"{len(groups)} writer transactions of ~{args.txn_rows:,} rows; "
+                f"COPY stream {len(payload) / 1e6:,.1f} MB; {variant}; "
+                f"best of {args.repeat}\n"
+            )
+
+            async def writer() -> None:
+                for group in groups:
+                    await write(conn, group)
+
+            async def raw_asyncpg() -> None:
+                await conn.copy_to_table(
+                    "ticks",
+                    source=io.BytesIO(payload),
+                    columns=list(TICK_COPY_COLUMNS),
+                    format="binary",
+                )
+
+            psql = psql_binary()
+            cols = ", ".join(TICK_COPY_COLUMNS)
+            psql_cmd = [
+                psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                f"\\copy ticks({cols}) FROM '{copy_file}' WITH (FORMAT binary)",
+            ]  # fmt: skip
+            psql_env = {**os.environ, **libpq_env(dsn)}
+
+            async def psql_copy() -> None:
+                proc = await asyncio.create_subprocess_exec(*psql_cmd, env=psql_env)
+                if await proc.wait() != 0:
+                    raise SystemExit(f"psql exited with {proc.returncode}")
+
+            def encode_only() -> float:
+                times = []
+                for _ in range(args.repeat):
+                    t = time.perf_counter()
+                    for b in batches:
+                        encode_tick_rows(b)
+                    times.append(time.perf_counter() - t)
+                return min(times)
+
+            results: list[tuple[str, float]] = []
+            # Interleave nothing: each method runs its N repetitions back to back.
+            results.append(("psql \\copy (FORMAT binary), 1 COPY", await best_of(
+                args.repeat, conn, psql_copy, total)))  # fmt: skip
+            results.append(("asyncpg copy_to_table, 1 COPY", await best_of(
+                args.repeat, conn, raw_asyncpg, total)))  # fmt: skip
+            results.append((f"writer store.write, {len(groups)} txns", await best_of(
+                args.repeat, conn, writer, total)))  # fmt: skip
+            results.append(("encode_tick_rows only (no database)", encode_only()))
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    base = results[0][1]
+    print(f"{'method':44} {'seconds':>8} {'Mrows/s':>8} {'vs psql':>8}")
+    for label, secs in results:
+        print(f"{label:44} {secs:>8.3f} {total / secs / 1e6:>8.3f} {base / secs:>7.2f}x")
+    ratio = base / results[2][1]
+    print(f"\nwriter / psql = {ratio:.2f} (target ≥ 0.80)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--txn-rows", type=int, default=100_000, help="rows per writer transaction")
+    asyncio.run(bench(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
