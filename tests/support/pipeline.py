@@ -215,17 +215,19 @@ def pipeline_on_fresh_database(
     finally:
         p.stop_all()
         run_admin_sql(infra, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        asyncio.run(_delete_topics(infra.kafka_bootstrap, p.env["TICKPIPE_TOPIC_PREFIX"]))
+        prefixes = (p.env["TICKPIPE_TOPIC_PREFIX"], p.env["TICKPIPE_CONSUMER_GROUP_PREFIX"])
+        asyncio.run(_delete_topics(infra.kafka_bootstrap, prefixes))
 
 
-async def _delete_topics(bootstrap: str, prefix: str) -> None:
-    """Delete every topic named ``prefix…`` (the run's own and those faust created for it)."""
+async def _delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> None:
+    """Delete the run's topics: its own (topic prefix) and the tracker's (faust names its
+    changelog and repartition topics after the app id, i.e. the consumer group prefix)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        names = [t for t in await admin.list_topics() if t.startswith(prefixes)]
         if names:
             await admin.delete_topics(names)
     finally:
