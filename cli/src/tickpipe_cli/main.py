@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
+from aiokafka.errors import KafkaError
 from rich import box
 from rich.table import Table
 from tickpipe_shared.config import get_settings
@@ -78,7 +79,11 @@ def request(
     except RequestError as e:
         err.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
-    asyncio.run(request_ops.publish(settings, req))
+    try:
+        asyncio.run(request_ops.publish(settings, req))
+    except KafkaError as e:
+        err.print(f"[red]cannot publish to Kafka at {settings.kafka_bootstrap}: {e}[/red]")
+        raise typer.Exit(1) from None
     console.print(
         f"published request [bold]{req.request_id}[/bold]: {req.source} {req.instrument} "
         f"{req.from_:%Y-%m-%dT%H:%MZ} → {req.to:%Y-%m-%dT%H:%MZ}"

@@ -178,6 +178,8 @@ class Downloader:
                     attempt,
                 ) from None
             attempt += 1
+            # Per attempt: an hour that was open at the first attempt may have closed since.
+            url = source.url_for(unit, now_ms=int(self.clock() * 1000))
             started = time.monotonic()
             retry_after: float | None = None
             status: int | None = None

@@ -80,7 +80,11 @@ async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
         FETCH_UNITS,
         downloader,
         health,
-        policy=BatchPolicy(max_records=settings.fetch_concurrency * 4, max_wait_s=0.05),
+        # One round of downloads per checkpoint; a round can wait long on a throttling or dead
+        # host (Retry-After pauses, open breakers), so the poll interval is generous.
+        policy=BatchPolicy(
+            max_records=settings.fetch_concurrency, max_wait_s=0.05, max_poll_interval_s=3600.0
+        ),
         group=settings.group("fetcher"),
     )
     return [planner_runner, downloader_runner]

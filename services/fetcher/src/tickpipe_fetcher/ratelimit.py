@@ -43,8 +43,11 @@ Clock = Callable[[], float]
 
 
 def host_of(url: str) -> str:
-    """The rate-limited unit: ``host[:port]`` of ``url`` (lower case)."""
-    return urlsplit(url).netloc.lower()
+    """The rate-limited unit: ``host[:port]`` of ``url`` (lower case), without any
+    ``user:password@`` (it becomes a metric label and appears in logs and failure reasons)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 class AdaptiveTokenBucket:

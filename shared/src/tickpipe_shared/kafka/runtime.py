@@ -62,6 +62,9 @@ class BatchPolicy:
     max_records: int = 200
     max_bytes: int = 16 * 1024 * 1024
     max_wait_s: float = 0.2
+    #: Longest a checkpoint may take before the broker considers the consumer dead and
+    #: rebalances (Kafka's max.poll.interval.ms); the fetcher's, which waits on sources, is long.
+    max_poll_interval_s: float = 600.0
 
 
 class StageRunner:
@@ -108,7 +111,7 @@ class StageRunner:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
-            max_poll_interval_ms=600_000,
+            max_poll_interval_ms=int(self.policy.max_poll_interval_s * 1000),
         )
         self._consumer = consumer
         if not await self._start_with_retry(consumer):

@@ -47,4 +47,10 @@ class DukascopyJson:
             raise RetryableFetchError(f"not JSON from {url}: body starts with {body[:40]!r}")
         if not body.endswith(b"}"):
             raise RetryableFetchError(f"truncated JSON from {url}: body ends with {body[-40:]!r}")
+        if b'"times"' not in body:
+            # Every tick answer, empty buckets included, carries the columns: an object without
+            # them is a glitch (an error object, a maintenance page in JSON), worth another try.
+            raise RetryableFetchError(
+                f"JSON from {url} has no 'times' column: not a tick answer ({body[:80]!r})"
+            )
         return Outcome.DATA
