@@ -196,11 +196,13 @@ async def test_write_over_a_failed_row_starting_at_a_later_part(
     conn: asyncpg.Connection,
 ) -> None:
     await record_failures(conn, [failed()])
-    # A failed row has no payload hash: the plan treats it like no row (part 0 lost: the
-    # part is stored as the writer does on a fresh unit).
-    await write(conn, [batch(3, part=1, parts=2)])
+    # A failed row has no payload hash, so a later part without its part 0 is an orphan: it is
+    # not stored and the unit stays failed (storing it would make it look complete).
+    work = await write(conn, [batch(3, part=1, parts=2)])
+    assert work.orphans == 1
     r = await row(conn)
-    assert (r["state"], r["rows"], r["parts_written"]) == ("stored", 3, 2)
+    assert r["state"] == "failed"
+    assert await conn.fetchval("SELECT count(*) FROM ticks") == 0
 
 
 async def test_processor_against_the_database(dsn: str, conn: asyncpg.Connection) -> None:

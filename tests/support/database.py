@@ -21,11 +21,7 @@ def with_database(settings: Settings, name: str) -> str:
 async def scratch_database(settings: Settings, prefix: str = "tp_test") -> AsyncIterator[str]:
     """Create an empty database, yield its DSN, drop it afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(settings.database_url.get_secret_value())
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    await _create_database(settings, name)
     try:
         yield with_database(settings, name)
     finally:
@@ -34,6 +30,22 @@ async def scratch_database(settings: Settings, prefix: str = "tp_test") -> Async
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+async def _create_database(settings: Settings, name: str) -> None:
+    # CREATE DATABASE copies template1 and fails while another session is connected to it
+    # (another test's CREATE DATABASE a moment earlier): retry briefly.
+    for attempt in range(10):
+        admin = await asyncpg.connect(settings.database_url.get_secret_value())
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            return
+        except asyncpg.ObjectInUseError:
+            if attempt == 9:
+                raise
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.5)
 
 
 def run_admin_sql(settings: Settings, sql: str) -> None:

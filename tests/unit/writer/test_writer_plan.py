@@ -156,13 +156,33 @@ def test_redelivered_suffix_across_transactions_is_skipped() -> None:
     assert work.inserts == [] and work.duplicates == 2 and work.deletes == []
 
 
-def test_later_part_of_other_payload_stored_partial() -> None:
-    # Part 0 of a new payload was lost: store what arrives, stay partial.
+def test_later_part_of_other_payload_is_an_orphan() -> None:
+    # Part 0 of a new payload was lost (or another source interleaves): never mix payloads.
     b = part(1, count=3, sha=SHA_B, rows=4)
     work = plan([b], {UID: LedgerState(3, 3, 6, SHA_A)})
-    assert work.inserts == [b]
+    assert work.inserts == [] and work.ledger == {} and work.orphans == 1
+
+
+def test_part_after_a_gap_is_an_orphan_and_the_unit_stays_partial() -> None:
+    # The validator rejected part 1: part 2 must not make the unit look complete.
+    p0, p2 = part(0, count=3), part(2, count=3)
+    work = plan([p0, p2], {})
+    assert work.inserts == [p0] and work.orphans == 1
     state = work.ledger[UID][0]
-    assert state == LedgerState(2, 3, 4, SHA_B) and state.state == "partial"
+    assert state == LedgerState(1, 3, 2, SHA_A) and state.state == "partial"
+
+
+def test_later_part_of_an_unknown_unit_is_an_orphan() -> None:
+    work = plan([part(1, count=3)], {})
+    assert work.inserts == [] and work.orphans == 1
+
+
+def test_redelivered_last_part_of_a_complete_unit_is_reconfirmed() -> None:
+    last = part(2, count=3)
+    work = plan([last], {UID: LedgerState(3, 3, 6, SHA_A)})
+    assert work.inserts == [] and work.duplicates == 1
+    assert work.reconfirmed == {UID: (LedgerState(3, 3, 6, SHA_A), last)}
+    assert plan([part(1, count=3)], {UID: LedgerState(3, 3, 6, SHA_A)}).reconfirmed == {}
 
 
 def test_several_units_planned_independently() -> None:

@@ -10,3 +10,7 @@ DB_WRITE_SECONDS = Histogram(
 DUPLICATE_PARTS = Counter(
     "tickpipe_writer_duplicate_parts_total", "Batches skipped because the unit already had them"
 )
+ORPHAN_PARTS = Counter(
+    "tickpipe_writer_orphan_parts_total",
+    "Parts not stored because an earlier part of their payload is missing (unit left partial)",
+)

@@ -7,8 +7,13 @@ parts ``0 … part_count-1``; a redelivery or replay repeats a suffix of that se
 * part 0 starts the unit afresh: the unit's rows already stored are deleted (only when the
   ledger knows the unit: new units skip the delete) and so are rows pending in this
   transaction;
-* a later part is inserted when it is the next one the ledger expects; a part the ledger
-  already has for the same payload is a duplicate and skipped.
+* a later part is inserted only when it is the next one the ledger expects for the same
+  payload; a part the ledger already has for that payload is a duplicate and skipped;
+* any other part is an *orphan* and is not stored: a part after a gap (a middle part rejected
+  by the validator) or of another payload than the one stored (its part 0 was lost, or another
+  source's download of the same unit interleaves). Storing it would mark a unit complete that
+  is not, or mix two payloads; the unit stays ``partial`` instead, visible in ``status``, and
+  the failures of the missing parts mark it ``failed``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ class Plan:
     inserts: list[TickBatch] = field(default_factory=list)
     ledger: dict[UnitId, tuple[LedgerState, TickBatch]] = field(default_factory=dict)
     duplicates: int = 0
+    orphans: int = 0
+    #: Complete units whose last part came again (a redelivery after the DB commit): nothing to
+    #: write, but their progress event may have been lost with the crash: report them again.
+    reconfirmed: dict[UnitId, tuple[LedgerState, TickBatch]] = field(default_factory=dict)
 
 
 def plan(batches: Sequence[TickBatch], ledger: Mapping[UnitId, LedgerState]) -> Plan:
@@ -68,18 +77,20 @@ def plan(batches: Sequence[TickBatch], ledger: Mapping[UnitId, LedgerState]) -> 
                 deleted.add(uid)
             out.inserts = [b for b in out.inserts if unit_id(b.meta) != uid]
             state = LedgerState(1, meta.part_count, meta.rows, meta.payload_sha256)
-        elif (
-            state is not None
-            and state.payload_sha256 == meta.payload_sha256
-            and meta.part < state.parts_written
-        ):
+        elif state is None or state.payload_sha256 != meta.payload_sha256:
+            out.orphans += 1  # part 0 of this payload was never stored
+            continue
+        elif meta.part < state.parts_written:
             out.duplicates += 1
+            if meta.part == meta.part_count - 1 and state.state != "partial":
+                out.reconfirmed[uid] = (state, batch)
+            continue
+        elif meta.part > state.parts_written:
+            out.orphans += 1  # a gap: an earlier part is missing
             continue
         else:
-            # The next part, or (after a lost part 0) the best we can do: store it, stay partial.
-            prior_rows = state.rows if state and state.payload_sha256 == meta.payload_sha256 else 0
             state = LedgerState(
-                meta.part + 1, meta.part_count, prior_rows + meta.rows, meta.payload_sha256
+                meta.part + 1, meta.part_count, state.rows + meta.rows, meta.payload_sha256
             )
         known[uid] = state
         out.inserts.append(batch)

@@ -22,8 +22,8 @@ from tickpipe_shared.wire.batch import BatchFormatError, TickBatch, decode_batch
 from tickpipe_shared.wire.progress import UnitFinished, encode_progress
 
 from tickpipe_writer.aggregates import OhlcvRefresher
-from tickpipe_writer.metrics import DB_WRITE_SECONDS, DUPLICATE_PARTS
-from tickpipe_writer.store import RETRYABLE_DB_ERRORS, write
+from tickpipe_writer.metrics import DB_WRITE_SECONDS, DUPLICATE_PARTS, ORPHAN_PARTS
+from tickpipe_writer.store import RETRYABLE_DB_ERRORS, is_data_error, write
 
 log = structlog.get_logger()
 
@@ -45,9 +45,13 @@ class Writer:
         if self._pool is None:
             dsn = self.settings.database_url.get_secret_value()
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, command_timeout=120)
-            async with pool.acquire() as conn:
-                await migrate(conn)
-                self._ohlcv = await OhlcvRefresher.detect(conn)
+            try:
+                async with pool.acquire() as conn:
+                    await migrate(conn)
+                    self._ohlcv = await OhlcvRefresher.detect(conn)
+            except BaseException:
+                await pool.close()
+                raise
             self._pool = pool
         return self._pool
 
@@ -65,20 +69,29 @@ class Writer:
         started = time.monotonic()
         try:
             pool = await self._connection_pool()
+        except Exception as e:  # connecting or migrating is never the data's fault
+            raise RetryableError(f"database unavailable: {type(e).__name__}: {e}") from e
+        try:
             async with pool.acquire() as conn:
                 work = await write(conn, batches)
         except RETRYABLE_DB_ERRORS as e:
             raise RetryableError(f"database unavailable: {type(e).__name__}: {e}") from e
+        except Exception as e:
+            if is_data_error(e):
+                raise  # the runtime isolates the record at fault and sends it to failures
+            raise RetryableError(f"database refused the write: {type(e).__name__}: {e}") from e
         DB_WRITE_SECONDS.observe(time.monotonic() - started)
         if self._ohlcv is not None:  # TimescaleDB: make the written windows visible in candles
             await self._ohlcv.after_commit(pool, work)
         DUPLICATE_PARTS.inc(work.duplicates)
+        ORPHAN_PARTS.inc(work.orphans)
         rows = sum(len(b.ticks) for b in work.inserts)
         TICKS.labels("writer").inc(rows)
-        for state, batch in work.ledger.values():
+        for uid, (state, batch) in [*work.ledger.items(), *work.reconfirmed.items()]:
             if state.state == "partial":
                 continue
-            UNITS.labels("writer", state.state).inc()
+            if uid in work.ledger:
+                UNITS.labels("writer", state.state).inc()
             # Progress for the tracker: produced by the runtime after this returns, i.e. after
             # the database commit and before the offset commit.
             event = UnitFinished(
@@ -97,6 +110,7 @@ class Writer:
             rows=rows,
             replaced=len(work.deletes),
             duplicate_parts=work.duplicates,
+            orphan_parts=work.orphans,
             unit=[b.meta.unit.key for _, b in work.ledger.values()][:3],
         )
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Sequence
@@ -27,6 +28,39 @@ RETRYABLE_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
 )
+
+
+def is_data_error(error: BaseException) -> bool:
+    """True when the database refused the *data* (bad value, constraint): the record is at
+    fault and goes to failures. Any other database error (privileges, a read-only standby after
+    a failover, a cancelled query, a schema problem) is the environment's: retry, never drain
+    the topic into failures."""
+    return isinstance(
+        error, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError
+    ) or not isinstance(error, asyncpg.PostgresError)
+
+
+def unit_lock_key(unit: UnitId) -> int:
+    """A stable signed 64-bit advisory-lock key for a unit's database identity."""
+    digest = hashlib.blake2b(f"{unit[0]}|{unit[1]}|{unit[2]}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def lock_units(conn: asyncpg.Connection, units: Sequence[UnitId]) -> None:
+    """Serialise writers per unit for the rest of the transaction.
+
+    ``FOR UPDATE`` in :func:`read_ledger` only locks units the ledger already has: two writers
+    (two replicas after a rebalance, or the same hour from both sources on two partitions)
+    could otherwise both see a new unit, both skip the delete and both insert its ticks. Keys
+    are taken in sorted order so that two transactions never wait on each other in a cycle.
+    """
+    keys = sorted({unit_lock_key(u) for u in units})
+    if keys:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, n)"
+            " ORDER BY n",
+            keys,
+        )
 
 
 def _dt(ms: int) -> datetime:
@@ -66,6 +100,7 @@ async def write(conn: asyncpg.Connection, batches: Sequence[TickBatch]) -> Plan:
     """
     async with conn.transaction():
         units = list(dict.fromkeys(unit_id(b.meta) for b in batches))
+        await lock_units(conn, units)
         work = plan(batches, await read_ledger(conn, units))
         if work.deletes:
             await conn.execute(
