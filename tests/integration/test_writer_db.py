@@ -199,3 +199,20 @@ async def test_real_sample_decoded_and_written_equals_golden(
         await assert_hour_equals_golden(conn, g)
     total = sum(len(g.rows) for g in hours)
     assert await count(conn, "EURUSD") == total == 267_970 + 3_551
+
+
+def with_quality(batch: TickBatch, quality: dict[str, int]) -> TickBatch:
+    from dataclasses import replace
+
+    return TickBatch(replace(batch.meta, quality=quality), batch.ticks, batch.flags)
+
+
+async def test_quality_report_sums_the_parts_of_a_unit(conn: asyncpg.Connection) -> None:
+    p0 = with_quality(make_batch(2, part=0, parts=2), {"gap": 1})
+    p1 = with_quality(make_batch(2, part=1, parts=2), {"gap": 2, "price_spike": 1})
+    await write(conn, [p0, p1])  # both parts in one transaction
+    assert await conn.fetchval("SELECT quality FROM ingest_log") == '{"gap": 3, "price_spike": 1}'
+    await write(conn, [p0])  # restarted: only part 0 so far
+    assert await conn.fetchval("SELECT quality FROM ingest_log") == '{"gap": 1}'
+    await write(conn, [p1])  # continued in another transaction: counts add up
+    assert await conn.fetchval("SELECT quality FROM ingest_log") == '{"gap": 3, "price_spike": 1}'

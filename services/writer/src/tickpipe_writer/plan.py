@@ -60,6 +60,10 @@ class Plan:
     #: Complete units whose last part came again (a redelivery after the DB commit): nothing to
     #: write, but their progress event may have been lost with the crash: report them again.
     reconfirmed: dict[UnitId, tuple[LedgerState, TickBatch]] = field(default_factory=dict)
+    #: Per unit, the validation counts of the parts stored by this transaction (summed), and
+    #: whether the unit started afresh here (its part 0 is in this transaction).
+    quality: dict[UnitId, dict[str, int]] = field(default_factory=dict)
+    restarted: set[UnitId] = field(default_factory=set)
 
 
 def plan(batches: Sequence[TickBatch], ledger: Mapping[UnitId, LedgerState]) -> Plan:
@@ -76,6 +80,8 @@ def plan(batches: Sequence[TickBatch], ledger: Mapping[UnitId, LedgerState]) -> 
                 out.deletes.append((meta.instrument, meta.unit_start_ms, meta.unit_end_ms))
                 deleted.add(uid)
             out.inserts = [b for b in out.inserts if unit_id(b.meta) != uid]
+            out.restarted.add(uid)
+            out.quality[uid] = {}
             state = LedgerState(1, meta.part_count, meta.rows, meta.payload_sha256)
         elif state is None or state.payload_sha256 != meta.payload_sha256:
             out.orphans += 1  # part 0 of this payload was never stored
@@ -95,4 +101,7 @@ def plan(batches: Sequence[TickBatch], ledger: Mapping[UnitId, LedgerState]) -> 
         known[uid] = state
         out.inserts.append(batch)
         out.ledger[uid] = (state, batch)
+        counts = out.quality.setdefault(uid, {})
+        for rule, n in meta.quality.items():
+            counts[rule] = counts.get(rule, 0) + n
     return out

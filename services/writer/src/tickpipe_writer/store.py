@@ -143,8 +143,13 @@ async def write(conn: asyncpg.Connection, batches: Sequence[TickBatch]) -> Plan:
                        state = EXCLUDED.state, rows = EXCLUDED.rows,
                        part_count = EXCLUDED.part_count, parts_written = EXCLUDED.parts_written,
                        payload_sha256 = EXCLUDED.payload_sha256,
-                       quality = CASE WHEN EXCLUDED.parts_written = 1 THEN EXCLUDED.quality
-                                 ELSE ingest_log.quality || EXCLUDED.quality END,
+                       -- A unit continued from an earlier transaction adds its parts' counts.
+                       quality = CASE WHEN $16::boolean THEN EXCLUDED.quality ELSE (
+                           SELECT coalesce(jsonb_object_agg(k, n), '{}'::jsonb) FROM (
+                               SELECT k, sum(v::bigint) AS n FROM (
+                                   SELECT * FROM jsonb_each_text(ingest_log.quality)
+                                   UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.quality)
+                               ) AS q(k, v) GROUP BY k) AS s) END,
                        decoder_version = EXCLUDED.decoder_version,
                        request_id = EXCLUDED.request_id, fetched_at = EXCLUDED.fetched_at,
                        decoded_at = EXCLUDED.decoded_at, written_at = now()""",
@@ -160,13 +165,14 @@ async def write(conn: asyncpg.Connection, batches: Sequence[TickBatch]) -> Plan:
                         state.part_count,
                         state.parts_written,
                         m.payload_sha256,
-                        json.dumps(m.quality),
+                        json.dumps(work.quality.get(uid, {})),
                         m.decoder_version,
                         m.request_id,
                         _dt(m.fetched_at_ms),
                         _dt(m.decoded_at_ms),
+                        uid in work.restarted,
                     )
-                    for state, b in work.ledger.values()
+                    for uid, (state, b) in work.ledger.items()
                     for m in (b.meta,)
                 ],
             )
