@@ -21,6 +21,7 @@ repeats events (the input is processed again from the recovered state) but never
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import time
@@ -104,6 +105,7 @@ class Tracker:
             deleting=True,
             retention=STATE_RETENTION,
         )
+        self._lock = asyncio.Lock()
         self.app.agent(self.progress_topic, name="progress")(self._progress_agent)
         self.app.agent(self.failures_topic, name="failures")(self._failures_agent)
         self.app.timer(interval=5.0)(self._beat)
@@ -142,9 +144,7 @@ class Tracker:
         topic = self.progress_topic.get_topic_name()
         async for value in stream:
             RECORDS_CONSUMED.labels(STAGE, topic).inc()
-            folded = self._fold("progress", self._fold_progress, value)
-            if folded is not None:
-                await self._apply(*folded)
+            await self._fold_and_apply("progress", self._fold_progress, value)
 
     async def _failures_agent(self, stream: faust.StreamT[Any]) -> None:
         topic = self.failures_topic.get_topic_name()
@@ -162,7 +162,16 @@ class Tracker:
             .group_by(_request_id_of_failure, name="by-request", topic=self.by_request_topic)
         )
         async for value in by_request:
-            folded = self._fold("failure", self._fold_failure, value)
+            await self._fold_and_apply("failure", self._fold_failure, value)
+
+    async def _fold_and_apply(
+        self, kind: str, fold: Callable[[bytes], Folded], value: bytes
+    ) -> None:
+        """Fold one input and publish its events as one step. The two agents run concurrently:
+        without the lock, one could read a request's state, the other complete it, and the
+        first publish a ``progress`` after the ``completed`` (sends await, so they interleave)."""
+        async with self._lock:
+            folded = self._fold(kind, fold, value)
             if folded is not None:
                 await self._apply(*folded)
 
