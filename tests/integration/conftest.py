@@ -7,10 +7,15 @@ developer's own shell share one stack. Stop it with ``uv run tickpipe-stack down
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import asyncpg
 import pytest
+from support.database import scratch_database
 from tickpipe_dev.stack import api
 from tickpipe_dev.stack.processes import Reporter
 from tickpipe_shared.config import Settings
+from tickpipe_shared.db.migrate import migrate
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +30,21 @@ def infra() -> Settings:
     except api.StackError as exc:
         pytest.fail(f"local stack bring-up failed (tickpipe-stack up --infra-only):\n{exc}",
                     pytrace=False)  # fmt: skip
+
+
+@pytest.fixture
+async def dsn(infra: Settings) -> AsyncIterator[str]:
+    """DSN of a new, empty database on the stack's PostgreSQL (dropped after the test)."""
+    async with scratch_database(infra) as url:
+        yield url
+
+
+@pytest.fixture
+async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the ``dsn`` database with every migration applied."""
+    c = await asyncpg.connect(dsn)
+    try:
+        await migrate(c)
+        yield c
+    finally:
+        await c.close()

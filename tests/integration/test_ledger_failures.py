@@ -3,17 +3,14 @@ or empty unit, replaced by a later store, duplicates harmless."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import numpy as np
 import pytest
-from support.database import scratch_database
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.config import Settings
-from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.units import HOUR_MS, Unit
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch
 from tickpipe_shared.wire.failures import Failure
@@ -23,22 +20,6 @@ from tickpipe_writer.store import write
 pytestmark = pytest.mark.integration
 
 H0 = int(datetime(2021, 3, 1, 10, tzinfo=UTC).timestamp() * 1000)
-
-
-@pytest.fixture
-async def dsn(infra: Settings) -> AsyncIterator[str]:
-    async with scratch_database(infra) as url:
-        yield url
-
-
-@pytest.fixture
-async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await asyncpg.connect(dsn)
-    try:
-        await migrate(c)
-        yield c
-    finally:
-        await c.close()
 
 
 def batch(n: int, start: int = H0, *, part: int = 0, parts: int = 1) -> TickBatch:

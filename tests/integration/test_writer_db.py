@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import numpy as np
 import pytest
-from support.database import scratch_database
 from support.golden_db import assert_hour_equals_golden, golden_tick_hours
 from tickpipe_decoder.decode import decode_payload
 from tickpipe_shared.columns import Ticks
@@ -26,17 +24,6 @@ from tickpipe_writer.store import write
 pytestmark = pytest.mark.integration
 
 H0 = int(datetime(2021, 3, 1, 10, tzinfo=UTC).timestamp() * 1000)
-
-
-@pytest.fixture
-async def conn(infra: Settings) -> AsyncIterator[asyncpg.Connection]:
-    async with scratch_database(infra) as dsn:
-        c = await asyncpg.connect(dsn)
-        try:
-            await migrate(c)
-            yield c
-        finally:
-            await c.close()
 
 
 def make_batch(
