@@ -73,7 +73,9 @@ def test_default_fx_week() -> None:
         ms(2019, 2, 10, 22): True,  # Sunday 22:00
         ms(2019, 2, 11, 0): True,  # Monday
         ms(2019, 2, 6, 12): True,  # Wednesday
-        ms(2019, 7, 5, 21, 30): True,  # summer Friday: still open by the default (DST caveat)
+        ms(2019, 7, 5, 20, 59): True,  # summer Friday 16:59 New York
+        ms(2019, 7, 5, 21, 30): False,  # summer Friday 17:30 New York: closed
+        ms(2019, 7, 7, 21, 30): True,  # summer Sunday 17:30 New York: open
         ms(2019, 12, 25, 12): True,  # no holidays in the default
     }
     got = FX_DEFAULT_SCHEDULE.is_open(np.array(list(cases), dtype=np.int64))

@@ -30,11 +30,9 @@ Sources:
   session that ends before it starts, an unknown zone) raises :class:`ScheduleFormatError` with
   the path of the offending value: better no schedule than a wrong one.
 
-* :data:`FX_DEFAULT_SCHEDULE` for currency pairs without a detail: open from Sunday 22:00 UTC to
-  Friday 22:00 UTC, no holidays. DST caveat: the FX week really runs 17:00 → 17:00 New York
-  time, so while the US is on summer time the market opens and closes an hour earlier (21:00
-  UTC). The default then counts Friday 21:00–22:00 UTC as open (an hour with no ticks) and
-  Sunday 21:00–22:00 UTC as closed (ticks there are never called gaps). Holidays are unknown.
+* :data:`FX_DEFAULT_SCHEDULE` for currency pairs without a detail: open from Sunday 17:00 to
+  Friday 17:00 New York time (22:00 UTC in winter, 21:00 UTC while the US is on summer time),
+  as the real instrument details describe the FX week. Holidays are unknown.
   :func:`default_schedule_for` returns it for six-letter pairs of two fiat currencies.
 """
 
@@ -384,8 +382,11 @@ def _parse_holidays(value: Any, where: str) -> list[tuple[int, int]]:
 
 # --- defaults ---------------------------------------------------------------------------------
 
-#: Sunday 22:00 UTC → Friday 22:00 UTC, no holidays (see the DST caveat in the module docstring).
-FX_DEFAULT_SCHEDULE = TradingSchedule.weekly([(-2 * HOUR_MS, 4 * DAY_MS + 22 * HOUR_MS)])
+#: Sunday 17:00 → Friday 17:00 New York time (22:00 UTC in winter, 21:00 UTC in summer), no
+#: holidays: the FX week as the real instrument details describe it.
+FX_DEFAULT_SCHEDULE = TradingSchedule.weekly(
+    [(-7 * HOUR_MS, 4 * DAY_MS + 17 * HOUR_MS)], timezone="America/New_York"
+)
 
 #: Fiat currency codes (ISO 4217, plus offshore CNH) whose pairs trade on the FX week.
 FIAT_CURRENCIES = frozenset(
