@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated, Any
 
 import typer
@@ -20,20 +20,12 @@ from tickpipe_shared.instruments.registry import canonical_name
 
 from tickpipe_cli.db import connect
 from tickpipe_cli.output import console, err
+from tickpipe_cli.times import parse_time
 
 _PRICE = {c for c in CANDLE_COLUMNS if c.startswith(("bid_", "ask_", "mid_"))} - {
     "bid_volume",
     "ask_volume",
 }
-
-
-def _parse_time(value: str) -> datetime:
-    """``2019-02-04`` or ``2019-02-04T13:00[:00][Z]`` as an aware UTC datetime."""
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an ISO-8601 date or time (UTC)") from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def _values(c: Candle, scale: int | None) -> dict[str, Any]:
@@ -79,7 +71,7 @@ def command(
         )
     if as_json and as_csv:
         raise typer.BadParameter("--json and --csv exclude each other")
-    start, end = _parse_time(from_), _parse_time(to)
+    start, end = parse_time(from_), parse_time(to)
     if end <= start:
         raise typer.BadParameter(f"--to ({to}) must be after --from ({from_})")
     name = canonical_name(instrument)

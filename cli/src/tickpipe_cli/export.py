@@ -46,6 +46,7 @@ from tickpipe_shared.instruments.registry import canonical_name
 
 from tickpipe_cli.db import connect
 from tickpipe_cli.output import console, err
+from tickpipe_cli.times import parse_time
 
 #: Version of the sidecar layout (and of the file columns it lists).
 SCHEMA_VERSION = 1
@@ -532,16 +533,6 @@ def _is_sidecar(path: Path) -> bool:
 # --------------------------------------------------------------------------- command
 
 
-def _parse_time(value: str, option: str) -> datetime:
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not an ISO-8601 date or time (UTC)", param_hint=option
-        ) from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
 def _run_verify(root: Path) -> None:
     if not root.is_dir():
         err.print(f"[red]{escape(str(root))} is not a directory[/red]")
@@ -614,7 +605,7 @@ def command(
                 f"{timeframe!r} is not a timeframe: expected one of {', '.join(TIMEFRAMES)}",
                 param_hint="--timeframe",
             )
-    start, end = _parse_time(from_, "--from"), _parse_time(to, "--to")
+    start, end = parse_time(from_, "--from"), parse_time(to, "--to")
     if end <= start:
         raise typer.BadParameter(f"--to ({to}) must be after --from ({from_})")
     name = canonical_name(instrument)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -26,6 +25,7 @@ from tickpipe_cli import replay as replay_ops
 from tickpipe_cli import requests as request_ops
 from tickpipe_cli.db import connect
 from tickpipe_cli.output import console, err
+from tickpipe_cli.times import parse_time
 
 app = typer.Typer(
     help="tickpipe: historical market data over Kafka into PostgreSQL/TimescaleDB.",
@@ -42,15 +42,6 @@ def _setup() -> None:
     # Library log lines (migrations, Kafka) go to stderr and only when they matter, so that
     # stdout stays clean for --json.
     configure_logging("cli", "WARNING", stream="stderr")
-
-
-def _parse_time(value: str) -> datetime:
-    """``2019-02-04`` or ``2019-02-04T13:00[:00][Z]`` as an aware UTC datetime."""
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an ISO-8601 date or time (UTC)") from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 @app.command()
@@ -71,8 +62,8 @@ def request(
     payload = {
         "instrument": instrument,
         "source": source or settings.default_source,
-        "from": _parse_time(from_).isoformat(),
-        "to": _parse_time(to).isoformat(),
+        "from": parse_time(from_).isoformat(),
+        "to": parse_time(to).isoformat(),
     }
     try:
         req = parse_request(json.dumps(payload).encode())
@@ -127,8 +118,8 @@ def status(
     if (from_ or to) and not by_day:
         raise typer.BadParameter("--from and --to go with --by-day")
     name = canonical_name(instrument) if instrument else None
-    start = _parse_time(from_) if from_ else None
-    end = _parse_time(to) if to else None
+    start = parse_time(from_) if from_ else None
+    end = parse_time(to) if to else None
     if start and end and end <= start:
         raise typer.BadParameter(f"--to ({to}) must be after --from ({from_})")
 
@@ -281,7 +272,7 @@ def replay(
     """Rewind STAGE's consumer group so it reprocesses what Kafka retains (raw payloads are
     kept forever: a decoder replay rebuilds everything without downloading). Stop the stage's
     replicas first; the writer replaces whole units, so nothing is duplicated."""
-    when = _parse_time(since) if since else None
+    when = parse_time(since) if since else None
     try:
         moved = asyncio.run(replay_ops.rewind(get_settings(), stage, when))
     except replay_ops.ReplayError as e:

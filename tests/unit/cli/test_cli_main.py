@@ -11,6 +11,7 @@ import pytest
 import structlog
 from tickpipe_cli import main as cli_main
 from tickpipe_cli import requests as request_ops
+from tickpipe_cli.times import parse_time
 from tickpipe_shared.config import get_settings
 from typer.testing import CliRunner
 
@@ -120,6 +121,6 @@ def test_request_default_source_from_settings(
 
 
 def test_parse_time() -> None:
-    assert cli_main._parse_time("2019-02-04").isoformat() == "2019-02-04T00:00:00+00:00"
-    assert cli_main._parse_time("2019-02-04T13:00Z").isoformat() == "2019-02-04T13:00:00+00:00"
-    assert cli_main._parse_time("2019-02-04T15:00+02:00").isoformat() == "2019-02-04T13:00:00+00:00"
+    assert parse_time("2019-02-04").isoformat() == "2019-02-04T00:00:00+00:00"
+    assert parse_time("2019-02-04T13:00Z").isoformat() == "2019-02-04T13:00:00+00:00"
+    assert parse_time("2019-02-04T15:00+02:00").isoformat() == "2019-02-04T13:00:00+00:00"
