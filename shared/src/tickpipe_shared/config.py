@@ -51,6 +51,32 @@ class Settings(BaseSettings):
     dukascopy_bi5_url: str | None = Field(
         None, description="Base URL of the legacy Dukascopy datafeed, up to and including /datafeed"
     )
+    deriv_url: str | None = Field(
+        None,
+        description="Deriv WebSocket URL without app_id, e.g. wss://ws.derivws.com/websockets/v3 "
+        "or the new public gateway",
+    )
+    deriv_app_id: str = Field(
+        "1089", description="Deriv application id sent as ?app_id= (1089: the public test id)"
+    )
+    deriv_token: SecretStr | None = Field(
+        None, description="Optional Deriv API token, sent with 'authorize' (secret)"
+    )
+    deriv_page_count: int = Field(
+        5000, ge=1, le=5000, description="Items per Deriv ticks_history page ('count')"
+    )
+    deriv_ping_interval_s: float = Field(
+        30.0, gt=0, description="Keep-alive ping interval on an idle Deriv WebSocket"
+    )
+    polygon_url: str | None = Field(
+        None, description="Base URL of the Polygon (Massive) REST API, e.g. https://api.polygon.io"
+    )
+    polygon_api_key: SecretStr | None = Field(
+        None, description="Polygon API key, sent as an Authorization: Bearer header (secret)"
+    )
+    polygon_page_limit: int = Field(
+        50_000, ge=1, le=50_000, description="Polygon aggregates 'limit' per page (base bars)"
+    )
     default_source: str = Field("dukascopy-json", description="Source of requests that name none")
     instrument_cache_dir: str = Field(
         ".local/cache/instruments", description="Where instrument metadata from sources is cached"

@@ -76,10 +76,10 @@ def test_request_bad_date_format(isolated: list[Any]) -> None:
 
 def test_request_unknown_source(isolated: list[Any]) -> None:
     result = run(
-        "request", "EURUSD", "--from", "2019-02-04", "--to", "2019-02-05", "--source", "polygon"
+        "request", "EURUSD", "--from", "2019-02-04", "--to", "2019-02-05", "--source", "bloomberg"
     )
     assert result.exit_code == 2
-    assert "source: Input should be 'dukascopy-json' or 'dukascopy-bi5'" in output_of(result)
+    assert "source: Input should be 'dukascopy-json', 'dukascopy-bi5', 'deriv' or 'polygon'" in output_of(result)
     assert isolated == []
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 from tickpipe_shared.wire.failures import Failure
-from tickpipe_shared.wire.requests import SOURCES, FetchRequest, RequestError, parse_request
+from tickpipe_shared.sources import SOURCE_NAMES
+from tickpipe_shared.wire.requests import FetchRequest, RequestError, parse_request
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "docs" / "schemas"
@@ -132,8 +133,8 @@ def test_request_constraints_match_pydantic(request_schema: dict[str, Any]) -> N
 
 
 def test_request_source_enum_is_sources(request_schema: dict[str, Any]) -> None:
-    assert tuple(request_schema["properties"]["source"]["enum"]) == SOURCES
-    assert request_schema["properties"]["kind"]["const"] == "ticks"
+    assert tuple(request_schema["properties"]["source"]["enum"]) == SOURCE_NAMES
+    assert request_schema["properties"]["kind"]["enum"] == ["ticks", "candles"]
     assert request_schema["properties"]["schema"]["const"] == 1
 
 
@@ -148,6 +149,9 @@ BAD_REQUESTS = [
     {**GOOD, "extra": 1},
     {**GOOD, "source": "nope"},
     {**GOOD, "kind": "candles"},
+    {**GOOD, "timeframe": "1m"},
+    {**GOOD, "kind": "candles", "timeframe": "1 minute"},
+    {**GOOD, "source": "polygon", "instrument": "AAPL"},
     {**GOOD, "instrument": "EUR USD"},
     {**GOOD, "instrument": ""},
     {**GOOD, "request_id": "x" * 129},

@@ -154,7 +154,7 @@ def test_decode_is_zero_copy() -> None:
 
 
 def test_encode_rejects_rows_mismatch() -> None:
-    with pytest.raises(ValueError, match="batch meta says 4 rows, ticks have 3"):
+    with pytest.raises(ValueError, match="batch meta says 4 rows, columns have 3"):
         encode_batch(TickBatch(make_meta(4), make_ticks(3)))
 
 

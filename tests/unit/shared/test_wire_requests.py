@@ -104,15 +104,51 @@ def test_missing_from_names_the_alias() -> None:
 
 
 def test_unknown_source() -> None:
-    msg = error_of(req(source="polygon"))
+    msg = error_of(req(source="bloomberg"))
     assert msg.startswith("invalid fetch request: source: ")
-    assert "dukascopy-json" in msg and "dukascopy-bi5" in msg
+    assert all(s in msg for s in ("dukascopy-json", "dukascopy-bi5", "deriv", "polygon"))
 
 
 def test_unknown_kind() -> None:
-    msg = error_of(req(kind="candles"))
+    msg = error_of(req(kind="quotes"))
     assert msg.startswith("invalid fetch request: kind: ")
-    assert "'ticks'" in msg
+    assert "'ticks'" in msg and "'candles'" in msg
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"kind": "candles"}, "timeframe: a candle request needs a timeframe"),
+        ({"kind": "candles", "timeframe": "5m"}, "does not serve 5m candles (serves 1m, 1h, 1d)"),
+        ({"kind": "candles", "timeframe": "1m", "side": "trade"}, "serves bid, ask candles"),
+        ({"kind": "candles", "timeframe": "1 minute"}, "is not <count><unit>"),
+        ({"timeframe": "1m"}, "only candle requests take a timeframe"),
+        ({"source": "polygon"}, "source 'polygon' serves candles, not 'ticks'"),
+        ({"source": "deriv", "kind": "candles", "timeframe": "7m"}, "does not serve 7m"),
+    ],
+)
+def test_kind_timeframe_side_checked_per_source(fields: dict[str, Any], expected: str) -> None:
+    msg = error_of(req(**fields))
+    assert msg.startswith("invalid fetch request: request: ")
+    assert expected in msg
+
+
+@pytest.mark.parametrize(
+    ("fields", "kind"),
+    [
+        ({}, "ticks"),
+        ({"kind": "candles", "timeframe": "60s"}, "candles:1m:bid"),
+        ({"kind": "candles", "timeframe": "1h", "side": "ask"}, "candles:1h:ask"),
+        ({"source": "deriv", "kind": "candles", "timeframe": "300s"}, "candles:5m:mid"),
+        ({"source": "deriv", "instrument": "R_50"}, "ticks"),
+        (
+            {"source": "polygon", "instrument": "C:EURUSD", "kind": "candles", "timeframe": "1w"},
+            "candles:1w:trade",
+        ),
+    ],
+)
+def test_unit_kind(fields: dict[str, Any], kind: str) -> None:
+    assert str(parse_request(req(**fields)).unit_kind) == kind
 
 
 def test_several_problems_are_all_reported() -> None:

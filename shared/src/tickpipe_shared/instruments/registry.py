@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tickpipe_shared.instruments.details import asset_class_of_group
+
 #: Instruments whose legacy .bi5 scale differs from the one derived from today's pipValue.
 BI5_SCALE_EXCEPTIONS: Mapping[str, int] = {"AEDHUF": 5, "AUDCNH": 6, "EURTHB": 3}
 
@@ -53,6 +55,7 @@ class Instrument:
     bi5_scale: int
     pip_value: float | None
     description: str = ""
+    asset_class: str = ""
 
     def scale_for(self, source: str) -> int:
         """Price scale of the payloads of ``source`` (``dukascopy-bi5`` or ``dukascopy-json``)."""
@@ -63,6 +66,24 @@ def _scale_from_pip(pip_value: float | None) -> int | None:
     if not pip_value or pip_value <= 0 or not math.isfinite(pip_value):
         return None
     return round(math.log10(10 / pip_value))
+
+
+def _group_classes(groups: Any) -> dict[Any, str]:
+    """Group id → asset class, walking up ``parentId`` (stocks sit in per-country groups)."""
+    if not isinstance(groups, list):
+        return {}
+    by_id = {g.get("id"): g for g in groups if isinstance(g, dict)}
+    out: dict[Any, str] = {}
+    for gid, group in by_id.items():
+        seen: set[Any] = set()
+        cls = ""
+        g: dict[Any, Any] | None = group
+        while g is not None and g.get("id") not in seen and not cls:
+            seen.add(g.get("id"))
+            cls = asset_class_of_group(str(g.get("code") or ""))
+            g = by_id.get(g.get("parentId"))
+        out[gid] = cls
+    return out
 
 
 class InstrumentRegistry:
@@ -90,6 +111,7 @@ class InstrumentRegistry:
             canonical_name(k): v
             for k, v in {**BI5_SCALE_EXCEPTIONS, **(bi5_scale_overrides or {})}.items()
         }
+        classes = _group_classes(data.get("groups"))
         out: list[Instrument] = []
         for item in items:
             code = item.get("code")
@@ -113,6 +135,7 @@ class InstrumentRegistry:
                     bi5_scale=int(bi5_scale),
                     pip_value=float(pip) if pip else None,
                     description=str(item.get("description") or ""),
+                    asset_class=classes.get(item.get("groupId"), ""),
                 )
             )
         return cls(out)

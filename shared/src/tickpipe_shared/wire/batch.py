@@ -1,7 +1,9 @@
-"""Tick batches (topics ``decoded-batches`` and ``validated-batches``): columnar binary records.
+"""Tick and candle batches (topics ``decoded-batches`` and ``validated-batches``): columnar binary
+records.
 
-A batch is one part of one unit. The encoding maps straight onto numpy arrays (no per-tick
-parsing): ::
+A batch is one part of one unit; ``meta.kind`` says whether it holds ticks (``ticks``) or
+candles (``candles:<timeframe>:<side>``, :mod:`tickpipe_shared.kinds`). The encoding maps
+straight onto numpy arrays (no per-row parsing): ::
 
     offset  size  content
     0       4     magic b"TPB1" (format version 1)
@@ -12,6 +14,9 @@ parsing): ::
 
 Columns of a tick batch: ``ts_ms`` <i8, ``bid`` <i8, ``ask`` <i8 (points), ``bid_volume`` <f8,
 ``ask_volume`` <f8 and, after validation, ``flags`` <u2 (bit per validation rule).
+Columns of a candle batch: ``ts_ms`` <i8 (candle start), ``open``, ``high``, ``low``, ``close``
+<i8 (points), ``volume`` <f8, and ``flags`` <u2 after validation. A volume of NaN means "not
+given by the source" (``volume_unit`` ``none``) and is stored as NULL.
 A unit larger than the broker's message limit is split into ``part_count`` parts that the writer
 stores one by one; every part carries the whole unit's identity.
 """
@@ -26,7 +31,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
 from tickpipe_shared.columns import TICK_COLUMNS, Ticks
+from tickpipe_shared.kinds import Kind
 from tickpipe_shared.units import Unit
 
 MAGIC = b"TPB1"
@@ -36,6 +43,9 @@ FLAGS_COLUMN = ("flags", "<u2")
 #: Bytes per tick on the wire without and with the validator's flags column.
 TICK_ROW_BYTES = sum(np.dtype(d).itemsize for _, d in TICK_COLUMNS)
 VALIDATED_ROW_BYTES = TICK_ROW_BYTES + np.dtype(FLAGS_COLUMN[1]).itemsize
+#: Bytes per candle on the wire without and with the flags column.
+CANDLE_ROW_BYTES = sum(np.dtype(d).itemsize for _, d in CANDLE_COLUMNS)
+VALIDATED_CANDLE_ROW_BYTES = CANDLE_ROW_BYTES + np.dtype(FLAGS_COLUMN[1]).itemsize
 
 
 class BatchFormatError(ValueError):
@@ -46,9 +56,16 @@ class BatchFormatError(ValueError):
 class BatchMeta:
     """Everything about a batch except its columns.
 
-    Times are ms since epoch (UTC). ``price_scale``: decimals of a point (price = points ×
-    10^-price_scale). ``volume_unit``: unit of the volume columns (``millions`` of base units
-    for Dukascopy). ``quality``: validation rule → number of ticks it hit (validated batches).
+    Times are ms since epoch (UTC). ``kind``: ``ticks`` or ``candles:<timeframe>:<side>``.
+    ``price_scale``: decimals of a point (price = points × 10^-price_scale). ``volume_unit``:
+    unit of the volume columns: ``millions`` (Dukascopy: millions of base units), ``units``
+    (shares, coins, contracts), ``ticks`` (Polygon FX: the tick count) or ``none`` (the source
+    gives no volume; the columns are NaN). ``quality``: validation rule → number of rows it hit
+    (validated batches). ``source_code``: the instrument's code at the source (``EUR-USD``,
+    ``frxEURUSD``, ``C:EURUSD``); ``asset_class``: ``fx``, ``metal``, ``index``, ``stock``,
+    ``crypto``, ``commodity``, ``synthetic``, ``bond``, ``etf``, or ``""`` when unknown.
+    ``suspect_empty``: the source answered "no data" although the trading schedule says the
+    market was open, on every attempt (the fetcher's verdict, recorded in the ingest log).
     """
 
     source: str
@@ -69,12 +86,25 @@ class BatchMeta:
     columns: list[tuple[str, str]] = field(default_factory=lambda: list(TICK_COLUMNS))
     quality: dict[str, int] = field(default_factory=dict)
     validated_at_ms: int | None = None
+    source_code: str = ""
+    asset_class: str = ""
+    suspect_empty: bool = False
     schema: int = 1
 
     @property
     def unit(self) -> Unit:
         """The unit this batch is a part of."""
         return Unit(self.source, self.instrument, self.kind, self.unit_start_ms, self.unit_end_ms)
+
+    @property
+    def parsed_kind(self) -> Kind:
+        """``kind`` parsed. Raises :class:`~tickpipe_shared.kinds.KindError` when malformed."""
+        return Kind.parse(self.kind)
+
+    @property
+    def is_candles(self) -> bool:
+        """True for a candle batch."""
+        return self.kind.startswith("candles:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,19 +127,48 @@ class TickBatch:
         return TickBatch(meta, self.ticks, flags)
 
 
+@dataclass(frozen=True, slots=True)
+class CandleBatch:
+    """One part of a unit of candles: metadata, the candles, and per-candle ``flags`` (uint16,
+    shape ``(rows,)``) once validated (``None`` before)."""
+
+    meta: BatchMeta
+    candles: Candles
+    flags: NDArray[np.uint16] | None = None
+
+    def with_flags(
+        self, flags: NDArray[np.uint16], quality: dict[str, int], at_ms: int
+    ) -> CandleBatch:
+        """A validated copy: ``flags`` per candle and the quality report."""
+        cols = [*CANDLE_COLUMNS, FLAGS_COLUMN]
+        meta = replace(
+            self.meta, columns=cols, quality=quality, validated_at_ms=at_ms, rows=len(self.candles)
+        )
+        return CandleBatch(meta, self.candles, flags)
+
+
+Batch = TickBatch | CandleBatch
+
+
+def rows_of(batch: Batch) -> int:
+    """Number of ticks or candles in ``batch``."""
+    return len(batch.ticks) if isinstance(batch, TickBatch) else len(batch.candles)
+
+
 def _pad(n: int) -> int:
     return (-n) % _ALIGN
 
 
-def encode_batch(batch: TickBatch) -> bytes:
-    """Serialise a batch. Raises :class:`ValueError` when ``meta.rows`` disagrees with the ticks."""
+def encode_batch(batch: Batch) -> bytes:
+    """Serialise a batch. Raises :class:`ValueError` when ``meta.rows`` disagrees with the rows."""
     meta = batch.meta
-    if meta.rows != len(batch.ticks):
-        raise ValueError(f"batch meta says {meta.rows} rows, ticks have {len(batch.ticks)}")
+    cols: Ticks | Candles = batch.ticks if isinstance(batch, TickBatch) else batch.candles
+    if meta.rows != len(cols):
+        raise ValueError(f"batch meta says {meta.rows} rows, columns have {len(cols)}")
     header = json.dumps(asdict(meta), separators=(",", ":")).encode()
     parts = [_HEADER.pack(MAGIC, len(header)), header, b"\0" * _pad(_HEADER.size + len(header))]
     for name, dtype in meta.columns:
-        arr = batch.flags if name == FLAGS_COLUMN[0] else getattr(batch.ticks, name)
+        arr = batch.flags if name == FLAGS_COLUMN[0] else getattr(cols, name)
         if arr is None:
             raise ValueError(f"batch declares column {name!r} but has none")
         data = np.ascontiguousarray(arr, dtype=np.dtype(dtype)).tobytes()
@@ -117,8 +176,9 @@ def encode_batch(batch: TickBatch) -> bytes:
     return b"".join(parts)
 
 
-def decode_batch(value: bytes) -> TickBatch:
-    """Parse a batch; columns are zero-copy views on ``value``.
+def decode_batch(value: bytes) -> Batch:
+    """Parse a batch: a :class:`TickBatch` or, for a candle kind, a :class:`CandleBatch`;
+    columns are zero-copy views on ``value``.
 
     Raises :class:`BatchFormatError` for a wrong magic, a bad header or truncated columns.
     """
@@ -154,19 +214,23 @@ def decode_batch(value: bytes) -> TickBatch:
             )
         arrays[name] = np.frombuffer(value, dtype=dt, count=meta.rows, offset=offset)
         offset += size + _pad(size)
-    missing = [n for n, _ in TICK_COLUMNS if n not in arrays]
-    if missing:
-        raise BatchFormatError(f"batch lacks tick columns {missing}")
-    try:
-        ticks = Ticks(*(arrays[n] for n, _ in TICK_COLUMNS))
-    except ValueError as e:
-        raise BatchFormatError(str(e)) from None
     flags = arrays.get(FLAGS_COLUMN[0])
     if flags is not None and flags.dtype != np.dtype(FLAGS_COLUMN[1]):
         raise BatchFormatError(
             f"column 'flags' has dtype {flags.dtype}, expected {FLAGS_COLUMN[1]}"
         )
-    return TickBatch(meta, ticks, flags)
+    candles = meta.is_candles
+    expected = CANDLE_COLUMNS if candles else TICK_COLUMNS
+    what = "candle" if candles else "tick"
+    missing = [n for n, _ in expected if n not in arrays]
+    if missing:
+        raise BatchFormatError(f"{meta.kind} batch lacks {what} columns {missing}")
+    try:
+        if candles:
+            return CandleBatch(meta, Candles(*(arrays[n] for n, _ in CANDLE_COLUMNS)), flags)
+        return TickBatch(meta, Ticks(*(arrays[n] for n, _ in TICK_COLUMNS)), flags)
+    except ValueError as e:
+        raise BatchFormatError(str(e)) from None
 
 
 def split_rows(rows: int, row_bytes: int, max_bytes: int) -> list[slice]:

@@ -16,8 +16,13 @@ from tickpipe_shared.units import Unit
 class FetchUnit:
     """A unit to download, with what the downloader needs to know about its instrument.
 
+    ``kind``: ``ticks`` or ``candles:<timeframe>:<side>`` (:mod:`tickpipe_shared.kinds`).
     ``source_code`` is the instrument's code at the source (``EUR-USD`` for the JSON API,
-    ``EURUSD`` for the legacy datafeed); ``price_scale`` is the number of decimals of a point.
+    ``EURUSD`` for the legacy datafeed, ``R_50`` for Deriv, ``C:EURUSD`` for Polygon);
+    ``price_scale`` is the number of decimals of a point (-1: unknown before decoding).
+    ``asset_class``: see :class:`~tickpipe_shared.wire.batch.BatchMeta`. ``market_open``: whether
+    the instrument's trading schedule has the market open at some time in the unit (``None``:
+    no schedule known); an empty answer for an open unit is suspect.
     """
 
     request_id: str
@@ -28,6 +33,8 @@ class FetchUnit:
     end_ms: int
     source_code: str
     price_scale: int
+    asset_class: str = ""
+    market_open: bool | None = None
     schema: int = 1
 
     @property

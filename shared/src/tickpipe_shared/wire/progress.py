@@ -40,6 +40,9 @@ class RequestPlanned:
     instrument: str
     kind: str
     units: int
+    #: Units left out because the ingest log already has them (``skip_existing``); not in
+    #: ``units`` and never reported by the writer.
+    skipped: int = 0
     at_ms: int = field(default_factory=_now_ms)
     event: Literal["planned"] = "planned"
     schema: int = 1
@@ -47,12 +50,13 @@ class RequestPlanned:
 
 @dataclass(frozen=True, slots=True)
 class UnitFinished:
-    """A unit of a request is in the database: ``outcome`` ``stored`` (rows > 0) or ``empty``."""
+    """A unit of a request is in the database: ``outcome`` ``stored`` (rows > 0), ``empty`` or
+    ``suspect-empty`` (no rows although the market was open, see the ingest log)."""
 
     request_id: str
     unit_key: str
     instrument: str
-    outcome: Literal["stored", "empty"]
+    outcome: Literal["stored", "empty", "suspect-empty"]
     rows: int
     at_ms: int = field(default_factory=_now_ms)
     event: Literal["unit"] = "unit"

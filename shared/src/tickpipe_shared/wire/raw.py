@@ -16,9 +16,18 @@ RAW_SCHEMA = 1
 
 @dataclass(frozen=True, slots=True)
 class RawPayloadMeta:
-    """What a raw payload is: format (``dukascopy-bi5-ticks``, ``dukascopy-json-ticks``), its
-    unit, where and when it was downloaded (``fetched_at_ms``: ms since epoch), the body's
-    ``sha256`` (hex), the instrument's ``price_scale`` known at fetch time, the attempts it took.
+    """What a raw payload is: its format, its unit, where and when it was downloaded
+    (``fetched_at_ms``: ms since epoch), the body's ``sha256`` (hex), the instrument's
+    ``price_scale`` known at fetch time (-1: unknown, the decoder derives it from the payload),
+    the attempts it took.
+
+    Formats (``docs/topics/raw-payloads.md``): ``dukascopy-bi5-ticks``,
+    ``dukascopy-bi5-candles``, ``dukascopy-json-ticks``, ``dukascopy-json-candles`` (the file or
+    response body as served); ``deriv-ticks-history`` and ``polygon-aggs``: a JSON array whose
+    elements are the untouched reply bodies of every page of the unit, in the order fetched
+    (``b"[" + b",".join(pages) + b"]"``). ``source_code``: the instrument's code at the source.
+    ``asset_class``: see :class:`~tickpipe_shared.wire.batch.BatchMeta`. ``suspect_empty``: 1
+    when the source kept answering "no data" for a unit the trading schedule says was open.
     """
 
     source: str
@@ -35,6 +44,9 @@ class RawPayloadMeta:
     http_status: int = 200
     content_type: str = ""
     attempts: int = 1
+    source_code: str = ""
+    asset_class: str = ""
+    suspect_empty: int = 0
     schema: int = RAW_SCHEMA
 
     @property
