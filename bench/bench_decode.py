@@ -4,7 +4,10 @@ Run: ``uv run python bench/bench_decode.py [--repeat N]``. Needs ``../shared/dat
 beside the repo (or ``TICKPIPE_SHARED_DIR``). For ``.bi5`` it decodes all 49 tick files and
 compares with (a) ``lzma.decompress`` alone, the floor any decoder pays, and (b) a naive decoder
 that unpacks each record with ``struct``. For JSON it decodes the recorded hour and compares with
-``json.loads`` alone and a per-tick Python reconstruction. Each figure is the best of N runs.
+``json.loads`` alone and a per-tick Python reconstruction. Candles: the 9 ``.bi5`` candle files
+and the recorded JSON minute-candle day, by the format decoder alone and by ``decode_payload``
+(candle rules and batch encoding included), against the same floors. Each figure is the best of
+N runs; the last column compares with the first line of its group.
 """
 
 from __future__ import annotations
@@ -20,8 +23,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tickpipe_decoder.formats.dukascopy_bi5 import decode_bi5_tick_records, decode_bi5_ticks
-from tickpipe_decoder.formats.dukascopy_json import decode_json_ticks
+from tickpipe_decoder.decode import decode_payload
+from tickpipe_decoder.formats.dukascopy_bi5 import (
+    decode_bi5_candle_records,
+    decode_bi5_candles,
+    decode_bi5_tick_records,
+    decode_bi5_ticks,
+)
+from tickpipe_decoder.formats.dukascopy_json import decode_json_candles, decode_json_ticks
+from tickpipe_shared.wire.raw import RawPayloadMeta
 
 REPO = Path(__file__).resolve().parents[1]
 TICK = struct.Struct(">IIIff")
@@ -41,6 +51,37 @@ def hour_start(rel: Path) -> int:
     y, m0, d = (int(x) for x in rel.parts[-4:-1])
     h = int(rel.name[:2])
     return int(datetime(y, m0 + 1, d, h, tzinfo=UTC).timestamp() * 1000)
+
+
+def candle_unit(rel: Path) -> tuple[str, int, int]:
+    """(timeframe, unit start ms, unit end ms) of ``bi5/<SYMBOL>/…/BID_candles_<tf>_1.bi5``."""
+    tf = {"min": "1m", "hour": "1h", "day": "1d"}[rel.name.split("_")[2]]
+    nums = [int(x) for x in rel.parts[2:-1]]
+    y, m0, d = nums[0], nums[1] if len(nums) > 1 else 0, nums[2] if len(nums) > 2 else 1
+    start = datetime(y, m0 + 1, d, tzinfo=UTC)
+    if tf == "1m":
+        end = datetime.fromtimestamp(start.timestamp() + 86_400, tz=UTC)
+    elif tf == "1h":
+        end = datetime(y + (m0 == 11), (m0 + 1) % 12 + 1, 1, tzinfo=UTC)
+    else:
+        end = datetime(y + 1, 1, 1, tzinfo=UTC)
+    return tf, int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def candle_meta(fmt: str, kind: str, start: int, end: int) -> RawPayloadMeta:
+    return RawPayloadMeta(
+        source=fmt.rsplit("-", 1)[0],
+        format=fmt,
+        instrument="EURUSD",
+        kind=kind,
+        unit_start_ms=start,
+        unit_end_ms=end,
+        url="bench",
+        sha256="0" * 64,
+        fetched_at_ms=end,
+        price_scale=5,
+        request_id="bench",
+    )
 
 
 def best(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
@@ -79,6 +120,18 @@ def main() -> None:
     raws = [(lzma.decompress(b, format=lzma.FORMAT_ALONE), s) for b, s in payloads]
     body = (d / "json/ticks/EUR-USD/2026/7/13/12.json").read_bytes()
     json_reps = 50
+    candle_files = sorted(p for p in (d / "bi5").glob("*/**/*_candles_*.bi5"))
+    bi5_candles = []
+    for p in candle_files:
+        tf, start, end = candle_unit(p.relative_to(d))
+        meta = candle_meta("dukascopy-bi5-candles", f"candles:{tf}:bid", start, end)
+        bi5_candles.append((p.read_bytes(), meta))
+    candle_raws = [(lzma.decompress(b, format=ALONE), m.unit_start_ms) for b, m in bi5_candles]
+    day = datetime(2026, 7, 10, tzinfo=UTC).timestamp() * 1000
+    candle_body = (d / "json/candles/minute/EUR-USD/BID/2026/7/10.json").read_bytes()
+    day_meta = candle_meta(
+        "dukascopy-json-candles", "candles:1m:bid", int(day), int(day) + 86_400_000
+    )
 
     rows: list[tuple[str, str, float, int]] = []
 
@@ -101,14 +154,44 @@ def main() -> None:
     add("json", f"naive per-tick Python (x{json_reps})",
         lambda: sum(len(naive_json(body)) for _ in range(json_reps)))  # fmt: skip
 
+    def bi5_c_decoder() -> int:
+        return sum(len(decode_bi5_candles(b, m.unit_start_ms)) for b, m in bi5_candles)
+
+    def bi5_c_payload() -> int:
+        return sum(decode_payload(m, b, 900_000).rows for b, m in bi5_candles)
+
+    def bi5_c_lzma() -> int:
+        return sum(len(lzma.decompress(b, format=ALONE)) for b, _ in bi5_candles) // 24
+
+    def bi5_c_records() -> int:
+        return sum(len(decode_bi5_candle_records(r, s)) for r, s in candle_raws)
+
+    def json_c_decoder() -> int:
+        return sum(len(decode_json_candles(candle_body)[0]) for _ in range(json_reps))
+
+    def json_c_payload() -> int:
+        return sum(decode_payload(day_meta, candle_body, 900_000).rows for _ in range(json_reps))
+
+    def json_c_loads() -> int:
+        return sum(len(json.loads(candle_body)["times"]) for _ in range(json_reps))
+
+    add("bi5-c", "decode_bi5_candles (lzma + numpy)", bi5_c_decoder)
+    add("bi5-c", "decode_payload (+ rules, encode)", bi5_c_payload)
+    add("bi5-c", "lzma.decompress only (floor)", bi5_c_lzma)
+    add("bi5-c", "numpy records only (no lzma)", bi5_c_records)
+    add("json-c", f"decode_json_candles (x{json_reps})", json_c_decoder)
+    add("json-c", f"decode_payload (x{json_reps})", json_c_payload)
+    add("json-c", f"json.loads only (x{json_reps}, floor)", json_c_loads)
+
     print(f"{len(payloads)} .bi5 tick files ({sum(len(b) for b, _ in payloads):,} bytes), "
-          f"1 JSON hour ({len(body):,} bytes); best of {args.repeat}\n")  # fmt: skip
-    print(f"{'':5} {'method':38} {'ticks':>10} {'seconds':>9} {'Mticks/s':>9} {'vs decoder':>10}")
+          f"1 JSON hour ({len(body):,} bytes), {len(bi5_candles)} .bi5 candle files, "
+          f"1 JSON candle day ({len(candle_body):,} bytes); best of {args.repeat}\n")  # fmt: skip
+    print(f"{'':6} {'method':38} {'rows':>10} {'seconds':>9} {'Mrows/s':>9} {'vs first':>10}")
     ref: dict[str, float] = {}
     for group, name, secs, n in rows:
         rate = n / secs
         ref.setdefault(group, rate)
-        print(f"{group:5} {name:38} {n:>10,} {secs:>9.4f} {rate / 1e6:>9.2f} "
+        print(f"{group:6} {name:38} {n:>10,} {secs:>9.4f} {rate / 1e6:>9.2f} "
               f"{rate / ref[group]:>9.2f}x")  # fmt: skip
 
 

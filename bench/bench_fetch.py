@@ -132,6 +132,7 @@ async def measure(datafeed_url: str, concurrency: int, n: int, hours: int) -> fl
     settings = Settings(
         dukascopy_bi5_url=datafeed_url,
         fetch_concurrency=concurrency,
+        fetch_concurrency_per_host=concurrency,  # one host: it may use every slot
         fetch_rate_per_host=0,  # rate limiting off: measure the fetcher, not the politeness
     )
     failed: list[Any] = []

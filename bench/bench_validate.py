@@ -8,7 +8,9 @@ times, in the same run:
   hour as the validator stage sees them;
 * each rule's check alone, to show where the time goes;
 * baselines: ``decode_bi5_ticks`` of the same files (the stage before; validation should not be
-  the bottleneck), and a naive per-tick Python loop implementing the same ten rules.
+  the bottleneck), and a naive per-tick Python loop implementing the same ten rules;
+* ``validate`` on candles: the recorded ``.bi5`` BID candle files (minute days, hour months,
+  day years) with the default rules, against ``decode_bi5_candles`` of the same files.
 
 Each figure is the best of N runs (the naive loop runs once: it is slow).
 """
@@ -26,10 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from tickpipe_decoder.formats.dukascopy_bi5 import decode_bi5_ticks
+from tickpipe_decoder.formats.dukascopy_bi5 import decode_bi5_candles, decode_bi5_ticks
+from tickpipe_shared.candles import CANDLE_COLUMNS
 from tickpipe_shared.instruments.schedule import FX_DEFAULT_SCHEDULE, TradingSchedule
-from tickpipe_shared.wire.batch import BatchMeta, TickBatch
-from tickpipe_validator.rules import RULES, RuleParams
+from tickpipe_shared.units import plan_units
+from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch
+from tickpipe_validator.rules import TICK_RULES, RuleParams
 from tickpipe_validator.validate import configure, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +54,15 @@ def hour_start(rel: Path) -> int:
     return int(datetime(y, m0 + 1, d, int(rel.name[:2]), tzinfo=UTC).timestamp() * 1000)
 
 
+def candle_start(rel: Path) -> tuple[int, str]:
+    """Start (ms) of a ``.bi5`` candle file's period and its timeframe."""
+    y, *rest = (int(x) for x in rel.parts[2:-1])
+    month = rest[0] + 1 if rest else 1
+    day = rest[1] if len(rest) > 1 else 1
+    tf = {"min": "1m", "hour": "1h", "day": "1d"}[rel.stem.split("_")[2]]
+    return int(datetime(y, month, day, tzinfo=UTC).timestamp() * 1000), tf
+
+
 def best(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
     times, n = [], 0
     for _ in range(repeat):
@@ -64,17 +77,18 @@ def same_vol(a: float, b: float) -> bool:
 
 
 def naive_validate(b: TickBatch, schedule: TradingSchedule) -> dict[str, int]:
-    """The ten default rules, one tick at a time in plain Python (the same definitions)."""
+    """The ten tick rules, one tick at a time in plain Python (the same definitions)."""
     m, t = b.meta, b.ticks
     ts, bid, ask = t.ts_ms.tolist(), t.bid.tolist(), t.ask.tolist()
     bv, av = t.bid_volume.tolist(), t.ask_volume.tolist()
     n = len(ts)
-    counts = dict.fromkeys((r.name for r in RULES), 0)
+    counts = dict.fromkeys((r.name for r in TICK_RULES), 0)
     spreads = [a - b_ for a, b_ in zip(ask, bid, strict=True)]
     median_spread = max(statistics.median(spreads), 1) if n else 1
     mid2 = [a + b_ for a, b_ in zip(ask, bid, strict=True)]
     w = min(21, n)
     run_start, stale = 0, [False] * n
+    gap_at: set[int] = set()
     for i in range(n):
         counts["inside_unit"] += not (m.unit_start_ms <= ts[i] < m.unit_end_ms)
         counts["non_decreasing"] += i > 0 and ts[i] < ts[i - 1]
@@ -102,8 +116,15 @@ def naive_validate(b: TickBatch, schedule: TradingSchedule) -> dict[str, int]:
             for k in range(run_start + 1, i + 1):
                 stale[k] = True
         prev = ts[i - 1] if i else m.unit_start_ms
-        if ts[i] - prev > 300_000:  # the open-time check only where the wall-clock one fires
-            counts["gap"] += int(schedule.open_ms_between(prev, ts[i])) > 300_000
+        # The open-time check only where the wall-clock one fires.
+        if ts[i] - prev > 300_000 and int(schedule.open_ms_between(prev, ts[i])) > 300_000:
+            gap_at.add(i)
+    if n:  # the trailing silence, from the latest tick (the last of equal maxima)
+        latest = max(range(n), key=lambda k: (ts[k], k))
+        end = min(m.unit_end_ms, m.fetched_at_ms)
+        if end - ts[latest] > 300_000 and int(schedule.open_ms_between(ts[latest], end)) > 300_000:
+            gap_at.add(latest)
+    counts["gap"] = len(gap_at)
     counts["stale_run"] = sum(stale)
     return {k: v for k, v in counts.items() if v}
 
@@ -119,7 +140,8 @@ def main() -> None:
     for payload, start in payloads:
         ticks = decode_bi5_ticks(payload, start)
         meta = BatchMeta("dukascopy-bi5", "EURUSD", "ticks", start, start + HOUR_MS, 0, 1,
-                         len(ticks), 5, "00" * 32, "bench", start, start)  # fmt: skip
+                         len(ticks), 5, "00" * 32, "bench", start + HOUR_MS,
+                         start + HOUR_MS)  # fmt: skip
         batches.append(TickBatch(meta, ticks))
     total = sum(len(b.ticks) for b in batches)
     rules = configure({})
@@ -132,6 +154,7 @@ def main() -> None:
             sys.exit(f"naive and vectorised disagree on {b.meta.unit.key}")
 
     rows: list[tuple[str, float, int]] = []
+    candle_batches: list[CandleBatch] = []
 
     def add(name: str, fn: Callable[[], int], repeat: int = args.repeat) -> None:
         secs, n = best(fn, repeat)
@@ -140,7 +163,7 @@ def main() -> None:
     def run_validate() -> int:
         return sum(len(validate(b, rules, 0, sched).ticks) for b in batches)
 
-    add("validate, default rules (10)", run_validate)
+    add("validate, default tick rules (10)", run_validate)
     add(
         "decode_bi5_ticks (baseline)", lambda: sum(len(decode_bi5_ticks(p, s)) for p, s in payloads)
     )
@@ -152,6 +175,8 @@ def main() -> None:
 
     add("naive per-tick Python, same rules", run_naive, 1)
     for c in rules:
+        if c.rule.check is None:
+            continue
         params = RuleParams(c.threshold, sched)
 
         def one(check: Callable[..., np.ndarray] = c.rule.check, p: RuleParams = params) -> int:
@@ -161,6 +186,36 @@ def main() -> None:
 
     print(f"{len(batches)} EURUSD .bi5 hours, {total:,} ticks; best of {args.repeat}\n")
     print(f"{'method':38} {'ticks':>10} {'seconds':>9} {'Mticks/s':>9} {'vs validate':>11}")
+    ref = rows[0][2] / rows[0][1]
+    for name, secs, n in rows:
+        rate = n / secs
+        print(f"{name:38} {n:>10,} {secs:>9.4f} {rate / 1e6:>9.2f} {rate / ref:>10.2f}x")
+
+    # Candles: every recorded .bi5 candle file, one unit each.
+    candle_files = []
+    for p in sorted((d / "bi5").glob("*/**/*_candles_*.bi5")):
+        start, tf = candle_start(p.relative_to(d))
+        candle_files.append((p.read_bytes(), start))
+        c = decode_bi5_candles(candle_files[-1][0], start)
+        kind = f"candles:{tf}:bid"
+        [u] = plan_units("dukascopy-bi5", "EURUSD", kind, start, start + 1)
+        meta = BatchMeta("dukascopy-bi5", "EURUSD", kind, u.start_ms, u.end_ms, 0, 1, len(c), 5,
+                         "00" * 32, "bench", u.end_ms, u.end_ms,
+                         columns=list(CANDLE_COLUMNS))  # fmt: skip
+        candle_batches.append(CandleBatch(meta, c))
+    n_candles = sum(len(b.candles) for b in candle_batches)
+    rows.clear()
+
+    def run_candles() -> int:
+        return sum(len(validate(b, rules, 0).candles) for b in candle_batches)
+
+    add("validate, default candle rules (8)", run_candles)
+    add(
+        "decode_bi5_candles (baseline)",
+        lambda: sum(len(decode_bi5_candles(p, s)) for p, s in candle_files),
+    )
+    print(f"\n{len(candle_batches)} EURUSD .bi5 candle files, {n_candles:,} candles\n")
+    print(f"{'method':38} {'candles':>10} {'seconds':>9} {'Mcand/s':>9} {'vs validate':>11}")
     ref = rows[0][2] / rows[0][1]
     for name, secs, n in rows:
         rate = n / secs

@@ -1,16 +1,19 @@
 """Writer throughput against ``psql``'s binary ``\\copy`` of the same rows into the same table.
 
-Run: ``uv run python bench/bench_writer.py [--rows N] [--repeat N] [--txn-rows N]`` with the
-local stack up (``uv run tickpipe-stack up --infra-only``). It creates a scratch database on the
-stack's PostgreSQL (``TICKPIPE_DATABASE_URL``), applies the migrations, generates ``--rows``
-synthetic validated ticks as one-hour :class:`TickBatch` units of 5–10k ticks over a few
-instruments, and times, in the same run, each on a freshly truncated ``ticks`` (and
-``ingest_log``):
+Run: ``uv run python bench/bench_writer.py [--rows N] [--repeat N] [--txn-rows N]
+[--kind ticks|candles]`` with the local stack up (``uv run tickpipe-stack up --infra-only``). It
+creates a scratch database on the stack's PostgreSQL (``TICKPIPE_DATABASE_URL``), applies the
+migrations, generates ``--rows`` synthetic validated rows — ticks as one-hour
+:class:`TickBatch` units of 5–10k ticks, or with ``--kind candles`` source candles as one-day
+:class:`CandleBatch` units of 1440 one-minute bid and ask candles (a quarter of the volumes NaN,
+written as NULL) — over a few instruments, and times, in the same run, each on freshly
+truncated tables (``ticks``/``candles`` and ``ingest_log``):
 
 * **writer**: ``tickpipe_writer.store.write`` in transactions of ``--txn-rows`` rows, as the
   writer service runs it (ledger lock and plan, instrument upsert, binary COPY of rows encoded
   from the numpy columns, ingest-log upsert);
-* **encode only**: ``encode_tick_rows`` of every batch, no database (the writer's CPU share);
+* **encode only**: ``encode_tick_rows`` (``encode_candle_rows``) of every batch, no database
+  (the writer's CPU share);
 * **psql \\copy** (the baseline): the same binary COPY bytes, written to a file beforehand (their
   encoding excluded), loaded by ``psql -c "\\copy ticks(…) FROM 'file' WITH (FORMAT binary)"`` —
   wall time of the psql process, one COPY;
@@ -31,18 +34,26 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import numpy as np
+from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
-from tickpipe_shared.wire.batch import BatchMeta, TickBatch
-from tickpipe_writer.copy_binary import SIGNATURE, TICK_COPY_COLUMNS, TRAILER, encode_tick_rows
+from tickpipe_shared.wire.batch import Batch, BatchMeta, CandleBatch, TickBatch, rows_of
+from tickpipe_writer.copy_binary import (
+    CANDLE_COPY_COLUMNS,
+    SIGNATURE,
+    TICK_COPY_COLUMNS,
+    TRAILER,
+    encode_candle_rows,
+    encode_tick_rows,
+)
 from tickpipe_writer.store import write
 
 HOUR_MS = 3_600_000
@@ -99,22 +110,65 @@ def synthetic_batches(total: int, seed: int = 7) -> list[TickBatch]:
     return out
 
 
-def transactions(batches: list[TickBatch], rows: int) -> list[list[TickBatch]]:
+DAY_MS = 24 * HOUR_MS
+
+
+def synthetic_candle_batches(total: int, seed: int = 7) -> list[CandleBatch]:
+    """About ``total`` one-minute candles as validated one-day units of 1440 candles, bid and
+    ask alternating, instruments round-robin: random-walk prices in points, a quarter of the
+    volumes NaN (stored as NULL), about 1 candle in 200 flagged."""
+    rng = np.random.default_rng(seed)
+    start = int(FIRST_HOUR.timestamp() * 1000)
+    out: list[CandleBatch] = []
+    unit = 0
+    while sum(len(b.candles) for b in out) < total:
+        name, scale, first = INSTRUMENTS[(unit // 2) % len(INSTRUMENTS)]
+        side = ("bid", "ask")[unit % 2]
+        day = start + (unit // (2 * len(INSTRUMENTS))) * DAY_MS
+        n = 1440
+        o = (first + np.cumsum(rng.integers(-3, 4, size=n))).astype(np.int64)
+        c = o + rng.integers(-3, 4, size=n)
+        vol = np.where(rng.random(n) < 0.25, np.nan, rng.integers(1, 400, size=n) / 4)
+        candles = Candles(
+            day + np.arange(n, dtype=np.int64) * 60_000, o, np.maximum(o, c) + 2,
+            np.minimum(o, c) - 2, c, vol,
+        )  # fmt: skip
+        flags = np.where(rng.random(n) < 0.005, 1 << int(rng.integers(0, 10)), 0).astype(np.uint16)
+        meta = BatchMeta(
+            source="dukascopy-json", instrument=name, kind=f"candles:1m:{side}",
+            unit_start_ms=day, unit_end_ms=day + DAY_MS, part=0, part_count=1, rows=n,
+            price_scale=scale, payload_sha256=f"{unit:064x}", request_id="bench-writer",
+            fetched_at_ms=day + DAY_MS, decoded_at_ms=day + DAY_MS,
+            columns=list(CANDLE_COLUMNS), source_code=name, asset_class="fx",
+        )  # fmt: skip
+        out.append(CandleBatch(meta, candles).with_flags(flags, {}, day + DAY_MS))
+        unit += 1
+    return out
+
+
+def transactions(batches: Sequence[Batch], rows: int) -> list[list[Batch]]:
     """Consecutive groups of batches of about ``rows`` rows each (the writer's soft cap)."""
-    groups: list[list[TickBatch]] = [[]]
+    groups: list[list[Batch]] = [[]]
     filled = 0
     for b in batches:
         if filled >= rows:
             groups.append([])
             filled = 0
         groups[-1].append(b)
-        filled += len(b.ticks)
+        filled += rows_of(b)
     return groups
 
 
-def copy_bytes(batches: list[TickBatch]) -> bytes:
+def encode_rows(batch: Batch) -> bytes:
+    """The writer's COPY rows of one batch (ticks or candles)."""
+    if isinstance(batch, TickBatch):
+        return encode_tick_rows(batch)
+    return encode_candle_rows(batch)
+
+
+def copy_bytes(batches: Sequence[Batch]) -> bytes:
     """One binary COPY stream of every batch (signature, rows, trailer)."""
-    return b"".join([SIGNATURE, *(encode_tick_rows(b) for b in batches), TRAILER])
+    return b"".join([SIGNATURE, *(encode_rows(b) for b in batches), TRAILER])
 
 
 def psql_binary() -> str:
@@ -144,11 +198,11 @@ def libpq_env(dsn: str) -> dict[str, str]:
 
 
 async def truncate(conn: asyncpg.Connection) -> None:
-    await conn.execute("TRUNCATE ticks, ingest_log")
+    await conn.execute("TRUNCATE ticks, candles, ingest_log")
 
 
 async def count(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM ticks"))
+    return int(await conn.fetchval("SELECT (SELECT count(*) FROM ticks) + count(*) FROM candles"))
 
 
 async def best_of(
@@ -166,7 +220,7 @@ async def best_of(
         times.append(time.perf_counter() - t)
         got = await count(conn)
         if got != expected:
-            raise SystemExit(f"run stored {got:,} ticks, expected {expected:,}")
+            raise SystemExit(f"run stored {got:,} rows, expected {expected:,}")
     return min(times)
 
 
@@ -183,16 +237,22 @@ async def bench(args: argparse.Namespace) -> None:
         try:
             report = await migrate(conn)
             t = time.perf_counter()
-            batches = synthetic_batches(args.rows)
+            candles = args.kind == "candles"
+            batches: list[Batch] = [
+                *(synthetic_candle_batches(args.rows) if candles else synthetic_batches(args.rows))
+            ]
             gen_s = time.perf_counter() - t
             groups = transactions(batches, args.txn_rows)
-            total = sum(len(b.ticks) for b in batches)
+            total = sum(rows_of(b) for b in batches)
             payload = copy_bytes(batches)
-            copy_file = tmp / "ticks.copy"
+            table, columns = ("candles", CANDLE_COPY_COLUMNS) if candles else (
+                "ticks", TICK_COPY_COLUMNS)  # fmt: skip
+            copy_file = tmp / f"{table}.copy"
             copy_file.write_bytes(payload)
             variant = "TimescaleDB hypertable" if report.timescaledb else "plain PostgreSQL"
+            units = "day units of 1440 1m candles" if candles else "hour units of 5–10k ticks"
             print(
-                f"{total:,} ticks in {len(batches):,} hour units of 5–10k ticks, "
+                f"{total:,} {table} in {len(batches):,} {units}, "
                 f"{len(INSTRUMENTS)} instruments (generated in {gen_s:.1f} s); "
                 f"{len(groups)} writer transactions of ~{args.txn_rows:,} rows; "
                 f"COPY stream {len(payload) / 1e6:,.1f} MB; {variant}; "
@@ -205,17 +265,14 @@ async def bench(args: argparse.Namespace) -> None:
 
             async def raw_asyncpg() -> None:
                 await conn.copy_to_table(
-                    "ticks",
-                    source=io.BytesIO(payload),
-                    columns=list(TICK_COPY_COLUMNS),
-                    format="binary",
+                    table, source=io.BytesIO(payload), columns=list(columns), format="binary"
                 )
 
             psql = psql_binary()
-            cols = ", ".join(TICK_COPY_COLUMNS)
+            cols = ", ".join(columns)
             psql_cmd = [
                 psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                f"\\copy ticks({cols}) FROM '{copy_file}' WITH (FORMAT binary)",
+                f"\\copy {table}({cols}) FROM '{copy_file}' WITH (FORMAT binary)",
             ]  # fmt: skip
             psql_env = {**os.environ, **libpq_env(dsn)}
 
@@ -229,7 +286,7 @@ async def bench(args: argparse.Namespace) -> None:
                 for _ in range(args.repeat):
                     t = time.perf_counter()
                     for b in batches:
-                        encode_tick_rows(b)
+                        encode_rows(b)
                     times.append(time.perf_counter() - t)
                 return min(times)
 
@@ -241,7 +298,8 @@ async def bench(args: argparse.Namespace) -> None:
                 args.repeat, conn, raw_asyncpg, total)))  # fmt: skip
             results.append((f"writer store.write, {len(groups)} txns", await best_of(
                 args.repeat, conn, writer, total)))  # fmt: skip
-            results.append(("encode_tick_rows only (no database)", encode_only()))
+            encoder = "encode_candle_rows" if candles else "encode_tick_rows"
+            results.append((f"{encoder} only (no database)", encode_only()))
         finally:
             await conn.close()
     finally:
@@ -262,6 +320,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--txn-rows", type=int, default=100_000, help="rows per writer transaction")
+    ap.add_argument("--kind", choices=("ticks", "candles"), default="ticks", help="rows to write")
     asyncio.run(bench(ap.parse_args()))
 
 

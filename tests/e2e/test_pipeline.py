@@ -119,13 +119,15 @@ def test_other_instruments_years_and_scales(
         "--source",
         "dukascopy-bi5",
     )
-    assert "1 stored, 1 empty, 0 failed of 2 units" in out
+    # 11:00 has no file: an empty answer on a Monday, when the FX market is open, is retried
+    # and recorded as suspect-empty, never as a silent "empty".
+    assert "1 stored, 0 empty, 1 suspect-empty, 0 failed of 2 units" in out
     request(pipeline, "XAU/USD", "--from", "2024-01-15T14:00", "--to", "2024-01-15T15:00")
     assert_equal_to_golden(pipeline, synthetic[1])
     states = {
         r["state"] for r in db(pipeline, "SELECT state FROM ingest_log WHERE instrument='USDJPY'")
     }
-    assert states == {"stored", "empty"}
+    assert states == {"stored", "suspect-empty"}
 
 
 def test_recorded_sample_equals_golden(pipeline: Pipeline) -> None:
@@ -287,7 +289,7 @@ def test_status_reports_coverage(pipeline: Pipeline) -> None:
     result = pipeline.cli("status", "--json")
     assert result.returncode == 0, result.stderr
     rows = {r["instrument"]: r for r in json.loads(result.stdout)}
-    assert rows["USDJPY"]["units_stored"] == 1 and rows["USDJPY"]["units_empty"] == 1
+    assert rows["USDJPY"]["units_stored"] == 1 and rows["USDJPY"]["units_suspect_empty"] == 1
     assert rows["XAUUSD"]["ticks"] == 1_200
     assert rows["XAUUSD"]["first_tick"].startswith("2024-01-15T14:")
     table = pipeline.cli("status")

@@ -1,5 +1,6 @@
-"""``tickpipe export`` against the local PostgreSQL: ticks and candles to CSV and Parquet, one
-file per month with a sidecar, read back and compared with what is stored; ``--verify``.
+"""``tickpipe export`` against the local PostgreSQL: ticks, OHLCV candles and source candles to
+CSV and Parquet, one file per month with a sidecar, read back and compared with what is stored;
+``--verify``.
 
 Ticks are stored with the writer's own ``store.write`` over three months (and outside the
 exported range, and for another instrument, which must not leak in).
@@ -19,15 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import numpy as np
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from support.database import scratch_database
 from support.ohlcv import hour_batch
 from tickpipe_cli import export as ex
+from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
 from tickpipe_shared.config import Settings, get_settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.db.ohlcv import candles
-from tickpipe_shared.wire.batch import TickBatch
+from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch
 from tickpipe_writer.store import write
 from typer.testing import CliRunner
 
@@ -244,6 +247,93 @@ async def test_candles_1h_equal_the_stored_candles(
     assert all(c.ok for c in ex.verify(tmp_path))
 
 
+def source_candle_units() -> list[CandleBatch]:
+    """EURUSD 1m candles (Dukascopy day units, every third volume NaN, a flag on the third
+    candle): bid on Feb 26, Mar 1 and Apr 26 (after TO); ask on Feb 1 (another series)."""
+    out = []
+    days = ((2, 26, "bid"), (3, 1, "bid"), (2, 1, "ask"), (4, 26, "bid"))
+    for i, (month, day, side) in enumerate(days):
+        start = _ms(2021, month, day)
+        n = 5 + i
+        o = 112_000 + np.arange(n, dtype=np.int64) * 3
+        vol = np.where(np.arange(n) % 3 == 1, np.nan, 0.5 + np.arange(n))
+        c = Candles(start + np.arange(n, dtype=np.int64) * 60_000, o, o + 8, o - 5, o + 1, vol)
+        meta = BatchMeta(
+            source="dukascopy-json", instrument="EURUSD", kind=f"candles:1m:{side}",
+            unit_start_ms=start, unit_end_ms=start + 86_400_000, part=0, part_count=1, rows=n,
+            price_scale=5, payload_sha256=f"{i:064x}", request_id="r", fetched_at_ms=start,
+            decoded_at_ms=start, columns=list(CANDLE_COLUMNS), source_code="EUR-USD",
+        )  # fmt: skip
+        flags = np.zeros(n, dtype=np.uint16)
+        flags[2] = 4
+        out.append(CandleBatch(meta, c).with_flags(flags, {"rule": 1}, start))
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+async def test_source_candles_equal_the_stored_candles(
+    conn: asyncpg.Connection, tmp_path: Path, fmt: str
+) -> None:
+    await write(conn, source_candle_units())
+    result = await ex.export(conn, "EURUSD", FROM, TO, tmp_path, kind="candles:60s:bid", fmt=fmt)
+    base = tmp_path / "EURUSD" / "candles-1m-bid" / "2021"
+    assert [f.path for f in result.files] == [base / f"2021-0{m}.{fmt}" for m in (2, 3)]
+    assert result.empty_months == ["2021-01"]
+    for path in (f.path for f in result.files):
+        side = sidecar(path)
+        assert (side["kind"], side["timeframe"], side["side"]) == ("candles:1m:bid", "1m", "bid")
+        assert side["columns"] == ["ts", "open", "high", "low", "close", "volume", "flags"]
+        assert side["source"] == ["dukascopy-json"] and side["price_scale"] == 5
+        lo, hi = (datetime.fromisoformat(side["range"][k].replace("Z", "+00:00"))
+                  for k in ("from", "to"))  # fmt: skip
+        db = await conn.fetch(
+            "SELECT ts, open, high, low, close, volume, flags FROM candles WHERE instrument = "
+            "'EURUSD' AND timeframe = '1m' AND side = 'bid' AND ts >= $1 AND ts < $2 ORDER BY ts",
+            lo,
+            hi,
+        )
+        want = [
+            [ex.iso_ms(r["ts"]), f"{r['open']:.5f}", f"{r['high']:.5f}", f"{r['low']:.5f}",
+             f"{r['close']:.5f}", "" if r["volume"] is None else repr(r["volume"]),
+             str(r["flags"])]
+            for r in db
+        ]  # fmt: skip
+        if fmt == "csv":
+            rows = read_csv(path)
+            assert rows[0] == side["columns"]
+            got = rows[1:]
+        else:
+            pf = pq.ParquetFile(path)
+            assert pf.schema_arrow.metadata[b"tickpipe.side"] == b"bid"
+            assert [str(f.type) for f in pf.schema_arrow] == [
+                "timestamp[ms, tz=UTC]", "double", "double", "double", "double", "double",
+                "int16",
+            ]  # fmt: skip
+            got = [
+                [ex.iso_ms(r["ts"]), *(f"{r[k]:.5f}" for k in ("open", "high", "low", "close")),
+                 "" if r["volume"] is None else repr(r["volume"]), str(r["flags"])]
+                for r in pf.read().to_pylist()
+            ]  # fmt: skip
+        assert got == want and side["rows"] == len(db) > 0
+        assert any(r[5] == "" for r in got) and any(r[6] == "4" for r in got)
+    assert sidecar(base / f"2021-02.{fmt}")["first_ts"] == "2021-02-26T00:00:00.000Z"
+    assert sidecar(base / f"2021-03.{fmt}")["rows"] == 6  # Mar 1 (Apr 26 is after TO)
+    checks = ex.verify(tmp_path)
+    assert len(checks) == 2 and all(c.ok for c in checks), checks
+
+
+async def test_source_candle_kind_errors(conn: asyncpg.Connection, tmp_path: Path) -> None:
+    with pytest.raises(ex.ExportError, match="side 'spread'"):
+        await ex.export(conn, "EURUSD", FROM, TO, tmp_path, kind="candles:1m:spread")
+    with pytest.raises(ex.ExportError, match="has its timeframe"):
+        await ex.export(conn, "EURUSD", FROM, TO, tmp_path, kind="candles:1m:bid",
+                        timeframe="1h")  # fmt: skip
+    with pytest.raises(ex.ExportError, match=r"no 1h ask source candles of EURUSD"):
+        await ex.export(conn, "EURUSD", FROM, TO, tmp_path, kind="candles:1h:ask")
+    with pytest.raises(ex.ExportError, match="unknown kind 'quotes'"):
+        await ex.export(conn, "EURUSD", FROM, TO, tmp_path, kind="quotes")
+
+
 async def test_verify_reports_corrupt_truncated_missing_and_orphan_files(
     conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
@@ -343,9 +433,20 @@ async def test_cli_export_and_verify(
     assert result.exit_code == 0, result.output
     assert (tmp_path / "exp" / "EURUSD" / "candles-1d" / "2021" / "2021-02.csv.json").is_file()
 
+    await write(conn, source_candle_units())
+    result = await asyncio.to_thread(runner.invoke, app, [*args, "--kind", "candles:1m:bid"])
+    assert result.exit_code == 0, result.output
+    assert "1m bid source candles of EURUSD into 2 csv file(s)" in result.stdout
+    assert (tmp_path / "exp" / "EURUSD" / "candles-1m-bid" / "2021" / "2021-03.csv").is_file()
+    bad = await asyncio.to_thread(runner.invoke, app, [*args, "--kind", "candles:1m:x"])
+    assert bad.exit_code == 2
+    bad = await asyncio.to_thread(runner.invoke, app, [*args, "--kind", "candles:1m:bid", "-t",
+                                                       "1h"])  # fmt: skip
+    assert bad.exit_code == 2
+
     result = await asyncio.to_thread(runner.invoke, app, ["export", "--verify", out])
     assert result.exit_code == 0, result.output
-    assert "6 OK, 0 failed" in result.stdout
+    assert "8 OK, 0 failed" in result.stdout
 
     (tmp_path / "exp" / "EURUSD" / "ticks" / "2021" / "2021-02.parquet").unlink()
     result = await asyncio.to_thread(runner.invoke, app, ["export", "--verify", out])

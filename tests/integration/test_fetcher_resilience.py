@@ -102,6 +102,8 @@ def make(srv: standin.StandinServer, **settings: Any) -> tuple[Downloader, list[
     s = Settings(**{
         "dukascopy_bi5_url": srv.datafeed_url,
         "fetch_concurrency": 8,
+        # One host here: it may use every slot, as before slots were per host.
+        "fetch_concurrency_per_host": settings.get("fetch_concurrency", 8),
         "fetch_backoff_base_s": 0.01,
         "fetch_backoff_max_s": 0.1,
         "fetch_connect_timeout_s": 2.0,

@@ -1,6 +1,7 @@
 """Coverage per instrument and UTC day against the trading schedule: a synthetic EURUSD week in
 the local PostgreSQL (weekend not expected, a missing Wednesday hour, a failed Thursday hour),
-and ``tickpipe status --by-day`` over it."""
+and ``tickpipe status --by-day`` over it; candle units summarised per period. (Candle kinds in
+the database: ``test_writer_candles.py``.)"""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from tickpipe_shared.db.coverage import (
     day_range,
     expected_hours,
     summarise_days,
+    summarise_units,
+    unit_range,
 )
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.instruments.schedule import HOUR_MS, TradingSchedule, default_schedule_for
@@ -175,6 +178,32 @@ def test_an_hour_open_for_part_of_it_is_expected() -> None:
     assert not day.complete
 
 
+def test_candle_units_are_summarised_per_period() -> None:
+    sched = default_schedule_for("EURUSD")
+    # Second candles: hour units, reported per day like ticks (hours of day listed).
+    units = unit_range("candles:1s:trade", datetime(2021, 3, 6, tzinfo=UTC),
+                       datetime(2021, 3, 7, 23, tzinfo=UTC))  # fmt: skip
+    sat, sun = summarise_units("EURUSD", "candles:1s:trade", units, sched, [])
+    assert (sat.period, sat.expected, sun.expected) == ("day", 0, 2)
+    assert sun.missing_hours == [22, 23] and sun.missing_units[0] == "2021-03-07T22:00:00Z"
+    # Day candles: year units; a ledger row on a unit start counts, one elsewhere is ignored.
+    units = unit_range("candles:1d:bid", datetime(2020, 5, 1, tzinfo=UTC),
+                       datetime(2021, 1, 2, tzinfo=UTC))  # fmt: skip
+    y2020, y2021 = summarise_units(
+        "EURUSD", "candles:1d:bid", units, None,
+        [(ms(datetime(2020, 1, 1, tzinfo=UTC)), "stored", 260),
+         (ms(datetime(2021, 6, 1, tzinfo=UTC)), "stored", 9)],
+    )  # fmt: skip
+    assert (y2020.period, y2020.day, y2020.stored, y2020.rows, y2020.ticks) == (
+        "year", date(2020, 1, 1), 1, 260, 0
+    )  # fmt: skip
+    assert (y2021.scheduled, y2021.expected, y2021.missing, y2021.stored) == (False, 1, 1, 0)
+    d = y2021.to_dict()
+    assert (d["kind"], d["day"], d["missing_units"], d["complete"]) == (
+        "candles:1d:bid", "2021-01-01", ["2021-01-01T00:00:00Z"], False
+    )  # fmt: skip
+
+
 def test_day_range() -> None:
     a = datetime(2021, 3, 1, 22, 5, tzinfo=UTC)
     assert day_range(a, a + timedelta(hours=3)) == (
@@ -218,7 +247,8 @@ async def test_cli_status_by_day(cli_env: None) -> None:
         ["status", "eur/usd", "--by-day", "--from", "2021-03-03", "--to", "2021-03-05"],
     )
     assert result.exit_code == 0, result.output
-    assert "EURUSD by UTC day" in result.stdout
+    assert "EURUSD ticks by UTC day" in result.stdout
+    assert "EURUSD ticks: 48 units expected, 1 missing, 1 failed" in result.stdout
     assert "missing 10" in result.stdout and "failed 14" in result.stdout
     assert "2021-03-02" not in result.stdout and "2021-03-05" not in result.stdout
     assert "XAUUSD" not in result.stdout

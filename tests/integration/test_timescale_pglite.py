@@ -1,4 +1,5 @@
-"""The TimescaleDB schema and OHLCV queries against a real TimescaleDB: PGlite + TimescaleDB 2.23.
+"""The TimescaleDB schema, OHLCV queries and source candles against a real TimescaleDB: PGlite +
+TimescaleDB 2.23.
 
 No Debian package of TimescaleDB exists, so CI runs ``dev/pglite/run-sql.mjs`` (PostgreSQL with
 TimescaleDB compiled to WASM, in Node, in memory): it applies the migrations exactly as
@@ -6,12 +7,16 @@ TimescaleDB compiled to WASM, in Node, in memory): it applies the migrations exa
 SQL texts taken from the Python code itself (the writer's binary COPY rows, the writer's refresh
 calls, ``db.ohlcv.candles_sql``). The same ticks go through the writer into the local plain
 PostgreSQL, and every candle from the continuous aggregates must equal the plain views' (and a
-Python reference). ``bin/bootstrap`` installs Node and ``dev/pglite/node_modules``.
+Python reference). Source candles go the same way: the writer's COPY bytes and unit-replace
+``DELETE`` into the ``candles`` hypertable, compressed chunks included, read back with
+``db.ohlcv.source_candles_sql`` and compared with the plain ``candles`` table.
+``bin/bootstrap`` installs Node and ``dev/pglite/node_modules``.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import shutil
 import subprocess
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import numpy as np
 import pytest
 from support.database import scratch_database
 from support.ohlcv import (
@@ -31,15 +37,30 @@ from support.ohlcv import (
     reference_candles,
     stored_ticks,
 )
+from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import load_migrations, migrate, split_after_commit
-from tickpipe_shared.db.ohlcv import TIMEFRAMES, candles, candles_sql
-from tickpipe_shared.units import HOUR_MS
-from tickpipe_shared.wire.batch import TickBatch
+from tickpipe_shared.db.ohlcv import (
+    TIMEFRAMES,
+    candles,
+    candles_sql,
+    source_candles,
+    source_candles_sql,
+)
+from tickpipe_shared.kinds import Kind
+from tickpipe_shared.units import HOUR_MS, plan_units
+from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch
 from tickpipe_writer.aggregates import refresh_plan, refresh_sql, written_windows
-from tickpipe_writer.copy_binary import SIGNATURE, TICK_COPY_COLUMNS, TRAILER, encode_tick_rows
-from tickpipe_writer.plan import Plan
-from tickpipe_writer.store import write
+from tickpipe_writer.copy_binary import (
+    CANDLE_COPY_COLUMNS,
+    SIGNATURE,
+    TICK_COPY_COLUMNS,
+    TRAILER,
+    encode_candle_rows,
+    encode_tick_rows,
+)
+from tickpipe_writer.plan import Plan, UnitWindow
+from tickpipe_writer.store import DELETE_CANDLES, write
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +109,8 @@ class Steps:
             ],
         )
         self.copy(f"{name}_copy", [batch])
-        return Plan(deletes=[(m.instrument, m.unit_start_ms, m.unit_end_ms)], inserts=[batch])
+        window = UnitWindow(m.instrument, m.kind, m.unit_start_ms, m.unit_end_ms)
+        return Plan(deletes=[window], inserts=[batch])
 
     def refresh(self, name: str, work: Plan) -> None:
         """What :class:`OhlcvRefresher` runs after the commit of ``work``, call by call."""
@@ -263,6 +285,7 @@ async def test_timescaledb_schema_aggregates_and_compression_match_plain_postgre
     }
     assert {r["name"]: r["interval"] for r in steps["chunk_interval"]["rows"]} == {
         "ticks": "1 day",
+        "candles": "30 days",
         "ohlcv_1m": "30 days",
         "ohlcv_5m": "180 days",
         "ohlcv_1h": "730 days",
@@ -274,7 +297,8 @@ async def test_timescaledb_schema_aggregates_and_compression_match_plain_postgre
     jobs = steps["jobs"]["rows"]
     assert [j["proc_name"] for j in jobs].count("policy_refresh_continuous_aggregate") == 4
     assert [j["hypertable_name"] for j in jobs if j["proc_name"] == "policy_compression"] == [
-        "ticks"
+        "ticks",
+        "candles",
     ]
     assert "cannot run inside a transaction block" in steps["refresh_in_transaction"]["error"]
 
@@ -335,3 +359,238 @@ def test_refresh_windows_are_aligned_per_level() -> None:
         f"CALL refresh_continuous_aggregate('ohlcv_1d', '{day.isoformat()}'::timestamptz, "
         f"'{(day + timedelta(days=1)).isoformat()}'::timestamptz)"
     )
+
+
+# --------------------------------------------------------------------------- source candles
+
+SERIES = (("EURUSD", "candles:1m:bid"), ("EURUSD", "candles:1m:ask"), ("USDJPY", "candles:1h:mid"))
+C_FROM = datetime(2021, 1, 1, tzinfo=UTC)
+C_TO = datetime(2021, 6, 1, tzinfo=UTC)
+
+
+def candle_unit(instrument: str, kind: str, day: datetime, n: int, seed: int) -> CandleBatch:
+    """The unit of ``kind`` holding ``day``: ``n`` candles from its start, one timeframe apart,
+    random-walk prices (scale 5, or 3 for USDJPY), every fourth volume NaN, a flag on one."""
+    start_ms = int(day.timestamp() * 1000)
+    unit = plan_units("dukascopy-json", instrument, kind, start_ms, start_ms + 1)[0]
+    step = Kind.parse(kind).timeframe.duration_ms  # type: ignore[union-attr]
+    assert step is not None
+    rng = np.random.default_rng(seed)
+    o = (110_000 + np.cumsum(rng.integers(-9, 10, size=n))).astype(np.int64)
+    c = o + rng.integers(-5, 6, size=n)
+    vol = np.where(np.arange(n) % 4 == 3, np.nan, rng.integers(1, 500, size=n) / 4)
+    candles_ = Candles(
+        unit.start_ms + np.arange(n, dtype=np.int64) * step, o, np.maximum(o, c) + 3,
+        np.minimum(o, c) - 2, c, vol,
+    )  # fmt: skip
+    meta = BatchMeta(
+        source="dukascopy-json", instrument=instrument, kind=kind, unit_start_ms=unit.start_ms,
+        unit_end_ms=unit.end_ms, part=0, part_count=1, rows=n,
+        price_scale=3 if instrument == "USDJPY" else 5, payload_sha256=f"{seed:064x}",
+        request_id="pglite", fetched_at_ms=unit.start_ms, decoded_at_ms=unit.start_ms,
+        columns=list(CANDLE_COLUMNS),
+    )  # fmt: skip
+    flags = np.zeros(n, dtype=np.uint16)
+    flags[n // 2] = 1 << 5
+    return CandleBatch(meta, candles_).with_flags(flags, {"rule": 1}, unit.start_ms)
+
+
+def candle_rows(
+    batches: Sequence[CandleBatch], instrument: str, kind: str
+) -> list[tuple[Any, ...]]:
+    """The rows the series must hold: the last written batch of each unit, as exact decimals."""
+    last: dict[int, CandleBatch] = {}
+    for b in batches:
+        if (b.meta.instrument, b.meta.kind) == (instrument, kind):
+            last[b.meta.unit_start_ms] = b
+    out = []
+    for b in last.values():
+        c, scale = b.candles, b.meta.price_scale
+        for i in range(len(c)):
+            vol = float(c.volume[i])
+            out.append(
+                (
+                    datetime.fromtimestamp(int(c.ts_ms[i]) / 1000, UTC),
+                    *(f"{int(getattr(c, k)[i]) / 10**scale:.{scale}f}"
+                      for k in ("open", "high", "low", "close")),
+                    None if np.isnan(vol) else vol,
+                    int(b.flags[i]) if b.flags is not None else 0,
+                )
+            )  # fmt: skip
+    return sorted(out)
+
+
+def as_rows(rows: Sequence[dict[str, Any]], scale: int) -> list[tuple[Any, ...]]:
+    """Runner or asyncpg rows of ``source_candles_sql`` in the form of :func:`candle_rows`."""
+    out = []
+    for r in rows:
+        ts = r["ts"]
+        if isinstance(ts, str):
+            ts = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        out.append(
+            (ts, *(f"{r[k]:.{scale}f}" for k in ("open", "high", "low", "close")), r["volume"],
+             r["flags"])
+        )  # fmt: skip
+    return out
+
+
+class CandleSteps(Steps):
+    def copy_candles(self, name: str, batches: Sequence[CandleBatch], **extra: Any) -> None:
+        """The writer's binary COPY of candle batches (the bytes ``store.copy_rows`` sends)."""
+        blob = SIGNATURE + b"".join(encode_candle_rows(b) for b in batches) + TRAILER
+        self.add(
+            name,
+            f"COPY candles ({', '.join(CANDLE_COPY_COLUMNS)}) FROM '/dev/blob' "
+            "WITH (FORMAT binary)",
+            blob_base64=base64.b64encode(blob).decode(),
+            **extra,
+        )
+
+    def replace_candles(self, name: str, batch: CandleBatch) -> None:
+        """The writer's unit replace: its ``DELETE_CANDLES`` of the unit window, then the COPY."""
+        m, k = batch.meta, Kind.parse(batch.meta.kind)
+        self.add(
+            f"{name}_delete",
+            DELETE_CANDLES,
+            params=[[m.instrument], [str(k.timeframe)], [str(k.side)],
+                    [_iso(datetime.fromtimestamp(m.unit_start_ms / 1000, UTC))],
+                    [_iso(datetime.fromtimestamp(m.unit_end_ms / 1000, UTC))]],
+        )  # fmt: skip
+        self.copy_candles(f"{name}_copy", [batch])
+
+    def read(self, phase: str) -> None:
+        for instrument, kind in SERIES:
+            k = Kind.parse(kind)
+            self.add(
+                f"{phase}:{instrument}:{kind}",
+                source_candles_sql(),
+                params=[instrument, str(k.timeframe), k.side, _iso(C_FROM), _iso(C_TO)],
+            )
+
+    def chunks(self, name: str) -> None:
+        self.add(
+            name,
+            "SELECT chunk_name, is_compressed FROM timescaledb_information.chunks "
+            "WHERE hypertable_name = 'candles' ORDER BY range_start",
+        )
+
+
+async def test_timescaledb_candles_hypertable_compression_and_unit_replace(
+    plain: asyncpg.Connection, tmp_path: Path
+) -> None:
+    s = CandleSteps()
+    s.add(
+        "dimension",
+        "SELECT time_interval::text AS interval FROM timescaledb_information.dimensions "
+        "WHERE hypertable_name = 'candles'",
+    )
+    s.add(
+        "compression_settings",
+        "SELECT attname, segmentby_column_index, orderby_column_index, orderby_asc "
+        "FROM timescaledb_information.compression_settings WHERE hypertable_name = 'candles' "
+        "ORDER BY attname",
+    )
+    s.add(
+        "policy",
+        "SELECT config::text AS config FROM timescaledb_information.jobs "
+        "WHERE proc_name = 'policy_compression' AND hypertable_name = 'candles'",
+    )
+    s.add(
+        "key",
+        "SELECT array_agg(a.attname ORDER BY k.n)::text AS cols FROM pg_index i "
+        "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(att, n) "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.att "
+        "WHERE i.indrelid = 'candles'::regclass AND i.indisprimary",
+    )
+
+    # Phase 1: days of 1m bid/ask candles in January and March (two chunks), a month unit of
+    # 1h mid candles; written as the writer does.
+    first = [
+        candle_unit("EURUSD", "candles:1m:bid", datetime(2021, 1, 4, tzinfo=UTC), 50, seed=1),
+        candle_unit("EURUSD", "candles:1m:bid", datetime(2021, 3, 2, tzinfo=UTC), 40, seed=2),
+        candle_unit("EURUSD", "candles:1m:ask", datetime(2021, 1, 4, tzinfo=UTC), 50, seed=3),
+        candle_unit("USDJPY", "candles:1h:mid", datetime(2021, 2, 1, tzinfo=UTC), 30, seed=4),
+    ]
+    s.copy_candles("initial_copy", first)
+    s.read("initial")
+
+    # Phase 2: every chunk compressed, then a unit replaced inside a compressed chunk (fewer
+    # candles, other prices) and a candle written twice refused by the identity, compressed
+    # or not.
+    s.add(
+        "compress",
+        "SELECT count(compress_chunk(c, if_not_compressed => true)) AS n "
+        "FROM show_chunks('candles') c",
+    )
+    s.chunks("chunks_compressed")
+    redo = candle_unit("EURUSD", "candles:1m:bid", datetime(2021, 1, 4, tzinfo=UTC), 20, seed=9)
+    s.replace_candles("replace", redo)
+    s.read("replaced")
+    s.copy_candles("duplicate", [first[2]], expect_error="duplicate key value")
+
+    # Phase 3: a late unit in a new chunk; the compression policy, run as its job, compresses
+    # it (the chunk is years old).
+    late = candle_unit("EURUSD", "candles:1m:ask", datetime(2021, 5, 20, tzinfo=UTC), 30, seed=5)
+    s.copy_candles("late_copy", [late])
+    s.add(
+        "run_policy",
+        """DO $$ DECLARE j int; BEGIN
+             FOR j IN SELECT job_id FROM timescaledb_information.jobs
+                      WHERE proc_name = 'policy_compression' AND hypertable_name = 'candles'
+             LOOP CALL run_job(j); END LOOP; END $$""",
+        exec=True,
+    )
+    s.chunks("chunks_after_policy")
+    s.read("policy")
+    out = run_pglite(s, tmp_path)
+    steps = out["steps"]
+
+    # --- the schema --------------------------------------------------------------------------
+    assert steps["dimension"]["rows"] == [{"interval": "30 days"}]
+    settings = {r["attname"]: r for r in steps["compression_settings"]["rows"]}
+    segments = {k: v["segmentby_column_index"] for k, v in settings.items()}
+    assert {k: v for k, v in segments.items() if v} == {"instrument": 1, "timeframe": 2, "side": 3}
+    assert settings["ts"]["orderby_column_index"] == 1 and settings["ts"]["orderby_asc"]
+    (policy,) = steps["policy"]["rows"]
+    assert '"compress_after": "7 days"' in policy["config"]
+    assert steps["key"]["rows"] == [{"cols": "{instrument,timeframe,side,ts}"}]
+    assert "duplicate key value" in steps["duplicate"]["error"]
+
+    # --- the rows, phase by phase, against plain PostgreSQL through the writer ---------------
+    async def compare(phase: str, written: list[CandleBatch]) -> None:
+        for instrument, kind in SERIES:
+            scale = 3 if instrument == "USDJPY" else 5
+            k = Kind.parse(kind)
+            want = candle_rows(written, instrument, kind)
+            got_plain = await source_candles(
+                plain, instrument, str(k.timeframe), str(k.side), C_FROM, C_TO
+            )
+            assert as_rows([c.to_dict() | {"ts": c.ts} for c in got_plain], scale) == want
+            assert as_rows(steps[f"{phase}:{instrument}:{kind}"]["rows"], scale) == want, phase
+            assert want
+
+    written = list(first)
+    await write(plain, first)
+    await compare("initial", written)
+
+    # 30-day chunks from the epoch: [Jan 3, Feb 2) holds January and February 1, [Feb 2, Mar 4)
+    # March 2.
+    assert steps["compress"]["rows"][0]["n"] == 2
+    assert all(c["is_compressed"] for c in steps["chunks_compressed"]["rows"])
+    await write(plain, [redo])
+    written.append(redo)
+    await compare("replaced", written)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        async with plain.transaction():
+            await plain.copy_to_table(
+                "candles",
+                source=io.BytesIO(SIGNATURE + encode_candle_rows(first[2]) + TRAILER),
+                columns=list(CANDLE_COPY_COLUMNS),
+                format="binary",
+            )
+
+    await write(plain, [late])
+    written.append(late)
+    await compare("policy", written)
+    after = steps["chunks_after_policy"]["rows"]
+    assert len(after) == 3 and all(c["is_compressed"] for c in after)

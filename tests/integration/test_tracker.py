@@ -219,7 +219,10 @@ class EventReader:
 async def test_tracker_emits_one_completion_with_deduplicated_counts(env: Env) -> None:
     s = env.settings
     env.start_tracker()
-    a, b, c = (f"{name}-{env.run}" for name in ("req-a", "req-b", "req-c"))
+    a, b, c, d = (f"{name}-{env.run}" for name in ("req-a", "req-b", "req-c", "req-d"))
+    candles_planned = RequestPlanned(d, "dukascopy-json", "EURUSD", "candles:1m:bid", 2,
+                                     skipped=3)  # fmt: skip
+    day_key = "dukascopy-json|EURUSD|candles:1m:bid|2019-02-0{}T00:00:00Z".format
     refused = Failure("fetcher-planner", "unknown instrument 'NOPE'", "UnknownInstrumentError",
                       key="NOPE", unit_key="NOPE", request_id=b)  # fmt: skip
     await publish(
@@ -239,12 +242,20 @@ async def test_tracker_emits_one_completion_with_deduplicated_counts(env: Env) -
             # C: planned, half done.
             progress(s, planned(c, 2)),
             progress(s, unit(c, 7, 10)),
+            # D: candles resumed with 3 units skipped; a suspect-empty day, twice, and a stored
+            # day.
+            progress(s, candles_planned),
+            progress(s, UnitFinished(d, day_key(4), "EURUSD", "suspect-empty", 0)),
+            progress(s, UnitFinished(d, day_key(4), "EURUSD", "suspect-empty", 0)),
+            progress(s, UnitFinished(d, day_key(5), "EURUSD", "stored", 1440)),
         ],
     )
     async with EventReader(s) as reader:
         await reader.until(
-            "A completed and B rejected",
-            lambda: reader.of(a, "completed") and reader.of(b, "rejected"),
+            "A and D completed and B rejected",
+            lambda: (
+                reader.of(a, "completed") and reader.of(b, "rejected") and reader.of(d, "completed")
+            ),
             logs=env.logs,
         )
         # Duplicates after completion: nothing is emitted again.
@@ -266,8 +277,14 @@ async def test_tracker_emits_one_completion_with_deduplicated_counts(env: Env) -
     assert rejected["reason"] == "unknown instrument 'NOPE'"
     assert not reader.of(c, "completed")
     assert reader.of(c, "progress")[-1]["stored"] == 1
+    (candles_done,) = reader.of(d, "completed")
+    assert {k: candles_done[k] for k in ("units", "stored", "empty", "suspect_empty", "failed",
+                                         "skipped", "ticks", "kind")} == {
+        "units": 2, "stored": 1, "empty": 0, "suspect_empty": 1, "failed": 0, "skipped": 3,
+        "ticks": 1440, "kind": "candles:1m:bid",
+    }  # fmt: skip
     text = env.metrics()
-    assert 'tickpipe_tracker_request_events_total{event="completed"} 1.0' in text
+    assert 'tickpipe_tracker_request_events_total{event="completed"} 2.0' in text
     assert 'tickpipe_tracker_inputs_total{effect="duplicate",kind="unit"}' in text
 
 

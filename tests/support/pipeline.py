@@ -25,6 +25,7 @@ from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.topics import ensure_topics
 
 from support.database import run_admin_sql, with_database
+from support.shared_data import locate_shared_dir
 
 SERVICES = ("fetcher", "decoder", "validator", "writer", "tracker")
 BIN = Path(sys.executable).parent
@@ -72,6 +73,8 @@ class Pipeline:
             "TICKPIPE_DATABASE_URL": database_url,
             "TICKPIPE_DUKASCOPY_JSON_URL": f"http://127.0.0.1:{standin_port}/v1",
             "TICKPIPE_DUKASCOPY_BI5_URL": f"http://127.0.0.1:{standin_port}/datafeed",
+            "TICKPIPE_DERIV_URL": f"ws://127.0.0.1:{standin_port}/websockets/v3",
+            "TICKPIPE_POLYGON_URL": f"http://127.0.0.1:{standin_port}",
             "TICKPIPE_INSTRUMENT_CACHE_DIR": str(log_dir / "instrument-cache"),
             "TICKPIPE_FETCH_BACKOFF_BASE_S": "0.05",
             "TICKPIPE_WRITER_BATCH_SECONDS": "0.3",
@@ -101,6 +104,10 @@ class Pipeline:
                 "--port",
                 str(self.ports[name]),
             ]
+            shared = locate_shared_dir()
+            for source in ("polygon", "deriv") if shared else ():
+                assert shared is not None
+                cmd += [f"--{source}-root", str(shared / "data" / source)]
         else:
             cmd = [str(BIN / f"tickpipe-{name}")]
             env["TICKPIPE_METRICS_PORT"] = str(self.ports[name])

@@ -1,4 +1,5 @@
-"""``tickpipe candles``: OHLCV candles from the ``ohlcv_*`` aggregates (TimescaleDB) or views."""
+"""``tickpipe candles``: OHLCV candles from the ``ohlcv_*`` aggregates (TimescaleDB) or views over
+ticks, or with ``--source-candles`` the candles the sources served (table ``candles``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import csv
 import io
 import json
 import sys
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -15,10 +16,21 @@ from rich import box
 from rich.table import Table
 from tickpipe_shared.config import get_settings
 from tickpipe_shared.db.migrate import migrate
-from tickpipe_shared.db.ohlcv import CANDLE_COLUMNS, TIMEFRAMES, Candle, candles, price_scale
-from tickpipe_shared.instruments.registry import canonical_name
+from tickpipe_shared.db.ohlcv import (
+    CANDLE_COLUMNS,
+    SOURCE_CANDLE_COLUMNS,
+    TIMEFRAMES,
+    Candle,
+    SourceCandle,
+    candles,
+    price_scale,
+    source_candle_sides,
+    source_candles,
+    source_series,
+)
+from tickpipe_shared.kinds import SIDES, KindError, Timeframe
 
-from tickpipe_cli.db import connect
+from tickpipe_cli.db import connect, stored_name
 from tickpipe_cli.output import console, err
 from tickpipe_cli.times import parse_time
 
@@ -58,33 +70,57 @@ def command(
     ] = "1h",
     as_json: Annotated[bool, typer.Option("--json", help="JSON array on stdout")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header on stdout")] = False,
+    source: Annotated[
+        bool,
+        typer.Option(
+            "--source-candles",
+            help="The candles the sources served (any stored timeframe, e.g. 1m, 1h, 1d, 1w), "
+            "not those computed from ticks",
+        ),
+    ] = False,
+    side: Annotated[
+        str | None,
+        typer.Option(
+            "--side",
+            help=f"With --source-candles: {', '.join(SIDES)} (default: the one side stored)",
+        ),
+    ] = None,
 ) -> None:
     """OHLCV candles of INSTRUMENT whose bucket starts in [--from, --to).
 
     Bid, ask and mid ((bid + ask) / 2 per tick) open/high/low/close, tick count and volume sums,
-    from the continuous aggregates on TimescaleDB or the views on plain PostgreSQL.
+    from the continuous aggregates on TimescaleDB or the views on plain PostgreSQL. With
+    --source-candles: the candles of one side as the source served them (Dukascopy bid/ask,
+    Deriv mid, Polygon trade), with their volume and validation flags.
     """
+    if as_json and as_csv:
+        raise typer.BadParameter("--json and --csv exclude each other")
+    if source:
+        source_command(instrument, from_, to, timeframe, side, as_json=as_json, as_csv=as_csv)
+        return
+    if side is not None:
+        raise typer.BadParameter("only with --source-candles", param_hint="--side")
     if timeframe not in TIMEFRAMES:
         raise typer.BadParameter(
             f"{timeframe!r} is not a timeframe: expected one of {', '.join(TIMEFRAMES)}",
             param_hint="--timeframe",
         )
-    if as_json and as_csv:
-        raise typer.BadParameter("--json and --csv exclude each other")
     start, end = parse_time(from_), parse_time(to)
     if end <= start:
         raise typer.BadParameter(f"--to ({to}) must be after --from ({from_})")
-    name = canonical_name(instrument)
+    names: list[str] = []
 
     async def run() -> tuple[list[Candle], int | None]:
         conn = await connect(get_settings())
         try:
             await migrate(conn)
+            names.append(name := await stored_name(conn, instrument))
             return await candles(conn, name, timeframe, start, end), await price_scale(conn, name)
         finally:
             await conn.close()
 
     rows, scale = asyncio.run(run())
+    name = names[0]
     if as_json:
         sys.stdout.write(json.dumps([_values(c, scale) for c in rows], indent=2) + "\n")
         return
@@ -122,4 +158,121 @@ def command(
         d = _values(c, scale)
         d["bucket"] = f"{c.bucket.astimezone(UTC):%Y-%m-%d %H:%M}"
         table.add_row(*(_fmt(d[col], col, scale) for col in shown))
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- source candles
+
+
+def _source_values(c: SourceCandle, scale: int | None) -> dict[str, Any]:
+    """A source candle as plain values: prices rounded to the instrument's scale (exact: it only
+    undoes float8 noise), volume to 6 decimals."""
+    d = c.to_dict()
+    if scale is not None:
+        for col in ("open", "high", "low", "close"):
+            d[col] = round(d[col], scale)
+    if d["volume"] is not None:
+        d["volume"] = round(d["volume"], 6)
+    return d
+
+
+def _source_fmt(value: Any, col: str, scale: int | None) -> str:
+    if value is None:
+        return ""
+    if col in ("open", "high", "low", "close") and scale is not None:
+        return f"{value:.{scale}f}"
+    return str(value)
+
+
+async def read_source_candles(
+    conn: Any,
+    instrument: str,
+    timeframe: str,
+    side: str | None,
+    from_: datetime,
+    to: datetime,
+) -> tuple[str, list[SourceCandle], int | None]:
+    """The side read (``side``, or the only side stored for the timeframe), the source candles
+    of ``instrument`` at ``timeframe`` starting in ``[from_, to)`` and the instrument's price
+    scale. Raises :class:`typer.BadParameter` when ``side`` is omitted and not exactly one side
+    is stored, and for a malformed timeframe or side."""
+    try:
+        tf = str(Timeframe.parse(timeframe))
+        if side is None:
+            sides = [s for _, s in await source_candle_sides(conn, instrument, tf)]
+            if len(sides) != 1:
+                stored = ", ".join(sides) if sides else "none"
+                raise typer.BadParameter(
+                    f"{instrument} has {tf} source candles of sides: {stored}; choose one",
+                    param_hint="--side",
+                )
+            side = sides[0]
+        tf, side = source_series(tf, side)
+    except KindError as e:
+        raise typer.BadParameter(str(e)) from None
+    rows = await source_candles(conn, instrument, tf, side, from_, to)
+    return side, rows, await price_scale(conn, instrument)
+
+
+def source_command(
+    instrument: str,
+    from_: str,
+    to: str,
+    timeframe: str,
+    side: str | None,
+    *,
+    as_json: bool = False,
+    as_csv: bool = False,
+) -> None:
+    """``tickpipe candles --source-candles``: print source candles (table, ``--json`` or
+    ``--csv``)."""
+    start, end = parse_time(from_), parse_time(to)
+    if end <= start:
+        raise typer.BadParameter(f"--to ({to}) must be after --from ({from_})")
+    names: list[str] = []
+
+    async def run() -> tuple[str, list[SourceCandle], int | None]:
+        conn = await connect(get_settings())
+        try:
+            await migrate(conn)
+            names.append(name := await stored_name(conn, instrument))
+            return await read_source_candles(conn, name, timeframe, side, start, end)
+        finally:
+            await conn.close()
+
+    read_side, rows, scale = asyncio.run(run())
+    name = names[0]
+    tf = str(Timeframe.parse(timeframe))
+    if as_json:
+        sys.stdout.write(json.dumps([_source_values(c, scale) for c in rows], indent=2) + "\n")
+        return
+    if as_csv:
+        buf = io.StringIO()
+        out = csv.writer(buf, lineterminator="\n")
+        out.writerow(SOURCE_CANDLE_COLUMNS)
+        for c in rows:
+            d = _source_values(c, scale)
+            out.writerow(_source_fmt(d[col], col, scale) for col in SOURCE_CANDLE_COLUMNS)
+        sys.stdout.write(buf.getvalue())
+        return
+    if not rows:
+        err.print(
+            f"no {tf} {read_side} source candles for {name} in "
+            f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})"
+        )
+        return
+    table = Table(
+        title=f"{name} {tf} {read_side} source candles, UTC",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    shown = ["ts", "open", "high", "low", "close", "volume", "flags"]
+    for col in shown:
+        table.add_column(col, justify="left" if col == "ts" else "right", no_wrap=True)
+    for c in rows:
+        d = _source_values(c, scale)
+        d["ts"] = f"{c.ts.astimezone(UTC):%Y-%m-%d %H:%M}"
+        table.add_row(*(_source_fmt(d[col], col, scale) for col in shown))
     console.print(table)

@@ -1,8 +1,10 @@
-"""``tickpipe export``: ticks or candles to CSV or Parquet files, one per month, each with a JSON
-sidecar that ``tickpipe export --verify`` checks.
+"""``tickpipe export``: ticks, OHLCV candles or source candles to CSV or Parquet files, one per
+month, each with a JSON sidecar that ``tickpipe export --verify`` checks.
 
-Layout: ``DIR/<INSTRUMENT>/<kind>[-<timeframe>]/<YYYY>/<YYYY-MM>.<csv|parquet>`` plus
-``<YYYY-MM>.<csv|parquet>.json``. The data file is written to a temporary file and renamed into
+Kinds: ``ticks``; ``candles`` (OHLCV over ticks at ``--timeframe``); ``candles:<tf>:<side>``
+(source candles, table ``candles``). Layout: ``DIR/<INSTRUMENT>/<folder>/<YYYY>/<YYYY-MM>.<csv|
+parquet>`` plus ``<YYYY-MM>.<csv|parquet>.json``, the folder being ``ticks``, ``candles-<tf>``
+or ``candles-<tf>-<side>``. The data file is written to a temporary file and renamed into
 place before its sidecar (also renamed into place), and an existing sidecar is removed before the
 data file it describes is replaced: a sidecar never describes a partial or different file. An
 interrupted export leaves at most a data file without a sidecar, which ``--verify`` reports.
@@ -34,22 +36,25 @@ from tickpipe_shared.config import get_settings
 from tickpipe_shared.db.export import (
     DEFAULT_CHUNK_ROWS,
     Month,
+    export_args,
     export_columns,
     export_sql,
+    is_source_candles,
     months,
     sources,
     stream_rows,
 )
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.db.ohlcv import TIMEFRAMES, price_scale
-from tickpipe_shared.instruments.registry import canonical_name
+from tickpipe_shared.kinds import Kind, KindError
 
-from tickpipe_cli.db import connect
+from tickpipe_cli.db import connect, stored_name
 from tickpipe_cli.output import console, err
 from tickpipe_cli.times import parse_time
 
 #: Version of the sidecar layout (and of the file columns it lists).
 SCHEMA_VERSION = 1
+#: Export kinds besides the source-candle kinds ``candles:<timeframe>:<side>``.
 KINDS = ("ticks", "candles")
 FORMATS = ("csv", "parquet")
 #: Rows per Parquet row group (about 24 MB of tick columns before compression).
@@ -71,8 +76,14 @@ def iso_ms(value: datetime | int) -> str:
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _is_volume(col: str) -> bool:
+    return col == "volume" or col.endswith("_volume")
+
+
 def _is_price(col: str) -> bool:
-    return col.startswith(("bid", "ask", "mid")) and not col.endswith("_volume")
+    if col in ("open", "high", "low", "close"):  # source candles
+        return True
+    return col.startswith(("bid", "ask", "mid")) and not _is_volume(col)
 
 
 def _price_decimals(col: str, scale: int) -> int:
@@ -89,7 +100,7 @@ def _csv_column(col: str, values: Sequence[Any], scale: int) -> list[str]:
     if _is_price(col):
         fmt = f"{{:.{_price_decimals(col, scale)}f}}"
         return [fmt.format(v) for v in values]
-    if col.endswith("_volume"):
+    if _is_volume(col):
         return ["" if v is None else repr(float(v)) for v in values]
     return [str(int(v)) for v in values]  # flags, tick_count
 
@@ -147,7 +158,7 @@ class _ParquetWriter(_Writer):
         self, path: Path, columns: Sequence[str], scale: int, meta: dict[str, str]
     ) -> None:
         super().__init__(path, columns, scale, meta)
-        fields = [pa.field(c, _arrow_type(c), nullable=c.endswith("_volume")) for c in columns]
+        fields = [pa.field(c, _arrow_type(c), nullable=_is_volume(c)) for c in columns]
         self.schema = pa.schema(fields, metadata={k.encode(): v.encode() for k, v in meta.items()})
         self._pq = pq.ParquetWriter(str(path), self.schema, compression="zstd")
         self._batches: list[Any] = []
@@ -209,12 +220,57 @@ def _temp_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def kind_folder(kind: str, timeframe: str | None) -> str:
+    """``ticks``, ``candles-<timeframe>`` (OHLCV) or ``candles-<timeframe>-<side>`` (source
+    candles of kind ``candles:<timeframe>:<side>``)."""
+    if kind == "ticks":
+        return kind
+    if is_source_candles(kind):
+        return kind.replace(":", "-")
+    return f"{kind}-{timeframe}"
+
+
 def data_path(
     out: Path, instrument: str, kind: str, timeframe: str | None, fmt: str, month: Month
 ) -> Path:
-    """``out/<INSTRUMENT>/<kind>[-<timeframe>]/<YYYY>/<YYYY-MM>.<fmt>``."""
-    folder = kind if kind == "ticks" else f"{kind}-{timeframe}"
+    """``out/<INSTRUMENT>/<folder>/<YYYY>/<YYYY-MM>.<fmt>`` (folder: :func:`kind_folder`)."""
+    folder = kind_folder(kind, timeframe)
     return out / instrument / folder / f"{month.year:04d}" / f"{month.label}.{fmt}"
+
+
+def check_kind(kind: str, timeframe: str | None) -> tuple[str, str | None, str | None]:
+    """``(kind, timeframe, side)`` of an export, in their stored spelling: ``ticks`` (no
+    timeframe), ``candles`` at one of :data:`TIMEFRAMES`, or a source-candle kind
+    ``candles:<timeframe>:<side>`` (its timeframe and side; no separate ``timeframe``). Raises
+    :class:`ExportError` saying what is wrong."""
+    if kind == "ticks":
+        return kind, None, None
+    if kind == "candles":
+        if timeframe not in TIMEFRAMES:
+            raise ExportError(
+                f"unknown timeframe {timeframe!r}: expected one of {', '.join(TIMEFRAMES)}"
+            )
+        return kind, timeframe, None
+    if is_source_candles(kind):
+        try:
+            k = Kind.parse(kind)
+        except KindError as e:
+            raise ExportError(str(e)) from None
+        if timeframe is not None and timeframe != str(k.timeframe):
+            raise ExportError(f"kind {kind!r} has its timeframe: drop timeframe {timeframe!r}")
+        return str(k), str(k.timeframe), k.side
+    raise ExportError(
+        f"unknown kind {kind!r}: expected ticks, candles or candles:<timeframe>:<side>"
+    )
+
+
+def _what(kind: str, timeframe: str | None) -> str:
+    if kind == "ticks":
+        return "ticks"
+    if is_source_candles(kind):
+        k = Kind.parse(kind)
+        return f"{k.timeframe} {k.side} source candles"
+    return f"{timeframe} candles"
 
 
 def sidecar_path(data: Path) -> Path:
@@ -270,22 +326,19 @@ async def export(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Callable[[str, ExportedFile | None], None] | None = None,
 ) -> ExportResult:
-    """Export ``instrument``'s ticks (or candles at ``timeframe``) in ``[from_, to)`` to
-    ``out``, one file per month, each streamed from a server-side cursor.
+    """Export ``instrument``'s ticks, OHLCV candles (``kind`` ``candles`` at ``timeframe``) or
+    source candles (``kind`` ``candles:<timeframe>:<side>``) in ``[from_, to)`` to ``out``, one
+    file per month, each streamed from a server-side cursor.
 
-    Months without rows get no file. Raises :class:`ExportError` for an unknown instrument
-    (nothing stored), an empty range, a range without data and an unwritable ``out``.
+    Months without rows get no file. Raises :class:`ExportError` for an unknown kind or
+    timeframe, an unknown instrument (nothing stored), an empty range, a range without data and
+    an unwritable ``out``.
     """
-    if kind not in KINDS:
-        raise ExportError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    if kind == "candles" and timeframe not in TIMEFRAMES:
-        raise ExportError(
-            f"unknown timeframe {timeframe!r}: expected one of {', '.join(TIMEFRAMES)}"
-        )
     if kind == "ticks":
         timeframe = None
+    kind, timeframe, _ = check_kind(kind, timeframe)
     if to <= from_:
         raise ExportError(
             f"empty range: --to ({iso_ms(to)}) must be after --from ({iso_ms(from_)})"
@@ -308,7 +361,7 @@ async def export(
         if progress is not None:
             progress(month.label, exported)
     if not result.files:
-        what = "ticks" if kind == "ticks" else f"{timeframe} candles"
+        what = _what(kind, timeframe)
         raise ExportError(
             f"no {what} of {instrument} in [{iso_ms(from_)}, {iso_ms(to)}): nothing exported"
         )
@@ -330,12 +383,15 @@ async def _export_month(
 ) -> ExportedFile | None:
     path = data_path(out, instrument, kind, timeframe, fmt, month)
     side = sidecar_path(path)
+    args = export_args(kind)
+    candle_side = args[1] if args else None
     tmp = _temp_for(path)
     file_meta = {
         "tickpipe.schema_version": str(SCHEMA_VERSION),
         "tickpipe.instrument": instrument,
         "tickpipe.kind": kind,
         "tickpipe.timeframe": timeframe or "",
+        "tickpipe.side": candle_side or "",
         "tickpipe.price_scale": str(scale),
         "tickpipe.mid_price_scale": str(scale + 1),
     }
@@ -346,7 +402,7 @@ async def _export_month(
     try:
         try:
             async for chunk in stream_rows(
-                conn, sql, instrument, month.start, month.end, chunk_rows=chunk_rows
+                conn, sql, instrument, month.start, month.end, *args, chunk_rows=chunk_rows
             ):
                 if writer is None:  # directories only for months that have rows
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -378,6 +434,7 @@ async def _export_month(
         "instrument": instrument,
         "kind": kind,
         "timeframe": timeframe,
+        "side": candle_side,
         "format": fmt,
         "rows": rows,
         "first_ts": iso_ms(first),
@@ -386,7 +443,7 @@ async def _export_month(
         "sha256": digest,
         "columns": list(columns),
         "price_scale": scale,
-        "source": await sources(conn, instrument, month.start, month.end),
+        "source": await sources(conn, instrument, month.start, month.end, kind),
         "created_at": iso_ms(datetime.now(UTC)),
         "tickpipe_version": tickpipe_version(),
     }
@@ -564,10 +621,19 @@ def command(
     from_: Annotated[str | None, typer.Option("--from", help="Start, inclusive (UTC)")] = None,
     to: Annotated[str | None, typer.Option("--to", help="End, exclusive (UTC)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory")] = None,
-    kind: Annotated[str, typer.Option("--kind", help="ticks or candles")] = "ticks",
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="ticks, candles (OHLCV over ticks) or candles:<timeframe>:<side> (source "
+            "candles as stored, e.g. candles:1m:bid)",
+        ),
+    ] = "ticks",
     timeframe: Annotated[
         str | None,
-        typer.Option("--timeframe", "-t", help=f"Candles only: {', '.join(TIMEFRAMES)} (1h)"),
+        typer.Option(
+            "--timeframe", "-t", help=f"--kind candles only: {', '.join(TIMEFRAMES)} (1h)"
+        ),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     verify_dir: Annotated[
@@ -575,10 +641,11 @@ def command(
         typer.Option("--verify", help="Check every file under DIR against its sidecar instead"),
     ] = None,
 ) -> None:
-    """Export INSTRUMENT's ticks or candles in [--from, --to) to --out, one CSV or Parquet
-    file per month with a JSON sidecar; or check an export with --verify DIR.
+    """Export INSTRUMENT's ticks, OHLCV candles or source candles in [--from, --to) to --out,
+    one CSV or Parquet file per month with a JSON sidecar; or check an export with --verify DIR.
 
-    Layout: DIR/INSTRUMENT/KIND[-TIMEFRAME]/YYYY/YYYY-MM.FORMAT and YYYY-MM.FORMAT.json.
+    Layout: DIR/INSTRUMENT/FOLDER/YYYY/YYYY-MM.FORMAT and YYYY-MM.FORMAT.json, FOLDER being
+    ticks, candles-TIMEFRAME or candles-TIMEFRAME-SIDE (source candles).
     """
     if verify_dir is not None:
         given = [n for n, v in (("INSTRUMENT", instrument), ("--from", from_), ("--to", to),
@@ -592,11 +659,14 @@ def command(
     if missing:
         raise typer.BadParameter(f"missing {', '.join(missing)} (or use --verify DIR)")
     assert instrument is not None and from_ is not None and to is not None and out is not None
-    if kind not in KINDS:
-        raise typer.BadParameter(f"expected one of {', '.join(KINDS)}", param_hint="--kind")
+    if kind not in KINDS and not is_source_candles(kind):
+        raise typer.BadParameter(
+            f"expected one of {', '.join(KINDS)} or candles:<timeframe>:<side>",
+            param_hint="--kind",
+        )
     if fmt not in FORMATS:
         raise typer.BadParameter(f"expected one of {', '.join(FORMATS)}", param_hint="--format")
-    if kind == "ticks" and timeframe is not None:
+    if kind != "candles" and timeframe is not None:
         raise typer.BadParameter("only with --kind candles", param_hint="--timeframe")
     if kind == "candles":
         timeframe = timeframe or "1h"
@@ -605,10 +675,15 @@ def command(
                 f"{timeframe!r} is not a timeframe: expected one of {', '.join(TIMEFRAMES)}",
                 param_hint="--timeframe",
             )
+    if is_source_candles(kind):
+        try:
+            kind = str(Kind.parse(kind))
+        except KindError as e:
+            raise typer.BadParameter(str(e), param_hint="--kind") from None
     start, end = parse_time(from_, "--from"), parse_time(to, "--to")
     if end <= start:
         raise typer.BadParameter(f"--to ({to}) must be after --from ({from_})")
-    name = canonical_name(instrument)
+    names: list[str] = []
 
     def progress(label: str, f: ExportedFile | None) -> None:
         if f is None:
@@ -620,7 +695,8 @@ def command(
         conn = await connect(get_settings())
         try:
             await migrate(conn)
-            return await export(conn, name, start, end, out, kind=kind, timeframe=timeframe,
+            names.append(await stored_name(conn, instrument))
+            return await export(conn, names[0], start, end, out, kind=kind, timeframe=timeframe,
                                 fmt=fmt, progress=progress)  # fmt: skip
         finally:
             await conn.close()
@@ -630,9 +706,9 @@ def command(
     except ExportError as e:
         err.print(f"[red]{escape(str(e))}[/red]")
         raise typer.Exit(1) from None
-    what = "ticks" if kind == "ticks" else f"{timeframe} candles"
+    what = _what(kind, timeframe)
     console.print(
-        f"exported {result.rows:,} {what} of {name} into {len(result.files)} {fmt} file(s) "
+        f"exported {result.rows:,} {what} of {names[0]} into {len(result.files)} {fmt} file(s) "
         f"under {escape(str(out))}"
     )
     sys.stdout.flush()

@@ -5,25 +5,27 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from aiokafka.errors import KafkaError
 from rich import box
 from rich.table import Table
 from tickpipe_shared.config import get_settings
-from tickpipe_shared.db.coverage import coverage, daily_coverage
+from tickpipe_shared.db.coverage import status_report
 from tickpipe_shared.db.migrate import migrate
-from tickpipe_shared.instruments.registry import canonical_name
 from tickpipe_shared.instruments.schedule import default_schedule_for
+from tickpipe_shared.kinds import Kind, KindError
 from tickpipe_shared.logging import configure_logging
-from tickpipe_shared.wire.requests import SOURCES, RequestError, parse_request
+from tickpipe_shared.sources import SOURCE_NAMES
+from tickpipe_shared.units import unit_span
+from tickpipe_shared.wire.requests import RequestError, parse_request
 
 from tickpipe_cli import candles as candle_ops
 from tickpipe_cli import export as export_ops
 from tickpipe_cli import replay as replay_ops
 from tickpipe_cli import requests as request_ops
-from tickpipe_cli.db import connect
+from tickpipe_cli.db import connect, stored_name
 from tickpipe_cli.output import console, err
 from tickpipe_cli.times import parse_time
 
@@ -46,25 +48,50 @@ def _setup() -> None:
 
 @app.command()
 def request(
-    instrument: Annotated[str, typer.Argument(help="Instrument, e.g. EURUSD")],
+    instrument: Annotated[
+        str,
+        typer.Argument(help="Instrument as the source names it: EURUSD, R_50, C:EURUSD, AAPL"),
+    ],
     from_: Annotated[str, typer.Option("--from", help="Start, inclusive (UTC ISO-8601)")],
     to: Annotated[str, typer.Option("--to", help="End, exclusive (UTC ISO-8601)")],
-    source: Annotated[str, typer.Option(help=f"One of: {', '.join(SOURCES)}")] = "",
+    source: Annotated[str, typer.Option(help=f"One of: {', '.join(SOURCE_NAMES)}")] = "",
+    kind: Annotated[str, typer.Option(help="ticks or candles")] = "ticks",
+    timeframe: Annotated[
+        str | None, typer.Option(help="Candles: timeframe, e.g. 1m, 1h, 1d (see docs/fetcher.md)")
+    ] = None,
+    side: Annotated[
+        str | None, typer.Option(help="Candles: bid or ask (Dukascopy), mid (Deriv), trade")
+    ] = None,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing",
+            help="Resume: skip units the ingest log has stored or empty since they closed",
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Wait until every unit is stored or failed")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most")] = 1800.0,
 ) -> None:
-    """Publish a fetch request for INSTRUMENT ticks over [--from, --to).
+    """Publish a fetch request for INSTRUMENT ticks (or candles) over [--from, --to).
 
-    The request is validated by the fetcher too (unknown instruments are only known there);
-    anything it rejects lands in the failures topic with the reason, which --wait reports.
+    The request is validated here and by the fetcher (unknown instruments are only known
+    there); anything it rejects lands in the failures topic with the reason, which --wait
+    reports.
     """
     settings = get_settings()
-    payload = {
+    payload: dict[str, object] = {
         "instrument": instrument,
         "source": source or settings.default_source,
+        "kind": kind,
         "from": parse_time(from_).isoformat(),
         "to": parse_time(to).isoformat(),
     }
+    if timeframe is not None:
+        payload["timeframe"] = timeframe
+    if side is not None:
+        payload["side"] = side
+    if skip_existing:
+        payload["skip_existing"] = True
     try:
         req = parse_request(json.dumps(payload).encode())
     except RequestError as e:
@@ -77,7 +104,8 @@ def request(
         raise typer.Exit(1) from None
     console.print(
         f"published request [bold]{req.request_id}[/bold]: {req.source} {req.instrument} "
-        f"{req.from_:%Y-%m-%dT%H:%MZ} → {req.to:%Y-%m-%dT%H:%MZ}"
+        f"{req.unit_kind} {req.from_:%Y-%m-%dT%H:%MZ} → {req.to:%Y-%m-%dT%H:%MZ}"
+        + (" (skipping existing units)" if req.skip_existing else "")
     )
     if wait:
         result = asyncio.run(request_ops.wait(settings, req, timeout, console))
@@ -88,12 +116,17 @@ def request(
 @app.command()
 def status(
     instrument: Annotated[str | None, typer.Argument(help="Only this instrument")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="Only this kind: ticks or candles:<timeframe>:<side> (candles:1m:bid)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
     by_day: Annotated[
         bool,
         typer.Option(
             "--by-day",
-            help="Per instrument and UTC day: hours the trading schedule expects vs stored, "
+            help="Per instrument, kind and period (UTC day for hour and day units; month or "
+            "year for longer candle units): units the trading schedule expects vs stored, "
             "empty, suspect-empty, failed and missing",
         ),
     ] = False,
@@ -108,39 +141,33 @@ def status(
         ),
     ] = None,
 ) -> None:
-    """Per-instrument coverage: units stored, empty, suspect-empty, failed; ticks, first and
-    last tick. With --by-day: per UTC day, where the gaps are.
+    """Coverage per instrument and kind: units stored, empty, suspect-empty, failed; rows,
+    first and last row. With --by-day: per period, where the gaps are.
 
-    An hour is expected when the instrument's trading schedule has the market open for any part
-    of it (currency pairs: Sunday 22:00 to Friday 22:00 UTC); instruments without a known
-    schedule expect all 24 hours. Missing = expected hours without any ledger row.
+    A unit is expected when the instrument's trading schedule has the market open for any part
+    of it (currency pairs: Sunday 17:00 to Friday 17:00 New York time); instruments without a
+    known schedule expect every unit. Missing = expected units without any ledger row.
     """
     if (from_ or to) and not by_day:
         raise typer.BadParameter("--from and --to go with --by-day")
-    name = canonical_name(instrument) if instrument else None
+    if kind is not None:
+        try:
+            kind = str(Kind.parse(kind))
+        except KindError as e:
+            raise typer.BadParameter(str(e), param_hint="--kind") from None
     start = parse_time(from_) if from_ else None
     end = parse_time(to) if to else None
     if start and end and end <= start:
         raise typer.BadParameter(f"--to ({to}) must be after --from ({from_})")
 
-    async def run() -> list[dict[str, object]]:
+    async def run() -> list[dict[str, Any]]:
         conn = await connect(get_settings())
         try:
             await migrate(conn)
-            covered = await coverage(conn, name)
-            if not by_day:
-                return [c.to_dict() for c in covered]
-            days: list[dict[str, object]] = []
-            bounds = {c.instrument: (c.first_unit, c.last_unit) for c in covered}
-            if name and name not in bounds:
-                bounds[name] = (None, None)  # nothing stored: all missing, given a range
-            for inst, (first, last) in bounds.items():
-                lo, hi = start or first, end or last
-                if lo is None or hi is None or hi <= lo:
-                    continue
-                got = await daily_coverage(conn, inst, lo, hi, default_schedule_for)
-                days += [d.to_dict() for d in got]
-            return days
+            name = await stored_name(conn, instrument) if instrument else None
+            return await status_report(
+                conn, default_schedule_for, name, kind, by_period=by_day, from_=start, to=end
+            )
         finally:
             await conn.close()
 
@@ -170,39 +197,43 @@ def status(
         table = Table(title="tickpipe coverage")
         for col in (
             "instrument",
+            "kind",
             "units stored",
             "units empty",
             "suspect-empty",
             "partial",
             "failed",
-            "ticks",
-            "first tick",
-            "last tick",
+            "rows",
+            "first row",
+            "last row",
         ):
-            table.add_column(col, justify="right" if col not in ("instrument",) else "left")
+            table.add_column(col, justify="left" if col in ("instrument", "kind") else "right")
         for r in rows:
             table.add_row(
                 str(r["instrument"]),
+                str(r["kind"]),
                 str(r["units_stored"]),
                 str(r["units_empty"]),
                 count(r["units_suspect_empty"], "yellow"),
                 count(r["units_partial"], "yellow"),
                 count(r["units_failed"], "bold red"),
-                f"{r['ticks']:,}",
-                str(r["first_tick"] or "—"),
-                str(r["last_tick"] or "—"),
+                f"{r['rows']:,}",
+                str(r["first_row"] or "—"),
+                str(r["last_row"] or "—"),
             )
         console.print(table)
         return
 
-    for inst in dict.fromkeys(str(r["instrument"]) for r in rows):
-        mine = [r for r in rows if r["instrument"] == inst]
+    for inst, k in dict.fromkeys((str(r["instrument"]), str(r["kind"])) for r in rows):
+        mine = [r for r in rows if r["instrument"] == inst and r["kind"] == k]
+        period = str(mine[0].get("period", "day"))
+        hourly = k == "ticks" or (period == "day" and unit_span(k) == "hour")
         scheduled = bool(mine[0]["scheduled"])
         table = Table(
-            title=f"{inst} by UTC day",
+            title=f"{inst} {k} by UTC {period}",
             caption=None
             if scheduled
-            else f"no trading schedule known for {inst}: every hour is expected",
+            else f"no trading schedule known for {inst}: every unit is expected",
             box=box.SIMPLE_HEAD,
             pad_edge=False,
         )
@@ -214,33 +245,35 @@ def status(
             if any(r[key] for r in mine)
         ]
         counts += [("failed", "failed", "bold red"), ("missing", "missing", "bold red")]
-        table.add_column("day", no_wrap=True)
+        table.add_column(period, no_wrap=True)
         for _, head, _ in counts:
             table.add_column(head, justify="right")
-        table.add_column("ticks", justify="right")
-        table.add_column("gaps (UTC hours)", overflow="fold", min_width=16)
+        table.add_column("rows", justify="right")
+        table.add_column("gaps (UTC hours)" if hourly else "gaps (units)", overflow="fold")
         for r in mine:
             gaps = []
             if r["missing"]:
-                gaps.append(f"[bold red]missing {hours(r['missing_hours'])}[/bold red]")
+                what = hours(r["missing_hours"]) if hourly else ", ".join(r["missing_units"])
+                gaps.append(f"[bold red]missing {what}[/bold red]")
             if r["failed"]:
-                gaps.append(f"[red]failed {hours(r['failed_hours'])}[/red]")
+                what = hours(r["failed_hours"]) if hourly else ", ".join(r["failed_units"])
+                gaps.append(f"[red]failed {what}[/red]")
             quiet = not r["expected"] and not any(
-                r[k] for k in ("stored", "empty", "suspect_empty", "partial", "failed")
+                r[x] for x in ("stored", "empty", "suspect_empty", "partial", "failed")
             )
             table.add_row(
                 str(r["day"]),
                 *(count(r[key], style) if style else str(r[key]) for key, _, style in counts),
-                f"{r['ticks']:,}",
+                f"{r['rows']:,}",
                 " ".join(gaps) or ("closed" if quiet else "[green]complete[/green]"),
                 style="dim" if quiet else None,
             )
         console.print(table)
-        totals = {k: sum(int(str(r[k])) for r in mine) for k in ("expected", "missing", "failed")}
+        totals = {x: sum(int(str(r[x])) for r in mine) for x in ("expected", "missing", "failed")}
         style = "bold red" if totals["missing"] or totals["failed"] else "green"
         console.print(
-            f"[{style}]{inst}: {totals['expected']} hours expected, {totals['missing']} missing, "
-            f"{totals['failed']} failed[/{style}]"
+            f"[{style}]{inst} {k}: {totals['expected']} units expected, "
+            f"{totals['missing']} missing, {totals['failed']} failed[/{style}]"
         )
 
 

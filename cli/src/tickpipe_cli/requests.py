@@ -66,7 +66,9 @@ class WaitResult:
     expected: int | None = None
     stored: int = 0
     empty: int = 0
+    suspect_empty: int = 0
     failed: int = 0
+    skipped: int = 0
     ticks: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
@@ -79,11 +81,15 @@ class WaitResult:
         return self.finished and self.rejected is None
 
     def line(self) -> str:
-        """The progress line: ``12 stored, 1 empty, 0 failed of 48 units, 60311 ticks``."""
+        """The progress line: ``12 stored, 1 empty, 0 failed of 48 units, 60311 ticks``, with
+        suspect-empty and skipped units when there are any (for candle requests "ticks" counts
+        candles: the tracker counts rows)."""
         units = "?" if self.expected is None else str(self.expected)
+        suspect = f", {self.suspect_empty} suspect-empty" if self.suspect_empty else ""
+        skipped = f" ({self.skipped} already stored, skipped)" if self.skipped else ""
         return (
-            f"{self.stored} stored, {self.empty} empty, {self.failed} failed of {units} units, "
-            f"{self.ticks} ticks"
+            f"{self.stored} stored, {self.empty} empty{suspect}, {self.failed} failed of "
+            f"{units} units{skipped}, {self.ticks} ticks"
         )
 
     def apply(self, event: dict[str, Any]) -> bool:
@@ -104,7 +110,7 @@ class WaitResult:
         before = self.line()
         units = event.get("units")
         self.expected = units if isinstance(units, int) else self.expected
-        for name in ("stored", "empty", "failed", "ticks"):
+        for name in ("stored", "empty", "suspect_empty", "failed", "skipped", "ticks"):
             value = event.get(name)
             if isinstance(value, int):
                 setattr(self, name, value)

@@ -91,7 +91,17 @@ class Settings(BaseSettings):
     )
 
     # --- fetcher ----------------------------------------------------------------------
-    fetch_concurrency: int = Field(4, ge=1, description="Units downloaded at once per fetcher")
+    fetch_concurrency: int = Field(
+        4,
+        ge=1,
+        description="Units per download round and requests in flight at once per fetcher",
+    )
+    fetch_concurrency_per_host: int = Field(
+        2,
+        ge=1,
+        description="Units of one source host downloading at once per fetcher; below "
+        "fetch_concurrency so that a stalled host leaves slots to the others",
+    )
     fetch_attempts: int = Field(5, ge=1, description="Attempts per unit before it goes to failures")
     fetch_backoff_base_s: float = Field(0.5, ge=0, description="First retry backoff (full jitter)")
     fetch_backoff_max_s: float = Field(30.0, ge=0, description="Cap of the retry backoff")

@@ -79,7 +79,10 @@ def test_request_unknown_source(isolated: list[Any]) -> None:
         "request", "EURUSD", "--from", "2019-02-04", "--to", "2019-02-05", "--source", "bloomberg"
     )
     assert result.exit_code == 2
-    assert "source: Input should be 'dukascopy-json', 'dukascopy-bi5', 'deriv' or 'polygon'" in output_of(result)
+    assert (
+        "source: Input should be 'dukascopy-json', 'dukascopy-bi5', 'deriv' or 'polygon'"
+        in output_of(result)
+    )
     assert isolated == []
 
 
@@ -124,3 +127,50 @@ def test_parse_time() -> None:
     assert parse_time("2019-02-04").isoformat() == "2019-02-04T00:00:00+00:00"
     assert parse_time("2019-02-04T13:00Z").isoformat() == "2019-02-04T13:00:00+00:00"
     assert parse_time("2019-02-04T15:00+02:00").isoformat() == "2019-02-04T13:00:00+00:00"
+
+
+def test_request_candles_publishes_kind_timeframe_side(isolated: list[Any]) -> None:
+    result = run(
+        "request", "EURUSD", "--from", "2019-02-04", "--to", "2019-02-06", "--source",
+        "dukascopy-bi5", "--kind", "candles", "--timeframe", "60s", "--side", "ask",
+    )  # fmt: skip
+    assert result.exit_code == 0, output_of(result)
+    (req,) = isolated
+    assert (req.kind, req.timeframe, req.side, req.skip_existing) == (
+        "candles",
+        "60s",
+        "ask",
+        False,
+    )
+    assert str(req.unit_kind) == "candles:1m:ask"
+    assert "candles:1m:ask" in output_of(result)
+
+
+def test_request_polygon_ticker_with_colon_and_skip_existing(isolated: list[Any]) -> None:
+    result = run(
+        "request", "C:EURUSD", "--from", "2023-01-01", "--to", "2023-01-10", "--source",
+        "polygon", "--kind", "candles", "--timeframe", "1d", "--skip-existing",
+    )  # fmt: skip
+    assert result.exit_code == 0, output_of(result)
+    (req,) = isolated
+    assert req.instrument == "C:EURUSD" and req.skip_existing
+    assert str(req.unit_kind) == "candles:1d:trade"
+    assert "skipping existing units" in output_of(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--kind", "candles"], "timeframe: a candle request needs a timeframe"),
+        (["--kind", "candles", "--timeframe", "5m"], "does not serve 5m candles"),
+        (["--timeframe", "1h"], "only candle requests take a timeframe"),
+        (["--source", "polygon"], "source 'polygon' serves candles, not 'ticks'"),
+    ],
+)
+def test_request_kind_errors_exit_2_before_publishing(
+    isolated: list[Any], args: list[str], reason: str
+) -> None:
+    result = run("request", "EURUSD", "--from", "2019-02-04", "--to", "2019-02-05", *args)
+    assert result.exit_code == 2
+    assert reason in output_of(result)
+    assert isolated == []

@@ -133,3 +133,68 @@ def test_cli_arguments(tmp_path: Path) -> None:
     write_month(tmp_path, "csv", ROWS)
     r = run("--verify", str(tmp_path))
     assert r.exit_code == 0 and "1 OK, 0 failed" in r.output
+
+
+def test_source_candle_kinds_folders_and_formatting(tmp_path: Path) -> None:
+    month = Month(2021, 3, d(2021, 3, 1), d(2021, 4, 1))
+    assert ex.check_kind("candles:60s:bid", None) == ("candles:1m:bid", "1m", "bid")
+    assert ex.check_kind("candles:1mo:trade", "1mo") == ("candles:1mo:trade", "1mo", "trade")
+    assert ex.check_kind("candles", "5m") == ("candles", "5m", None)
+    for kind, timeframe, message in [
+        ("candles:1m:spread", None, "side 'spread' is not one of"),
+        ("candles:1m", None, "kind 'candles:1m' is neither"),
+        ("candles:1m:bid", "1h", "has its timeframe"),
+        ("candles", "2h", "unknown timeframe '2h'"),
+        ("quotes", None, "unknown kind 'quotes'"),
+    ]:
+        with pytest.raises(ex.ExportError, match=message):
+            ex.check_kind(kind, timeframe)
+    path = ex.data_path(tmp_path, "EURUSD", "candles:1m:bid", "1m", "csv", month)
+    assert path == tmp_path / "EURUSD" / "candles-1m-bid" / "2021" / "2021-03.csv"
+    assert ex.data_path(tmp_path, "EURUSD", "candles", "1h", "csv", month).parent.parent.name == (
+        "candles-1h"
+    )
+    # Source candles: prices at the scale (no extra mid decimal: a Deriv mid is a quote),
+    # volume empty when NULL.
+    assert ex._csv_column("open", [112345 / 10**5], 5) == ["1.12345"]
+    assert ex._csv_column("close", [12.3], 2) == ["12.30"]
+    assert ex._csv_column("volume", [None, 2.5], 5) == ["", "2.5"]
+    assert ex._arrow_type("volume") == ex._arrow_type("open") == ex.pa.float64()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_source_candle_files_verify(tmp_path: Path, fmt: str) -> None:
+    from tickpipe_shared.db.export import SOURCE_CANDLE_EXPORT_COLUMNS
+
+    month = Month(2021, 3, d(2021, 3, 1), d(2021, 4, 1))
+    path = ex.data_path(tmp_path, "R50", "candles:1m:mid", "1m", fmt, month)
+    path.parent.mkdir(parents=True)
+    rows = [(1_614_556_800_000 + i * 60_000, 25.12, 25.2, 25.1, 25.15, None, 0) for i in range(5)]
+    w = ex._WRITERS[fmt](path, SOURCE_CANDLE_EXPORT_COLUMNS, 2, {"tickpipe.price_scale": "2"})
+    w.write(rows)
+    w.close()
+    side = {
+        "schema_version": 1, "format": fmt, "rows": 5,
+        "columns": list(SOURCE_CANDLE_EXPORT_COLUMNS),
+        "first_ts": ex.iso_ms(rows[0][0]), "last_ts": ex.iso_ms(rows[-1][0]),
+        "range": {"from": ex.iso_ms(month.start), "to": ex.iso_ms(month.end)},
+        "sha256": ex.sha256_file(path), "price_scale": 2,
+    }  # fmt: skip
+    ex.sidecar_path(path).write_text(json.dumps(side))
+    (check,) = ex.verify(tmp_path)
+    assert check.ok and check.rows == 5, check
+    if fmt == "csv":
+        assert (
+            path.read_text().splitlines()[1]
+            == "2021-03-01T00:00:00.000Z,25.12,25.20,25.10,25.15,,0"
+        )
+
+
+def test_cli_source_candle_arguments(tmp_path: Path) -> None:
+    base = ["EURUSD", "--from", "2021-01-01", "--to", "2021-02-01", "--out", str(tmp_path)]
+    r = run(*base, "--kind", "candles:1m:spread")
+    assert r.exit_code == 2 and "side 'spread' is not one of" in r.output
+    r = run(*base, "--kind", "candles:1m:bid", "-t", "1m")
+    assert r.exit_code == 2 and "only with --kind candles" in r.output
+    r = run(*base, "--kind", "quotes")
+    assert r.exit_code == 2 and "candles:<timeframe>:<side>" in r.output

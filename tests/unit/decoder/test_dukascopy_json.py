@@ -291,6 +291,10 @@ BAD_TICKS: list[tuple[bytes, str]] = [
         "json ticks: missing field 'timestamp'",
     ),
     (b"[" * 100_000, "json ticks: "),
+    (
+        b'{"timestamp": ' + b"1" * 5000 + b"}",
+        "json ticks: JSON value not readable: Exceeds the limit (4300 digits)",
+    ),
 ]
 
 

@@ -27,8 +27,11 @@ K8S = ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
 DASHBOARD = ROOT / "deploy" / "grafana" / "tickpipe.json"
 SERVICES = sorted(p.parent.name for p in (ROOT / "services").glob("*/pyproject.toml"))
-SECRET_NAME = "tickpipe-db"
-SECRET_KEYS = {"TICKPIPE_DATABASE_URL"}
+SECRETS = {
+    "tickpipe-db": {"TICKPIPE_DATABASE_URL"},
+    "tickpipe-sources": {"TICKPIPE_POLYGON_API_KEY", "TICKPIPE_DERIV_TOKEN"},
+}
+SECRET_KEYS = set().union(*SECRETS.values())
 
 
 def setting_env_names() -> set[str]:
@@ -113,12 +116,13 @@ def test_kustomization_lists_every_manifest_but_the_template() -> None:
 
 def test_secret_is_only_a_template() -> None:
     secrets = of_kind("Secret")
-    assert [s["metadata"]["name"] for s in secrets] == [SECRET_NAME]
+    assert sorted(s["metadata"]["name"] for s in secrets) == sorted(SECRETS)
     kust = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     assert "secret.example.yaml" not in kust["resources"]
-    data = secrets[0]["stringData"]
-    assert set(data) == SECRET_KEYS
-    assert "CHANGE-ME" in data["TICKPIPE_DATABASE_URL"]
+    for secret in secrets:
+        data = secret["stringData"]
+        assert set(data) == SECRETS[secret["metadata"]["name"]]
+        assert all("CHANGE-ME" in v for v in data.values())
 
 
 def test_configmap_keys_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,7 +171,7 @@ def test_env_references_are_real_settings(name: str) -> None:
                 assert env_name in names, f"{ref}: {env_name} is not a Settings field"
                 secret = env.get("valueFrom", {}).get("secretKeyRef")
                 if secret:
-                    assert secret["name"] == SECRET_NAME and secret["key"] in SECRET_KEYS
+                    assert secret["key"] in SECRETS[secret["name"]]
                     assert env_name == secret["key"]
 
 
@@ -201,9 +205,9 @@ def test_deployment_resources_security_and_replicas(svc: str) -> None:
     selector = dep["spec"]["selector"]["matchLabels"]
     assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     assert dep["spec"]["replicas"] <= int(configmap()["data"]["TICKPIPE_TOPIC_PARTITIONS"])
-    # Only the writer needs the database.
+    # The writer stores; the fetcher's planner reads the ingest log to resume (skip_existing).
     needs_db = "TICKPIPE_DATABASE_URL" in env_list(container)
-    assert needs_db == (svc == "writer")
+    assert needs_db == (svc in ("writer", "fetcher"))
 
 
 def test_fetcher_instrument_cache_is_writable() -> None:
@@ -229,7 +233,7 @@ def test_jobs_migrate_and_create_topics() -> None:
     assert migrate["command"] == ["tickpipe", "db", "migrate"]
     assert migrate["image"] == writer_image
     assert env_list(migrate)["TICKPIPE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == (
-        SECRET_NAME
+        "tickpipe-db"
     )
     (topics,) = containers(jobs["tickpipe-create-topics"])
     assert topics["image"] == writer_image
@@ -280,6 +284,7 @@ _SUFFIXES = {
 METRICS_MODULES = (
     "tickpipe_shared.metrics",
     "tickpipe_fetcher.metrics",
+    "tickpipe_decoder.metrics",
     "tickpipe_validator.metrics",
     "tickpipe_writer.metrics",
     "tickpipe_tracker.metrics",

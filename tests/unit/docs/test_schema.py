@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tickpipe_shared.wire.failures import Failure
 from tickpipe_shared.sources import SOURCE_NAMES
+from tickpipe_shared.wire.failures import Failure
 from tickpipe_shared.wire.requests import FetchRequest, RequestError, parse_request
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -6,13 +6,15 @@ import asyncio
 import hashlib
 import json
 import lzma
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 from tickpipe_fetcher.downloader import Downloader, DownloadFailedError
 from tickpipe_fetcher.http import HttpResponse, RetryPolicy
 from tickpipe_fetcher.sources import DukascopyBi5, DukascopyJson
@@ -40,11 +42,13 @@ class FakeTransport:
         self.script = {url: list(answers) for url, answers in script.items()}
         self.latency = latency
         self.calls: list[str] = []
+        self.headers: list[Mapping[str, str] | None] = []
         self.active = 0
         self.max_active = 0
 
-    async def get(self, url: str) -> HttpResponse:
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> HttpResponse:
         self.calls.append(url)
+        self.headers.append(headers)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
@@ -104,7 +108,11 @@ def no_wait(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def make(transport: FakeTransport, attempts: int = 3, concurrency: int = 4) -> Downloader:
-    settings = Settings(fetch_attempts=attempts, fetch_concurrency=concurrency)
+    settings = Settings(
+        fetch_attempts=attempts,
+        fetch_concurrency=concurrency,
+        fetch_concurrency_per_host=concurrency,
+    )
     return Downloader(
         settings,
         {"dukascopy-bi5": DukascopyBi5(BI5_BASE), "dukascopy-json": DukascopyJson(JSON_BASE)},
@@ -115,10 +123,15 @@ def make(transport: FakeTransport, attempts: int = 3, concurrency: int = 4) -> D
     )
 
 
-def fetch_unit(start: int = T0, source: str = "dukascopy-bi5", scale: int = 5) -> bytes:
+def fetch_unit(
+    start: int = T0,
+    source: str = "dukascopy-bi5",
+    scale: int = 5,
+    market_open: bool | None = None,
+) -> bytes:
     code = "EURUSD" if source == "dukascopy-bi5" else "EUR-USD"
     return FetchUnit(
-        "req-42", source, "EURUSD", "ticks", start, start + HOUR, code, scale
+        "req-42", source, "EURUSD", "ticks", start, start + HOUR, code, scale, "fx", market_open
     ).to_json()
 
 
@@ -148,8 +161,12 @@ async def test_success_raw_payload_record() -> None:
         http_status=200,
         content_type="application/octet-stream",
         attempts=1,
+        source_code="EURUSD",
+        asset_class="fx",
+        suspect_empty=0,
     )
     assert transport.calls == [BI5_URL]
+    assert transport.headers == [None]  # Dukascopy needs no credentials
     assert failures == []
 
 
@@ -288,7 +305,7 @@ async def test_concurrency_limited_and_order_kept() -> None:
     starts = [T0 + i * HOUR for i in range(10)]
     downloader = make(FakeTransport({}), concurrency=3)
     script = {
-        downloader.sources["dukascopy-bi5"].url_for(
+        DukascopyBi5(BI5_BASE).url_for(
             FetchUnit("r", "dukascopy-bi5", "EURUSD", "ticks", s, s + HOUR, "EURUSD", 5), 0
         ): [ok(LZMA_BODY + bytes([i]))]
         for i, s in enumerate(starts)
@@ -336,3 +353,92 @@ async def test_patching_http_sleep_takes_effect(monkeypatch: pytest.MonkeyPatch)
     )
     await d.process([Rec(fetch_unit())])
     assert len(waits) == 1
+
+
+# --- suspect-empty ----------------------------------------------------------------------------
+
+JSON_EMPTY = (
+    b'{"timestamp":1549256400000,"multiplier":1.0E-5,"ask":null,"bid":null,"times":[],'
+    b'"asks":[],"bids":[],"askVolumes":[],"bidVolumes":[]}'
+)
+
+
+def units_counted(outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value("tickpipe_units_total", {"stage": "fetcher", "outcome": outcome})
+        or 0.0
+    )
+
+
+async def test_empty_answer_for_open_market_retried_then_published_flagged(
+    no_wait: list[float],
+) -> None:
+    transport = FakeTransport({BI5_URL: [HttpResponse(200, b"")]})
+    downloader = make(transport, attempts=3)
+    before = units_counted("suspect-empty")
+    with capture_logs() as logs:
+        [out] = await downloader.process([Rec(fetch_unit(market_open=True))])
+    assert out.topic == "tickpipe.raw-payloads" and out.value == b""
+    meta = RawPayloadMeta.from_headers(out.headers)
+    assert (meta.suspect_empty, meta.attempts) == (1, 3)
+    assert len(transport.calls) == 3 and len(no_wait) == 2  # retried with backoff
+    assert failures == []
+    assert units_counted("suspect-empty") == before + 1
+    retries = [e for e in logs if e["event"] == "download failed, retrying"]
+    assert [e["error"] for e in retries] == [
+        f"empty answer for an hour the trading schedule has open: {BI5_URL}"
+    ] * 2
+    # The host answered every time: no failure for its breaker.
+    assert downloader.breakers.for_host("datafeed.test").last_error == ""
+
+
+async def test_empty_answer_for_open_market_then_data() -> None:
+    transport = FakeTransport({BI5_URL: [HttpResponse(404, b"nope"), ok()]})
+    [out] = await make(transport).process([Rec(fetch_unit(market_open=True))])
+    meta = RawPayloadMeta.from_headers(out.headers)
+    assert (out.value, meta.suspect_empty, meta.attempts) == (LZMA_BODY, 0, 2)
+
+
+@pytest.mark.parametrize("market_open", [False, None], ids=["closed", "unknown"])
+async def test_empty_answer_for_closed_or_unknown_market_published_at_once(
+    market_open: bool | None, no_wait: list[float]
+) -> None:
+    transport = FakeTransport({BI5_URL: [HttpResponse(200, b"")]})
+    before = units_counted("empty")
+    [out] = await make(transport).process([Rec(fetch_unit(market_open=market_open))])
+    meta = RawPayloadMeta.from_headers(out.headers)
+    assert (out.value, meta.suspect_empty, meta.attempts) == (b"", 0, 1)
+    assert no_wait == [] and units_counted("empty") == before + 1
+
+
+async def test_json_empty_bucket_is_suspect_when_open_and_published_as_served() -> None:
+    url = f"{JSON_BASE}/ticks/EUR-USD/2019/2/4/5"
+    transport = FakeTransport({url: [ok(JSON_EMPTY, content_type="application/json")]})
+    [out] = await make(transport, attempts=2).process(
+        [Rec(fetch_unit(source="dukascopy-json", market_open=True))]
+    )
+    meta = RawPayloadMeta.from_headers(out.headers)
+    assert out.value == JSON_EMPTY  # the body as served, not a 0-byte payload
+    assert (meta.suspect_empty, meta.attempts, meta.format) == (1, 2, "dukascopy-json-ticks")
+    assert len(transport.calls) == 2
+
+
+async def test_candle_unit_uses_candle_url_and_format() -> None:
+    day = int(datetime(2019, 2, 4, tzinfo=UTC).timestamp() * 1000)
+    unit = FetchUnit("r", "dukascopy-bi5", "EURUSD", "candles:1m:ask", day, day + 24 * HOUR,
+                     "EURUSD", 5)  # fmt: skip
+    url = f"{BI5_BASE}/EURUSD/2019/01/04/ASK_candles_min_1.bi5"
+    transport = FakeTransport({url: [ok()]})
+    [out] = await make(transport).process([Rec(unit.to_json())])
+    meta = RawPayloadMeta.from_headers(out.headers)
+    assert (meta.url, meta.format, meta.kind) == (url, "dukascopy-bi5-candles", "candles:1m:ask")
+    assert out.key == b"dukascopy-bi5|EURUSD|candles:1m:ask|2019-02-04T00:00:00Z"
+
+
+async def test_unit_that_is_not_one_span_is_a_permanent_failure() -> None:
+    unit = FetchUnit("r", "dukascopy-bi5", "EURUSD", "candles:1m:bid", T0, T0 + HOUR,
+                     "EURUSD", 5)  # fmt: skip
+    transport = FakeTransport({})
+    [out] = await make(transport).process([Rec(unit.to_json())])
+    assert out.topic == "tickpipe.failures" and transport.calls == []
+    assert "is not one whole candles:1m:bid unit" in str(failures[0][1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import lzma
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +47,7 @@ class TimedTransport:
     answer: Answer
     calls: list[tuple[float, str]] = field(default_factory=list)
 
-    async def get(self, url: str) -> HttpResponse:
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> HttpResponse:
         self.calls.append((self.clock(), url))
         await asyncio.sleep(0)
         return self.answer(url, self.clock())
@@ -85,8 +85,9 @@ def failure(record: Any, error: BaseException, attempts: int) -> OutRecord:
 
 def downloader(clock: Clock, transport: TimedTransport, **settings: Any) -> Downloader:
     failures.clear()
-    s = Settings(**{"fetch_concurrency": 16, "fetch_backoff_base_s": 0.1,
-                    "fetch_backoff_max_s": 1.0, **settings})  # fmt: skip
+    s = Settings(**{"fetch_concurrency": 16, "fetch_concurrency_per_host": 16,
+                    "fetch_backoff_base_s": 0.1, "fetch_backoff_max_s": 1.0,
+                    **settings})  # fmt: skip
     return Downloader(
         s, {"dukascopy-bi5": DukascopyBi5(BASE)}, transport, failure,
         clock=lambda: 1_800_000_000.0 + clock(), monotonic=clock,

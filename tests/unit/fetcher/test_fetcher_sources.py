@@ -66,9 +66,85 @@ def test_json_url_open_hour() -> None:
     assert url == f"https://json.test/v1/ticks/EUR-USD?from={start}"
 
 
-def test_names_and_formats() -> None:
-    assert (BI5.name, BI5.format) == ("dukascopy-bi5", "dukascopy-bi5-ticks")
-    assert (JSON.name, JSON.format) == ("dukascopy-json", "dukascopy-json-ticks")
+def test_names_hosts_and_formats() -> None:
+    assert (BI5.name, BI5.host) == ("dukascopy-bi5", "datafeed.test")
+    assert (JSON.name, JSON.host) == ("dukascopy-json", "json.test")
+    assert BI5.format_for("ticks") == "dukascopy-bi5-ticks"
+    assert BI5.format_for("candles:1h:ask") == "dukascopy-bi5-candles"
+    assert JSON.format_for("ticks") == "dukascopy-json-ticks"
+    assert JSON.format_for("candles:1d:bid") == "dukascopy-json-candles"
+
+
+# --- candle URLs ------------------------------------------------------------------------------
+
+DAY = 24 * HOUR
+
+
+def candles(kind: str, start: int, end: int, source: str = "dukascopy-bi5") -> FetchUnit:
+    code = "EURUSD" if source == "dukascopy-bi5" else "EUR-USD"
+    return FetchUnit("r", source, "EURUSD", kind, start, end, code, 5)
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "end", "path"),
+    [
+        ("candles:1m:bid", (2019, 2, 4), (2019, 2, 5), "2019/01/04/BID_candles_min_1.bi5"),
+        ("candles:1m:ask", (2019, 1, 1), (2019, 1, 2), "2019/00/01/ASK_candles_min_1.bi5"),
+        ("candles:1m:bid", (2020, 12, 31), (2021, 1, 1), "2020/11/31/BID_candles_min_1.bi5"),
+        ("candles:1h:bid", (2019, 1, 1), (2019, 2, 1), "2019/00/BID_candles_hour_1.bi5"),
+        ("candles:1h:ask", (2019, 12, 1), (2020, 1, 1), "2019/11/ASK_candles_hour_1.bi5"),
+        ("candles:1d:bid", (2018, 1, 1), (2019, 1, 1), "2018/BID_candles_day_1.bi5"),
+        ("candles:1d:ask", (2019, 1, 1), (2020, 1, 1), "2019/ASK_candles_day_1.bi5"),
+    ],
+)
+def test_bi5_candle_urls_zero_based_month(
+    kind: str, start: tuple[int, int, int], end: tuple[int, int, int], path: str
+) -> None:
+    u = candles(kind, ms(*start), ms(*end))
+    closed = BI5.url_for(u, now_ms=ms(2026, 1, 1))
+    assert closed == f"https://datafeed.test/datafeed/EURUSD/{path}"
+    # The datafeed has one name per file: an open period is asked the same way.
+    assert BI5.url_for(u, now_ms=u.start_ms + 1) == closed
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "end", "path"),
+    [
+        ("candles:1m:bid", (2026, 7, 10), (2026, 7, 11), "candles/minute/EUR-USD/BID/2026/7/10"),
+        ("candles:1m:ask", (2019, 1, 1), (2019, 1, 2), "candles/minute/EUR-USD/ASK/2019/1/1"),
+        ("candles:1h:bid", (2019, 2, 1), (2019, 3, 1), "candles/hour/EUR-USD/BID/2019/2"),
+        ("candles:1h:ask", (2019, 12, 1), (2020, 1, 1), "candles/hour/EUR-USD/ASK/2019/12"),
+        ("candles:1d:bid", (2019, 1, 1), (2020, 1, 1), "candles/day/EUR-USD/BID/2019"),
+    ],
+)
+def test_json_candle_urls_closed(
+    kind: str, start: tuple[int, int, int], end: tuple[int, int, int], path: str
+) -> None:
+    u = candles(kind, ms(*start), ms(*end), "dukascopy-json")
+    assert JSON.url_for(u, now_ms=u.end_ms) == f"https://json.test/v1/{path}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "end", "period", "side"),
+    [
+        ("candles:1m:bid", (2026, 7, 13), (2026, 7, 14), "minute", "BID"),
+        ("candles:1h:ask", (2026, 7, 1), (2026, 8, 1), "hour", "ASK"),
+        ("candles:1d:bid", (2026, 1, 1), (2027, 1, 1), "day", "BID"),
+    ],
+)
+def test_json_candle_url_open_bucket(
+    kind: str, start: tuple[int, int, int], end: tuple[int, int, int], period: str, side: str
+) -> None:
+    u = candles(kind, ms(*start), ms(*end), "dukascopy-json")
+    url = JSON.url_for(u, now_ms=u.end_ms - 1)
+    assert url == f"https://json.test/v1/candles/{period}/EUR-USD/{side}?from={u.start_ms}"
+
+
+@pytest.mark.parametrize("kind", ["candles:5m:bid", "candles:1m:mid", "candles:1w:ask", "tick"])
+@pytest.mark.parametrize("source", [BI5, JSON], ids=["bi5", "json"])
+def test_kinds_dukascopy_does_not_serve(kind: str, source: DukascopyBi5 | DukascopyJson) -> None:
+    with pytest.raises(PermanentFetchError, match="kind"):
+        source.url_for(candles(kind, ms(2019, 2, 4), ms(2019, 2, 5)), now_ms=0)
 
 
 # --- classification ---------------------------------------------------------------------------
@@ -94,8 +170,29 @@ def test_bi5_empty(response: HttpResponse) -> None:
 
 
 def test_json_data() -> None:
-    body = b'{"timestamp": 1, "multiplier": 0.00001, "times": []}\n'
+    body = b'{"timestamp": 1, "multiplier": 0.00001, "bid": 1.1, "times": [5, 7]}\n'
     assert JSON.classify(URL, resp(200, body, content_type="application/json")) is Outcome.DATA
+
+
+def test_json_empty_bucket_is_empty() -> None:
+    body = b'{"timestamp": 1, "multiplier": 0.00001, "bid": null, "times": []}\n'
+    assert JSON.classify(URL, resp(200, body, content_type="application/json")) is Outcome.EMPTY
+
+
+def test_json_large_body_not_parsed_for_emptiness() -> None:
+    body = b'{"times": [' + b"1," * 5000 + b'1], "note": "times: []"}'
+    assert JSON.classify(URL, resp(200, body)) is Outcome.DATA
+
+
+def test_json_small_malformed_body_retryable() -> None:
+    with pytest.raises(RetryableFetchError, match="malformed JSON"):
+        JSON.classify(URL, resp(200, b'{"times": [1,, 2]}'))
+
+
+def test_json_candle_answer_without_times_retryable() -> None:
+    body = b'{"timestamp": 1, "multiplier": 1e-05, "shift": 60000, "opens": []}'
+    with pytest.raises(RetryableFetchError, match="no 'times' column"):
+        JSON.classify(URL, resp(200, body))
 
 
 def test_json_404_permanent() -> None:

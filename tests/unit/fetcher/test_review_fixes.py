@@ -20,4 +20,5 @@ def test_json_object_without_tick_columns_is_retryable() -> None:
     with pytest.raises(RetryableFetchError, match="no 'times' column"):
         source.classify("http://h/v1/ticks/X", HttpResponse(200, b"{}"))
     empty_bucket = b'{"timestamp":1,"multiplier":1e-5,"ask":null,"bid":null,"times":[]}'
-    assert source.classify("http://h/v1/ticks/X", HttpResponse(200, empty_bucket)) is Outcome.DATA
+    # An empty bucket is an answer ("no ticks"), not a glitch.
+    assert source.classify("http://h/v1/ticks/X", HttpResponse(200, empty_bucket)) is Outcome.EMPTY

@@ -105,6 +105,62 @@ def counts(e: dict[str, Any]) -> tuple[Any, ...]:
 # --- completion --------------------------------------------------------------------------------
 
 
+def candle_unit(day: int, rows: int, outcome: str | None = None) -> UnitFinished:
+    k = f"dukascopy-json|EURUSD|candles:1m:bid|2019-02-{day:02d}T00:00:00Z"
+    return UnitFinished(RID, k, "EURUSD", outcome or ("stored" if rows else "empty"),  # type: ignore[arg-type]
+                        rows, at_ms=T0)  # fmt: skip
+
+
+def test_suspect_empty_units_count_apart_and_complete_the_request() -> None:
+    t = Tables()
+    t.feed(RequestPlanned(RID, "dukascopy-json", "EURUSD", "candles:1m:bid", 3, skipped=2,
+                          at_ms=T0))  # fmt: skip
+    t.feed(candle_unit(4, 1440))
+    t.feed(candle_unit(5, 0, "suspect-empty"))
+    assert not t.of("completed")
+    assert t.state().suspect_empty == 1 and t.state().stored == 1
+    t.feed(candle_unit(5, 0, "suspect-empty"))  # a redelivery counts once
+    t.feed(candle_unit(6, 0))
+    (done,) = t.of("completed")
+    assert counts(done) == (3, 1, 1, 0, 1440)
+    assert (done["suspect_empty"], done["skipped"], done["kind"]) == (1, 2, "candles:1m:bid")
+    assert all(e["skipped"] == 2 for e in t.of("progress") if e["units"] is not None)
+
+
+def test_a_failed_unit_later_found_suspect_empty_moves_there() -> None:
+    t = Tables()
+    t.feed(planned(1))
+    failed = Failure("fetcher", "HTTP 503", "DownloadError", key=key(0), unit_key=key(0),
+                     request_id=RID, at_ms=T0)  # fmt: skip
+    t.feed(failed)
+    assert t.state().failed == 1 and t.of("completed")
+    t.feed(UnitFinished(RID, key(0), "EURUSD", "suspect-empty", 0, at_ms=T0))
+    s = t.state()
+    assert (s.failed, s.suspect_empty, s.stored, s.failures) == (0, 1, 0, [])
+    # In the database: a later failure of the same unit changes nothing.
+    assert t.feed(failed) == [] and t.state().suspect_empty == 1
+
+
+def test_plan_with_another_skipped_count_replaces_it() -> None:
+    t = Tables()
+    t.feed(RequestPlanned(RID, "dukascopy-bi5", "EURUSD", "ticks", 4, skipped=0, at_ms=T0))
+    assert t.feed(RequestPlanned(RID, "dukascopy-bi5", "EURUSD", "ticks", 4, skipped=0,
+                                 at_ms=T0), dt_ms=5000) == []  # fmt: skip
+    t.feed(RequestPlanned(RID, "dukascopy-bi5", "EURUSD", "ticks", 2, skipped=2, at_ms=T0),
+           dt_ms=5000)  # fmt: skip
+    assert (t.state().units, t.state().skipped) == (2, 2)
+    assert t.of("progress")[-1]["skipped"] == 2
+
+
+def test_state_of_an_older_tracker_without_the_new_counts_loads() -> None:
+    old = {"request_id": RID, "units": 2, "stored": 1, "empty": 0, "failed": 0, "ticks": 5,
+           "failures": [], "first_at_ms": T0, "last_progress_ms": None,
+           "last_progress_step": -1, "final": None, "final_at_ms": None, "source": None,
+           "instrument": None, "kind": None}  # fmt: skip
+    s = RequestState.from_dict(old)
+    assert (s.suspect_empty, s.skipped, s.done) == (0, 0, 1)
+
+
 def test_completes_once_with_the_counts() -> None:
     t = Tables()
     t.feed(planned(3))

@@ -290,6 +290,8 @@ def test_default_thresholds() -> None:
         "price_spike": 10.0,
         "stale_run": 500.0,
         "gap": 300.0,
+        "candle_high_low": None,
+        "aligned_start": None,
     }
 
 

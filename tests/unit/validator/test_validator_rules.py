@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from tickpipe_shared.columns import TICK_COLUMNS, Ticks
 from tickpipe_shared.wire.batch import FLAGS_COLUMN, BatchMeta, TickBatch
-from tickpipe_validator.rules import ACTIONS, RULES
+from tickpipe_validator.rules import ACTIONS, CANDLE_RULES, RULES, TICK_RULES, Rule
 from tickpipe_validator.rules.crossed_quote import CROSSED_QUOTE
 from tickpipe_validator.rules.inside_unit import INSIDE_UNIT
 from tickpipe_validator.rules.non_decreasing import NON_DECREASING
@@ -84,12 +84,37 @@ def test_rule_registry() -> None:
         "price_spike",
         "stale_run",
         "gap",
+        "candle_high_low",
+        "aligned_start",
     ]
-    assert [r.bit for r in RULES] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [r.bit for r in RULES] == list(range(12))
     assert len({r.bit for r in RULES}) == len(RULES)
-    assert [r.mask for r in RULES] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+    assert len({r.name for r in RULES}) == len(RULES)
+    assert [r.mask for r in RULES] == [1 << b for b in range(12)]
     assert all(r.action in r.allowed for r in RULES)
     assert ACTIONS == ("flag", "drop", "reject")
+    # Which rules check what: one name per concept, shared by ticks and candles where it fits.
+    assert [r.name for r in TICK_RULES] == [r.name for r in RULES[:10]]
+    assert [r.name for r in CANDLE_RULES] == [
+        "inside_unit",
+        "non_decreasing",
+        "positive_price",
+        "non_negative_volume",
+        "duplicate",
+        "price_spike",
+        "candle_high_low",
+        "aligned_start",
+    ]
+    for r in RULES:
+        assert bool(r.description) == (r.check is not None)
+        assert bool(r.candle_description) == (r.candle_check is not None)
+
+
+def test_rule_needs_a_check_and_descriptions() -> None:
+    with pytest.raises(ValueError, match="rule 'x' checks neither ticks nor candles"):
+        Rule(name="x", bit=15, action="flag")
+    with pytest.raises(ValueError, match="rule 'x' lacks the description of a hit row"):
+        Rule(name="x", bit=15, action="flag", check=CROSSED_QUOTE.check)
 
 
 def test_inside_unit_mask() -> None:
@@ -139,6 +164,8 @@ def test_configure_defaults() -> None:
         ("price_spike", "flag"),
         ("stale_run", "flag"),
         ("gap", "flag"),
+        ("candle_high_low", "flag"),
+        ("aligned_start", "flag"),
     ]
 
 
@@ -294,10 +321,12 @@ def action_maps(draw: st.DrawFn) -> dict[str, str]:
 def test_flags_and_drops_match_rule_masks(t: Ticks, actions: dict[str, str]) -> None:
     b = batch(t)
     rules = configure(actions)
-    masks = {c.rule.name: c.rule.check(t, b.meta) for c in rules}
+    masks = {c.rule.name: c.rule.check(t, b.meta) for c in rules if c.rule.check is not None}
     dropped = np.zeros(len(t), dtype=bool)
     expected_flags = np.zeros(len(t), dtype=np.uint16)
     for c in rules:
+        if c.rule.name not in masks:
+            continue
         if c.action == "drop":
             dropped |= masks[c.rule.name]
         else:
@@ -312,7 +341,7 @@ def test_flags_and_drops_match_rule_masks(t: Ticks, actions: dict[str, str]) -> 
     assert v.meta.quality == {name: int(m.sum()) for name, m in masks.items() if m.any()}
     # Every kept tick has exactly the bits of the flag rules that hit it.
     for c in rules:
-        if c.action == "flag":
+        if c.action == "flag" and c.rule.name in masks:
             bit_set = (v.flags & c.rule.mask) != 0
             np.testing.assert_array_equal(bit_set, masks[c.rule.name][keep])
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tickpipe_shared.units import HOUR_MS, Unit, hour_units
+from tickpipe_shared.units import HOUR_MS, Unit, hour_units, ms_to_iso, plan_units
 from tickpipe_shared.wire.failures import Failure
 from tickpipe_writer.failures import STAGE, FailedUnit, failed_unit, latest_per_unit, parse_unit_key
 
@@ -19,6 +19,30 @@ def test_unit_keys_round_trip() -> None:
         "dukascopy-json", "USA500IDXUSD", "ticks", 1_705_327_200_000, 1_705_327_200_000 + HOUR_MS
     )
     assert unit is not None and unit.key == key
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "end"),
+    [
+        # Sub-minute candles: hour units; minute candles: day units; hour candles: month units
+        # (February 2019: 28 days; a leap February: 29); day and coarser candles: year units.
+        ("candles:1s:trade", "2019-02-04T05:00:00Z", "2019-02-04T06:00:00Z"),
+        ("candles:1m:bid", "2019-02-04T00:00:00Z", "2019-02-05T00:00:00Z"),
+        ("candles:5m:mid", "2019-12-31T00:00:00Z", "2020-01-01T00:00:00Z"),
+        ("candles:1h:ask", "2019-02-01T00:00:00Z", "2019-03-01T00:00:00Z"),
+        ("candles:4h:mid", "2020-02-01T00:00:00Z", "2020-03-01T00:00:00Z"),
+        ("candles:1d:bid", "2019-01-01T00:00:00Z", "2020-01-01T00:00:00Z"),
+        ("candles:1w:trade", "2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z"),
+        ("candles:1mo:trade", "2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z"),
+    ],
+)
+def test_candle_unit_keys_end_with_their_span(kind: str, start: str, end: str) -> None:
+    key = f"polygon|EURUSD|{kind}|{start}"
+    unit = parse_unit_key(key)
+    assert unit is not None and unit.key == key
+    assert (unit.kind, ms_to_iso(unit.start_ms), ms_to_iso(unit.end_ms)) == (kind, start, end)
+    for u in plan_units("polygon", "EURUSD", kind, unit.start_ms, unit.end_ms + 1):
+        assert parse_unit_key(u.key) == u
 
 
 def test_ticks_units_last_one_hour() -> None:
@@ -38,7 +62,7 @@ def test_ticks_units_last_one_hour() -> None:
         "|EURUSD|ticks|2019-02-04T00:00:00Z",  # empty source
         "dukascopy-bi5||ticks|2019-02-04T00:00:00Z",  # empty instrument
         "dukascopy-bi5|EUR USD|ticks|2019-02-04T00:00:00Z",  # blank inside
-        "dukascopy-bi5|EURUSD|candles|2019-02-04T00:00:00Z",  # kind of unknown length
+        "dukascopy-bi5|EURUSD|candles|2019-02-04T00:00:00Z",  # neither ticks nor a candle kind
         "dukascopy-bi5|EURUSD|ticks|2019-02-04T00:30:00Z",  # not on the hour
         "dukascopy-bi5|EURUSD|ticks|2019-02-04T00:00:01Z",
         "dukascopy-bi5|EURUSD|ticks|2019-02-04T00:00:00",  # no Z
@@ -49,6 +73,13 @@ def test_ticks_units_last_one_hour() -> None:
         "dukascopy-bi5|EURUSD|ticks|2019-02-30T00:00:00Z",
         "dukascopy-bi5|EURUSD|ticks|2019-02-04T24:00:00Z",
         "dukascopy-bi5|EURUSD|ticks|1549238400000",
+        "dukascopy-bi5|EURUSD|candles:1m|2019-02-04T00:00:00Z",  # no side
+        "dukascopy-bi5|EURUSD|candles:1m:spread|2019-02-04T00:00:00Z",  # unknown side
+        "dukascopy-bi5|EURUSD|candles:7x:bid|2019-02-04T00:00:00Z",  # unknown timeframe
+        "dukascopy-bi5|EURUSD|candles:60s:bid|2019-02-04T00:00:00Z",  # not canonical (1m)
+        "dukascopy-bi5|EURUSD|candles:1m:bid|2019-02-04T01:00:00Z",  # inside a day unit
+        "dukascopy-bi5|EURUSD|candles:1h:bid|2019-02-04T00:00:00Z",  # inside a month unit
+        "dukascopy-bi5|EURUSD|candles:1d:bid|2019-02-01T00:00:00Z",  # inside a year unit
     ],
 )
 def test_other_keys_are_not_units(key: str | None) -> None:

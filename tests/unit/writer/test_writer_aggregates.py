@@ -17,7 +17,7 @@ from tickpipe_writer.aggregates import (
     refresh_sql,
     written_windows,
 )
-from tickpipe_writer.plan import Plan
+from tickpipe_writer.plan import Plan, UnitWindow
 
 MIN, DAY = 60_000, 24 * HOUR_MS
 H0 = int(datetime(2021, 3, 1, 10, tzinfo=UTC).timestamp() * 1000)  # a whole hour
@@ -37,7 +37,7 @@ def batch(ts: list[int], start: int = H0) -> TickBatch:
 
 def test_written_windows_are_deleted_units_and_inserted_tick_spans() -> None:
     work = Plan(
-        deletes=[("EURUSD", H0, H0 + HOUR_MS)],
+        deletes=[UnitWindow("EURUSD", "ticks", H0, H0 + HOUR_MS)],
         inserts=[batch([H0 + 5, H0 + 90_000]), batch([])],
     )
     assert written_windows(work) == [(H0, H0 + HOUR_MS), (H0 + 5, H0 + 90_001)]

@@ -88,7 +88,7 @@ def test_new_empty_unit() -> None:
 def test_known_unit_part0_deletes_then_inserts() -> None:
     b = part(0, sha=SHA_B)
     work = plan([b], {UID: LedgerState(1, 1, 7, SHA_A)})
-    assert work.deletes == [("EURUSD", T0, T0 + HOUR)]
+    assert work.deletes == [("EURUSD", "ticks", T0, T0 + HOUR)]
     assert work.inserts == [b]
     assert work.ledger[UID][0] == LedgerState(1, 1, 2, SHA_B)
 
@@ -126,7 +126,7 @@ def test_same_unit_twice_in_one_transaction_known_unit() -> None:
     first = [part(0, count=2, tag=1), part(1, count=2, tag=1)]
     second = [part(0, count=2, tag=2), part(1, count=2, tag=2)]
     work = plan([*first, *second], {UID: LedgerState(2, 2, 4, SHA_A)})
-    assert work.deletes == [("EURUSD", T0, T0 + HOUR)]  # once
+    assert work.deletes == [("EURUSD", "ticks", T0, T0 + HOUR)]  # once
     assert work.inserts == second
     assert all(b is s for b, s in zip(work.inserts, second, strict=True))
     assert work.ledger[UID][0] == LedgerState(2, 2, 4, SHA_A)
@@ -192,7 +192,7 @@ def test_several_units_planned_independently() -> None:
     c0 = part(0, start=T0 + HOUR)
     work = plan([a0, b0, c0], {other: LedgerState(1, 1, 3, SHA_B)})
     assert work.inserts == [a0, b0, c0]
-    assert work.deletes == [("GBPUSD", T0, T0 + HOUR)]
+    assert work.deletes == [("GBPUSD", "ticks", T0, T0 + HOUR)]
     assert set(work.ledger) == {UID, other, ("EURUSD", "ticks", T0 + HOUR)}
 
 

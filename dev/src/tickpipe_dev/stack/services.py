@@ -56,7 +56,8 @@ def service_env(
     name: str, base: Mapping[str, str], *, standin_port: int | None = None
 ) -> dict[str, str]:
     """Environment of service ``name``: ``base`` plus its metrics port and, when the stand-in
-    runs on ``standin_port``, Dukascopy URLs pointing at it unless ``base`` already sets them.
+    runs on ``standin_port``, the source URLs (Dukascopy, Deriv, Polygon) pointing at it unless
+    ``base`` already sets them.
     """
     env = dict(base)
     env["TICKPIPE_METRICS_PORT"] = str(metrics_port(name))
@@ -64,6 +65,8 @@ def service_env(
     if standin_port is not None:
         env.setdefault("TICKPIPE_DUKASCOPY_JSON_URL", f"http://127.0.0.1:{standin_port}/v1")
         env.setdefault("TICKPIPE_DUKASCOPY_BI5_URL", f"http://127.0.0.1:{standin_port}/datafeed")
+        env.setdefault("TICKPIPE_DERIV_URL", f"ws://127.0.0.1:{standin_port}/websockets/v3")
+        env.setdefault("TICKPIPE_POLYGON_URL", f"http://127.0.0.1:{standin_port}")
     return env
 
 

@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--root", type=Path, default=None,
                    help="tree laid out like ../shared/data/dukascopy (default: its path under "
                         "$TICKPIPE_SHARED_DIR, else under ../shared)")  # fmt: skip
+    p.add_argument("--polygon-root", type=Path, default=None,
+                   help="Polygon captures (default: polygon/ beside --root)")  # fmt: skip
+    p.add_argument("--deriv-root", type=Path, default=None,
+                   help="Deriv captures (default: deriv/ beside --root)")  # fmt: skip
+    p.add_argument("--polygon-api-key", default=None,
+                   help="key Polygon requests must carry as Bearer (default: any)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     p.add_argument("--missing", action="append", default=[], metavar="KIND=ANSWER",
@@ -71,11 +77,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def serve(root: Path, host: str, port: int, faults: Faults, missing: Missing) -> None:
+async def serve(
+    root: Path,
+    host: str,
+    port: int,
+    faults: Faults,
+    missing: Missing,
+    polygon_root: Path | None = None,
+    deriv_root: Path | None = None,
+    polygon_api_key: str | None = None,
+) -> None:
     """Run the server until SIGINT/SIGTERM."""
-    server = await start_standin(root, host, port, faults=faults, missing=missing)
+    server = await start_standin(root, host, port, faults=faults, missing=missing,
+                                 polygon_root=polygon_root, polygon_api_key=polygon_api_key,
+                                 deriv_root=deriv_root)  # fmt: skip
     print(f"tickpipe-standin: serving {root} at {server.url} "
-          f"(datafeed {server.datafeed_url}, json {server.json_url})", flush=True)  # fmt: skip
+          f"(datafeed {server.datafeed_url}, json {server.json_url}, polygon "
+          f"{server.polygon_url}, deriv {server.deriv_url})", flush=True)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -105,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, argparse.ArgumentTypeError) as exc:
         raise SystemExit(f"tickpipe-standin: {exc}") from None
     try:
-        asyncio.run(serve(root, args.host, args.port, faults, missing))
+        asyncio.run(serve(root, args.host, args.port, faults, missing, args.polygon_root,
+                          args.deriv_root, args.polygon_api_key))  # fmt: skip
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -1,7 +1,11 @@
-"""An aiohttp server standing in for Dukascopy's legacy datafeed and JSON API hosts.
+"""An aiohttp server standing in for Dukascopy's legacy datafeed and JSON API hosts, Polygon's
+aggregates endpoint and Deriv's WebSocket API.
 
 It serves a directory laid out like ``../shared/data/dukascopy/`` (``bi5/``, ``json/``,
-``meta/``; see ``../shared/docs/dukascopy.md §2.1, §3.1`` for the URL schemes it mirrors):
+``meta/``; see ``../shared/docs/dukascopy.md §2.1, §3.1`` for the URL schemes it mirrors), the
+Polygon captures of ``../shared/data/polygon/`` (:mod:`tickpipe_dev.standin.polygon`), and the
+Deriv WebSocket API over ``../shared/data/deriv/`` (:mod:`tickpipe_dev.standin.deriv`, with its
+own stats and faults under ``/_deriv/``):
 
 ================================================  ===============================================
 request                                           answer
@@ -17,6 +21,10 @@ request                                           answer
                                                   ``<root>/json/<path>.from-<ms>.json``. Missing:
                                                   404, or with ``missing_json="empty"`` the
                                                   empty-bucket shape of §3.3 (below).
+``GET /v2/aggs/ticker/<T>/range/<…>``             the Polygon capture recorded for the request,
+                                                  else 200 ``OK`` without ``results``; 401
+                                                  without the configured ``polygon_api_key``
+``/websockets/v3``, ``/trading/v1/options/ws/…``  the Deriv stand-in (WebSocket)
 ``GET /healthz``                                  200 ``ok``
 ``GET /_stats`` / ``DELETE /_stats``              request log and counts / reset them
 ``GET /_control`` / ``POST /_control``            current faults / change them (JSON object)
@@ -27,11 +35,11 @@ is the requested bucket's start (or the ``from`` value), ``multiplier`` is ``10^
 the instrument in the ``instruments`` list (1 when ``priceScale`` is null); an instrument code
 that is not in the list, or any other path, stays 404.
 
-Fault injection (:class:`Faults`) applies to ``/datafeed`` and ``/v1`` requests only, in this
-order: a delay of ``latency_ms`` (+ uniform ``jitter_ms``); then one draw of a seeded RNG picks
-at most one of 500, 503, 429 (with ``Retry-After``) or an HTML error page (status
+Fault injection (:class:`Faults`) applies to ``/datafeed``, ``/v1`` and ``/v2`` requests only,
+in this order: a delay of ``latency_ms`` (+ uniform ``jitter_ms``); then one draw of a seeded
+RNG picks at most one of 500, 503, 429 (with ``Retry-After``) or an HTML error page (status
 ``html_status``, default 200 — the nasty case); otherwise the real answer is sent, and with
-probability ``p_truncate`` (non-empty bodies only) it is truncated to half: ``"abort"`` declares
+probability ``p_truncate`` (non-empty 200 bodies only) it is truncated to half: ``"abort"`` declares
 the full ``Content-Length`` and drops the connection mid-body (the HTTP client must notice),
 ``"short"`` sends half the bytes with a matching length (the decoder must notice).
 """
@@ -52,6 +60,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
+
+from tickpipe_dev.standin.deriv import LEGACY_PATH, PUBLIC_PATH, add_deriv_routes
+from tickpipe_dev.standin.polygon import AGGS_PATH, PolygonCaptures, default_polygon_root
 
 INSTRUMENTS_FILE = "meta/raw-meta-data-2026-07-13.json"
 BI5_TYPE = "application/octet-stream"
@@ -159,12 +170,28 @@ class StandinServer:
     """A running stand-in server (see the module docstring). Create with :func:`start_standin`.
 
     ``url`` is ``http://host:port``; point the fetcher's ``dukascopy_bi5_url`` at
-    ``datafeed_url`` and ``dukascopy_json_url`` at ``json_url``. ``faults``, ``missing`` and
-    ``stats`` may be read and replaced in-process as well as through ``/_control``.
+    ``datafeed_url``, ``dukascopy_json_url`` at ``json_url`` and ``polygon_url`` at
+    ``polygon_url``. ``polygon_root``: the Polygon captures (default: ``polygon/`` beside
+    ``root``, when it exists); ``polygon_api_key``: the key Polygon requests must carry (None:
+    any). ``faults``, ``missing``, ``polygon_api_key`` and ``stats`` may be read and replaced
+    in-process as well as through ``/_control``.
     """
 
-    def __init__(self, root: Path, faults: Faults | None = None, missing: Missing | None = None):
+    def __init__(
+        self,
+        root: Path,
+        faults: Faults | None = None,
+        missing: Missing | None = None,
+        polygon_root: Path | None = None,
+        polygon_api_key: str | None = None,
+        deriv_root: Path | None = None,
+    ):
         self.root = root.resolve()
+        polygon_root = polygon_root or default_polygon_root(self.root)
+        self.polygon = PolygonCaptures(polygon_root) if polygon_root is not None else None
+        self.polygon_api_key = polygon_api_key
+        deriv_root = deriv_root or self.root.parent / "deriv"
+        self.deriv_root = deriv_root if deriv_root.is_dir() else None
         self.faults = faults or Faults()
         self.faults.validate()
         self.missing = missing or Missing()
@@ -191,6 +218,15 @@ class StandinServer:
     @property
     def json_url(self) -> str:
         return f"{self.url}/v1"
+
+    @property
+    def polygon_url(self) -> str:
+        return self.url
+
+    @property
+    def deriv_url(self) -> str:
+        """The legacy Deriv endpoint without ``app_id`` (what ``TICKPIPE_DERIV_URL`` takes)."""
+        return f"ws://{self.host}:{self.port}{LEGACY_PATH}"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -232,13 +268,16 @@ class StandinServer:
         app.router.add_get("/v1/instruments", self._instruments)
         app.router.add_get("/v1/instruments/{code}", self._instrument)
         app.router.add_get("/v1/{tail:.+}", self._v1)
+        app.router.add_get(AGGS_PATH, self._polygon_aggs)
+        add_deriv_routes(app, self.deriv_root)
         return app
 
     @web.middleware
     async def _record(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.path == "/healthz" or request.path.startswith("/_"):
+        # Deriv sockets live long and keep their own stats (/_deriv/stats).
+        if request.path in ("/healthz", LEGACY_PATH, PUBLIC_PATH) or request.path.startswith("/_"):
             return await handler(request)
         t = time.time()
         stats = self.stats
@@ -267,14 +306,17 @@ class StandinServer:
         return web.json_response(self.stats.as_json())
 
     def _control_state(self) -> dict[str, Any]:
-        return {"faults": asdict(self.faults), "missing": asdict(self.missing)}
+        # Whether a Polygon key is required, never the key itself.
+        return {"faults": asdict(self.faults), "missing": asdict(self.missing),
+                "polygon_auth": bool(self.polygon_api_key)}  # fmt: skip
 
     async def _get_control(self, request: web.Request) -> web.Response:
         return web.json_response(self._control_state())
 
     async def _post_control(self, request: web.Request) -> web.Response:
-        """Body: fault settings to change, plus optional ``missing: {bi5, json}``, ``reset``
-        (true: all faults back to defaults first) and ``reset_stats`` (true: clear stats)."""
+        """Body: fault settings to change, plus optional ``missing: {bi5, json}``,
+        ``polygon_api_key`` (a string, or null for none), ``reset`` (true: all faults back to
+        defaults first) and ``reset_stats`` (true: clear stats)."""
         try:
             body = await request.json()
             if not isinstance(body, dict):
@@ -282,6 +324,9 @@ class StandinServer:
             body = dict(body)
             missing = body.pop("missing", None)
             reset_stats = body.pop("reset_stats", False)
+            key = body.pop("polygon_api_key", self.polygon_api_key)
+            if key is not None and not isinstance(key, str):
+                raise ValueError("polygon_api_key must be a string or null")
             base = Faults() if body.pop("reset", False) else self.faults
             faults = base.updated(body)
             new_missing = self.missing
@@ -294,6 +339,7 @@ class StandinServer:
             return web.json_response({"error": str(exc)}, status=400)
         self.set_faults(faults)
         self.missing = new_missing
+        self.polygon_api_key = key or None
         if reset_stats:
             self.stats.reset()
         return web.json_response(self._control_state())
@@ -344,8 +390,10 @@ class StandinServer:
         return None
 
     async def _send(
-        self, request: web.Request, body: bytes, content_type: str
+        self, request: web.Request, body: bytes, content_type: str, status: int = 200
     ) -> web.StreamResponse:
+        if status != 200:
+            return web.Response(status=status, body=body, content_type=content_type)
         if body and self.faults.p_truncate and self.rng.random() < self.faults.p_truncate:
             half = body[: len(body) // 2]
             if self.faults.truncate_mode == "short":
@@ -406,6 +454,22 @@ class StandinServer:
             if body is not None:
                 return web.json_response(body)
         raise web.HTTPNotFound(text="404 Not Found")
+
+    async def _polygon_aggs(self, request: web.Request) -> web.StreamResponse:
+        injected = await self._injected()
+        if injected is not None:
+            return injected
+        if self.polygon is None:
+            raise web.HTTPNotFound(text="404 Not Found: no Polygon captures configured")
+        reply = await asyncio.to_thread(
+            self.polygon.reply,
+            dict(request.match_info),
+            dict(request.query),
+            request.headers.get("Authorization"),
+            f"{request.scheme}://{request.host}",
+            self.polygon_api_key,
+        )
+        return await self._send(request, reply.body, JSON_TYPE, reply.status)
 
     # --- empty buckets --------------------------------------------------------------------
 
@@ -468,13 +532,20 @@ async def start_standin(
     port: int = 0,
     faults: Faults | None = None,
     missing: Missing | None = None,
+    polygon_root: Path | None = None,
+    polygon_api_key: str | None = None,
+    deriv_root: Path | None = None,
 ) -> StandinServer:
     """Start a stand-in server on ``host:port`` (port 0: an ephemeral port) serving ``root``.
 
-    ``root`` is laid out like ``../shared/data/dukascopy`` (``bi5/``, ``json/``, ``meta/``).
+    ``root`` is laid out like ``../shared/data/dukascopy`` (``bi5/``, ``json/``, ``meta/``);
+    ``polygon_root`` like ``../shared/data/polygon`` and ``deriv_root`` like
+    ``../shared/data/deriv`` (default: beside ``root``; without captures Deriv answers with its
+    synthetic series only).
     Returns the running :class:`StandinServer`; call ``await server.stop()`` (or use it as an
     async context manager) to shut it down.
     """
-    server = StandinServer(root, faults=faults, missing=missing)
+    server = StandinServer(root, faults=faults, missing=missing, polygon_root=polygon_root,
+                           polygon_api_key=polygon_api_key, deriv_root=deriv_root)  # fmt: skip
     await server.start(host, port)
     return server

@@ -19,12 +19,13 @@ from tickpipe_shared.wire.raw import RawPayloadMeta
 
 from tickpipe_decoder.decode import DecodedUnit, decode_payload
 from tickpipe_decoder.errors import DecodeError
+from tickpipe_decoder.metrics import CANDLES, CANDLES_DROPPED
 
 FailureFactory = Callable[[InRecord, BaseException], OutRecord]
 
 
 class Decoder:
-    """Processor turning each raw payload into one or more encoded tick batches."""
+    """Processor turning each raw payload into one or more encoded tick or candle batches."""
 
     def __init__(self, settings: Settings, failure: FailureFactory, threads: int = 2) -> None:
         self.topic = settings.topic(DECODED_BATCHES)
@@ -55,6 +56,11 @@ class Decoder:
             for value in result.batches:
                 BYTES.labels("decoder", "out").inc(len(value))
                 out.append(OutRecord(self.topic, record.key, value, list(record.headers or [])))
-            UNITS.labels("decoder", "decoded" if result.ticks else "empty").inc()
-            TICKS.labels("decoder").inc(result.ticks)
+            UNITS.labels("decoder", "decoded" if result.rows else "empty").inc()
+            if result.candles:
+                CANDLES.inc(result.rows)
+            else:
+                TICKS.labels("decoder").inc(result.rows)
+            for reason, n in result.dropped.items():
+                CANDLES_DROPPED.labels(reason).inc(n)
         return out

@@ -1,12 +1,20 @@
 """The downloader: fetches each unit of work and publishes the raw payload untouched.
 
-Up to ``TICKPIPE_FETCH_CONCURRENCY`` downloads run at once. Every attempt first passes the
-source host's circuit breaker (waiting while it is open, without spending an attempt), then
-takes a token from the host's adaptive rate limiter, then asks the breaker for a permit (in
-half-open only one probe goes). Network errors, 5xx, 429 and answers that are not data are
-retried with exponential backoff and full jitter; after the last attempt the unit becomes a
-failure record with the attempt count and the last error. An empty unit (closed market) is
-published as a 0-byte payload: it is data too ("nothing traded").
+Units of one source host download at most ``TICKPIPE_FETCH_CONCURRENCY_PER_HOST`` at once, and
+at most ``TICKPIPE_FETCH_CONCURRENCY`` requests are in flight in the process
+(:mod:`tickpipe_fetcher.admission`): a dead or throttling host holds its own slots, never all of
+them. Every request first passes the host's circuit breaker (waiting while it is open, without
+spending an attempt), then takes a token from the host's adaptive rate limiter, then asks the
+breaker for a permit (in half-open only one probe goes). A unit may take several requests
+(pages); network errors, 5xx, 429 and answers that are not data fail the attempt, which is
+retried whole with exponential backoff and full jitter; after the last attempt the unit becomes
+a failure record with the attempt count and the last error.
+
+An empty unit (the source says "no data") is published too: nothing traded is data. When the
+unit's trading schedule says the market was open (``FetchUnit.market_open``), an empty answer is
+suspect: the attempt counts as failed ("empty answer for an hour the trading schedule has
+open"), without blaming the host, and is retried; if the last attempt is still empty, the empty
+payload is published with ``suspect_empty=1`` — never a silent hole, not a failure either.
 """
 
 from __future__ import annotations
@@ -22,39 +30,28 @@ from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import InRecord, OutRecord
 from tickpipe_shared.kafka.topics import RAW_PAYLOADS
 from tickpipe_shared.metrics import BYTES, UNITS
+from tickpipe_shared.units import unit_span
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
 from tickpipe_fetcher import http
+from tickpipe_fetcher.admission import AttemptRequests, BreakerBudget, Verdict
 from tickpipe_fetcher.breaker import (
     BreakerConfig,
     BreakerState,
-    CircuitBreaker,
     CircuitOpenError,
     HostBreakers,
 )
 from tickpipe_fetcher.http import (
-    HttpResponse,
     PermanentFetchError,
     RetryableFetchError,
     RetryPolicy,
+    ThrottledFetchError,
     Transport,
-    retry_after_seconds,
 )
-from tickpipe_fetcher.metrics import (
-    BREAKER_STATE,
-    BREAKER_TRANSITIONS,
-    BREAKER_WAIT,
-    FETCH_LATENCY,
-    HTTP_REQUESTS,
-    RATE_LIMIT_RATE,
-    RATE_LIMIT_THROTTLED,
-    RATE_LIMIT_WAIT,
-    RESPONSE_BYTES,
-    RETRIES_TOTAL,
-)
-from tickpipe_fetcher.ratelimit import AdaptiveTokenBucket, HostLimiters, RateLimitConfig, host_of
-from tickpipe_fetcher.sources.base import Outcome, Source
+from tickpipe_fetcher.metrics import BREAKER_STATE, BREAKER_TRANSITIONS, RETRIES_TOTAL
+from tickpipe_fetcher.ratelimit import HostLimiters, RateLimitConfig
+from tickpipe_fetcher.sources.base import Answer, Source
 
 log = structlog.get_logger()
 
@@ -72,7 +69,7 @@ class DownloadFailedError(Exception):
 class Downloader:
     """Processor for ``fetch-units``: downloads units concurrently, emits raw payloads.
 
-    ``clock`` is wall time (URLs of open hours, ``fetched_at``, "breaker open since");
+    ``clock`` is wall time (URLs of open periods, ``fetched_at``, "breaker open since");
     ``monotonic`` drives the rate limiters and breakers. Every wait (backoff, rate limiter,
     breaker) goes through :func:`tickpipe_fetcher.http.sleep`, so tests can patch time away.
     """
@@ -94,7 +91,9 @@ class Downloader:
         self.topic = settings.topic(RAW_PAYLOADS)
         self.clock = clock
         self.monotonic = monotonic
-        self._semaphore = asyncio.Semaphore(settings.fetch_concurrency)
+        self.per_host = settings.fetch_concurrency_per_host
+        self._slots = asyncio.Semaphore(settings.fetch_concurrency)
+        self._host_slots: dict[str, asyncio.Semaphore] = {}
         self.limiters = HostLimiters(
             RateLimitConfig.per_replica(
                 settings.fetch_rate_per_host,
@@ -123,6 +122,13 @@ class Downloader:
         """Raw payload or failure records, in the order of ``records``."""
         return list(await asyncio.gather(*(self._one(r) for r in records)))
 
+    def host_slots(self, host: str) -> asyncio.Semaphore:
+        """The per-host slots of ``host`` (created on first use)."""
+        slots = self._host_slots.get(host)
+        if slots is None:
+            slots = self._host_slots[host] = asyncio.Semaphore(self.per_host)
+        return slots
+
     async def _one(self, record: InRecord) -> OutRecord:
         try:
             unit = FetchUnit.from_json(record.value or b"")
@@ -131,8 +137,8 @@ class Downloader:
                 raise PermanentFetchError(
                     f"source {unit.source!r} is not configured on this fetcher"
                 )
-            async with self._semaphore:
-                return await self._download(record, unit, source)
+            async with self.host_slots(source.host):
+                return await self._download(unit, source)
         except DownloadFailedError as e:
             UNITS.labels("fetcher", "failed").inc()
             return self.failure(record, e, e.attempts)
@@ -140,79 +146,61 @@ class Downloader:
             UNITS.labels("fetcher", "failed").inc()
             return self.failure(record, e, 1)
 
-    async def _wait_for_breaker(self, breaker: CircuitBreaker, budget: list[float]) -> None:
-        """Wait while ``breaker`` blocks, spending from the unit's ``budget[0]`` seconds."""
-        started = self.monotonic()
-        try:
-            await breaker.wait_ready(started + budget[0])
-        finally:
-            waited = self.monotonic() - started
-            budget[0] = max(0.0, budget[0] - waited)
-            BREAKER_WAIT.labels(breaker.host).observe(waited)
+    def _requests(self, source: Source, budget: BreakerBudget) -> AttemptRequests:
+        return AttemptRequests(
+            source=source.name,
+            transport=self.transport,
+            limiter=self.limiters.for_host(source.host),
+            breaker=self.breakers.for_host(source.host),
+            slots=self._slots,
+            budget=budget,
+            monotonic=self.monotonic,
+        )
 
-    async def _download(self, record: InRecord, unit: FetchUnit, source: Source) -> OutRecord:
-        url = source.url_for(unit, now_ms=int(self.clock() * 1000))
+    async def _download(self, unit: FetchUnit, source: Source) -> OutRecord:
         key = unit.unit.key
-        host = host_of(url)
-        limiter = self.limiters.for_host(host)
-        breaker = self.breakers.for_host(host)
-        budget = [breaker.config.max_wait_s]  # breaker wait left for this unit
+        max_wait = self.breakers.config.max_wait_s
+        budget = BreakerBudget(max_wait)  # breaker wait left for this unit, over all attempts
         last_error = ""
-        attempt = 0
-        while attempt < self.policy.attempts:
-            # Admission: breaker (wait while open), then a token, then the breaker's permit.
-            try:
-                while True:
-                    if not breaker.ready():
-                        await self._wait_for_breaker(breaker, budget)
-                    RATE_LIMIT_WAIT.labels(host).observe(await limiter.acquire())
-                    RATE_LIMIT_RATE.labels(host).set(limiter.rate)
-                    permit = breaker.try_acquire()
-                    BREAKER_STATE.labels(host).set(int(breaker.state))
-                    if permit is not None:
-                        break
-            except CircuitOpenError as e:
-                raise DownloadFailedError(
-                    f"{key}: {e} (gave up waiting after {breaker.config.max_wait_s:g} s; "
-                    f"{attempt} attempts made)",
-                    attempt,
-                ) from None
-            attempt += 1
-            # Per attempt: an hour that was open at the first attempt may have closed since.
-            url = source.url_for(unit, now_ms=int(self.clock() * 1000))
-            started = time.monotonic()
+        for attempt in range(1, self.policy.attempts + 1):
+            requests = self._requests(source, budget)
             retry_after: float | None = None
-            status: int | None = None
-            verdict = "none"  # for the breaker: "ok", "fail" or "none" (no verdict)
             try:
-                response = await self.transport.get(url)
-                status = response.status
-                HTTP_REQUESTS.labels(source.name, str(response.status)).inc()
-                RESPONSE_BYTES.labels(source.name).inc(len(response.body))
-                if response.status in (429, 503):
-                    self._throttled(host, limiter, response)
-                outcome = source.classify(url, response)
+                # Per attempt: a period that was open at the first attempt may have closed.
+                answer = await source.fetch(unit, int(self.clock() * 1000), requests)
+            except CircuitOpenError as e:
+                made = attempt if requests.sent else attempt - 1
+                raise DownloadFailedError(
+                    f"{key}: {e} (gave up waiting after {max_wait:g} s; {made} attempts made)",
+                    made,
+                ) from None
             except PermanentFetchError as e:
-                verdict = "ok"  # the host is up; the answer is final
+                # The host is up; the answer is final.
+                requests.finish(Verdict.OK, status=type(e).__name__)
                 raise DownloadFailedError(f"{key}: {e}", attempt) from None
             except RetryableFetchError as e:
                 last_error, retry_after = str(e), e.retry_after
-                verdict = "none" if status == 429 else "fail"
+                if isinstance(e, ThrottledFetchError):
+                    requests.throttle(e.retry_after, type(e).__name__)
+                # "Too many requests" is about the rate, not the host's health.
+                throttled = requests.last_status == 429 or isinstance(e, ThrottledFetchError)
+                verdict = Verdict.NONE if throttled else Verdict.FAIL
+                requests.finish(verdict, last_error, type(e).__name__)
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
-                HTTP_REQUESTS.labels(source.name, type(e).__name__).inc()
-                last_error = f"{type(e).__name__} from {url}: {e}"
-                verdict = "fail"
+                last_error = f"{type(e).__name__} from {requests.last_url}: {e}"
+                requests.finish(Verdict.FAIL, last_error, type(e).__name__)
             else:
-                verdict = "ok"
-                FETCH_LATENCY.labels(source.name).observe(time.monotonic() - started)
-                return self._payload(unit, source, url, response, outcome, attempt)
+                requests.finish(Verdict.OK)
+                if not (answer.empty and unit.market_open):
+                    return self._payload(unit, answer, attempt, suspect=False)
+                last_error = (
+                    f"empty answer for {_span_phrase(unit.kind)} the trading schedule has "
+                    f"open: {answer.url}"
+                )
+                if attempt == self.policy.attempts:
+                    return self._payload(unit, answer, attempt, suspect=True)
             finally:
-                if verdict == "ok":
-                    breaker.success(permit)
-                elif verdict == "fail":
-                    breaker.failure(permit, last_error)
-                else:
-                    breaker.release(permit)
+                requests.finish(Verdict.NONE)  # cancelled or a bug: no verdict on the host
             if attempt < self.policy.attempts:
                 RETRIES_TOTAL.labels(source.name).inc()
                 delay = self.policy.delay(attempt, retry_after)
@@ -229,58 +217,47 @@ class Downloader:
             self.policy.attempts,
         )
 
-    @staticmethod
-    def _throttled(host: str, limiter: AdaptiveTokenBucket, response: HttpResponse) -> None:
-        """A 429/503 slows the host's limiter down (and pauses it for ``Retry-After``)."""
-        limiter.throttled(retry_after_seconds(response.headers.get("retry-after")))
-        RATE_LIMIT_THROTTLED.labels(host).inc()
-        RATE_LIMIT_RATE.labels(host).set(limiter.rate)
-        if limiter.paused_for() > 0:
-            log.warning(
-                "host throttled us, pausing",
-                host=host,
-                status=response.status,
-                pause_s=round(limiter.paused_for(), 2),
-                rate=round(limiter.rate, 3),
-            )
-
-    def _payload(
-        self,
-        unit: FetchUnit,
-        source: Source,
-        url: str,
-        response: HttpResponse,
-        outcome: Outcome,
-        attempt: int,
-    ) -> OutRecord:
+    def _payload(self, unit: FetchUnit, answer: Answer, attempts: int, suspect: bool) -> OutRecord:
         key = unit.unit.key
-        body = response.body if outcome is Outcome.DATA else b""
+        body = answer.body
+        outcome = "suspect-empty" if suspect else "empty" if answer.empty else "downloaded"
         BYTES.labels("fetcher", "in").inc(len(body))
-        UNITS.labels("fetcher", "downloaded" if body else "empty").inc()
-        log.info(
+        UNITS.labels("fetcher", outcome).inc()
+        (log.warning if suspect else log.info)(
             "unit downloaded",
             unit=key,
+            outcome=outcome,
             bytes=len(body),
-            attempts=attempt,
-            status=response.status,
+            attempts=attempts,
+            requests=answer.requests,
+            status=answer.status,
         )
         meta = RawPayloadMeta(
             source=unit.source,
-            format=source.format,
+            format=answer.format,
             instrument=unit.instrument,
             kind=unit.kind,
             unit_start_ms=unit.start_ms,
             unit_end_ms=unit.end_ms,
-            url=url,
+            url=answer.url,
             sha256=hashlib.sha256(body).hexdigest(),
             fetched_at_ms=int(self.clock() * 1000),
             price_scale=unit.price_scale,
             request_id=unit.request_id,
-            http_status=response.status,
-            content_type=response.content_type,
-            attempts=attempt,
+            http_status=answer.status,
+            content_type=answer.content_type,
+            attempts=attempts,
+            source_code=unit.source_code,
+            asset_class=unit.asset_class,
+            suspect_empty=int(suspect),
         )
         return OutRecord(self.topic, key.encode(), body, meta.to_headers())
+
+
+def _span_phrase(kind: str) -> str:
+    """``an hour``, ``a day``, ``a month`` or ``a year``: the span of one unit of ``kind``."""
+    span = unit_span(kind)
+    return f"an {span}" if span == "hour" else f"a {span}"
 
 
 async def _sleep(seconds: float) -> None:

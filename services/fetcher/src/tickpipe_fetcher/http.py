@@ -33,10 +33,11 @@ class HttpResponse:
 
 
 class Transport(Protocol):
-    """Performs one GET. Raises :class:`aiohttp.ClientError` or :class:`TimeoutError` on
-    network failures; any HTTP status is a response, not an exception."""
+    """Performs one GET with optional extra request ``headers`` (e.g. ``Authorization``).
+    Raises :class:`aiohttp.ClientError` or :class:`TimeoutError` on network failures; any HTTP
+    status is a response, not an exception."""
 
-    async def get(self, url: str) -> HttpResponse: ...
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> HttpResponse: ...
 
 
 class AiohttpTransport:
@@ -67,17 +68,20 @@ class AiohttpTransport:
                 return proxy or None
         return self._proxy
 
-    async def get(self, url: str) -> HttpResponse:
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> HttpResponse:
+        """GET ``url``; ``headers`` are added to the session's (they may carry credentials:
+        they are never logged)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
                 headers={"User-Agent": "tickpipe/0.1 (+historical data collector)"},
                 auto_decompress=True,
             )
-        async with self._session.get(url, proxy=self.proxy_for(url)) as resp:
+        async with self._session.get(
+            url, headers=dict(headers) if headers else None, proxy=self.proxy_for(url)
+        ) as resp:
             body = await resp.read()
-            headers = {k.lower(): v for k, v in resp.headers.items()}
-            return HttpResponse(resp.status, body, headers)
+            return HttpResponse(resp.status, body, {k.lower(): v for k, v in resp.headers.items()})
 
     async def close(self) -> None:
         """Close the session."""
@@ -119,6 +123,12 @@ class RetryableFetchError(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(scrub(message))
         self.retry_after = retry_after
+
+
+class ThrottledFetchError(RetryableFetchError):
+    """The host said "too many requests" without an HTTP 429 (e.g. a WebSocket ``RateLimit``
+    error): retried, and it slows the host's rate limiter down like a 429 — not a breaker
+    failure."""
 
 
 class PermanentFetchError(Exception):

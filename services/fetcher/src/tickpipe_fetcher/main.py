@@ -17,7 +17,13 @@ from tickpipe_shared.metrics import Health
 from tickpipe_fetcher.downloader import Downloader
 from tickpipe_fetcher.http import AiohttpTransport
 from tickpipe_fetcher.planner import Planner
-from tickpipe_fetcher.sources import DukascopyBi5, DukascopyJson, Source
+from tickpipe_fetcher.sources import (
+    DukascopyBi5,
+    DukascopyJson,
+    PolygonSource,
+    Source,
+    load_deriv,
+)
 
 log = structlog.get_logger()
 
@@ -29,19 +35,29 @@ def configured_sources(settings: Settings) -> dict[str, Source]:
         sources["dukascopy-json"] = DukascopyJson(settings.dukascopy_json_url)
     if settings.dukascopy_bi5_url:
         sources["dukascopy-bi5"] = DukascopyBi5(settings.dukascopy_bi5_url)
+    if settings.polygon_url:
+        sources["polygon"] = PolygonSource(
+            settings.polygon_url, settings.polygon_api_key, settings.polygon_page_limit
+        )
+    if settings.deriv_url:
+        deriv = load_deriv(settings)
+        if deriv is not None:
+            sources["deriv"] = deriv
     return sources
 
 
 def source_proxies(settings: Settings, sources: Mapping[str, Source]) -> dict[str, str]:
-    """Base URL → proxy for the sources named in ``TICKPIPE_HTTP_PROXY_BY_SOURCE``."""
+    """Base URL → proxy for the HTTP sources named in ``TICKPIPE_HTTP_PROXY_BY_SOURCE``
+    (sources with their own connections, such as the Deriv WebSocket, apply theirs)."""
     proxies: dict[str, str] = {}
     for name, proxy in settings.http_proxy_by_source.items():
         source = sources.get(name)
-        base = getattr(source, "base_url", None)
-        if source is None or not isinstance(base, str):
+        if source is None:
             log.warning("proxy configured for an unknown source, ignored", source=name)
             continue
-        proxies[base] = proxy
+        base = getattr(source, "base_url", None)
+        if isinstance(base, str):
+            proxies[base] = proxy
     return proxies
 
 

@@ -1,6 +1,8 @@
 """Fetcher-specific Prometheus metrics (the shared ones are in :mod:`tickpipe_shared.metrics`:
-``tickpipe_units_total{stage="fetcher",outcome}`` counts units downloaded / empty / failed and
-``tickpipe_bytes_total{stage="fetcher",direction="in"}`` the payload bytes published)."""
+``tickpipe_units_total{stage="fetcher",outcome}`` counts units downloaded / empty /
+suspect-empty / failed, ``tickpipe_units_total{stage="fetcher-planner",outcome}`` units planned /
+skipped and requests rejected, and ``tickpipe_bytes_total{stage="fetcher",direction="in"}`` the
+payload bytes published)."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -12,7 +14,7 @@ HTTP_REQUESTS = Counter(
 RETRIES_TOTAL = Counter("tickpipe_fetcher_retries_total", "Download retries by source", ["source"])
 FETCH_LATENCY = Histogram(
     "tickpipe_fetcher_download_seconds",
-    "Duration of a successful download attempt",
+    "Duration of a request (page or WebSocket call) that got an answer",
     ["source"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )

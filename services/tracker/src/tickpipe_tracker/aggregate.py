@@ -5,9 +5,10 @@ The tracker keeps two kinds of state, both plain JSON-able dataclasses:
 * :class:`UnitState`, one per ``request_id|unit_key``: the outcome of one unit as far as the
   tracker knows. Delivery is at-least-once, so the same unit is reported more than once; the
   unit state makes a repeat change nothing.
-* :class:`RequestState`, one per ``request_id``: the planned unit count, counts per outcome,
-  ticks, the first few failure reasons, the progress throttle, and whether the request is
-  finished (``completed`` or ``rejected``) so that its final event is emitted once.
+* :class:`RequestState`, one per ``request_id``: the planned unit count, the units the planner
+  skipped, counts per outcome, rows stored, the first few failure reasons, the progress
+  throttle, and whether the request is finished (``completed`` or ``rejected``) so that its
+  final event is emitted once.
 
 Three functions fold one input into that state and return what to store and what to emit:
 :func:`on_planned`, :func:`on_unit`, :func:`on_failure`. The caller (``app.py``) reads the
@@ -16,12 +17,15 @@ events.
 
 Rules:
 
-* A unit counts once. Its outcome is ``stored``, ``empty`` or ``failed``; a unit that failed and
-  is later reported stored or empty (a retry that went through) moves to that outcome; a unit
-  that is in the database stays there whatever failure is reported for it later.
+* A unit counts once. Its outcome is ``stored``, ``empty``, ``suspect-empty`` (no rows although
+  the market was open: counted apart, never as stored) or ``failed``; a unit that failed and is
+  later reported in the database (a retry that went through) moves to that outcome; a unit that
+  is in the database stays there whatever failure is reported for it later.
 * Units may be reported before the ``planned`` event (different producers, different partitions
   upstream): they are counted and completion waits for the plan.
-* ``completed`` is emitted once, when ``stored + empty + failed >= units``. A failure of stage
+* ``completed`` is emitted once, when ``stored + empty + suspect_empty + failed >= units``.
+  ``units`` never includes the units the planner skipped because the ingest log already had
+  them (``skip_existing``); they are reported as ``skipped``. A failure of stage
   ``fetcher-planner`` (the whole request refused) emits ``rejected`` instead. After either, the
   request is final: later reports update the counts but emit nothing.
 * ``progress`` snapshots: on every 10 % step of the finished units, otherwise at most one per
@@ -49,7 +53,7 @@ PROGRESS_INTERVAL_MS = 1000
 #: Version of the request-event JSON.
 EVENT_SCHEMA = 1
 
-Outcome = Literal["stored", "empty", "failed"]
+Outcome = Literal["stored", "empty", "suspect-empty", "failed"]
 Final = Literal["completed", "rejected"]
 
 
@@ -96,7 +100,9 @@ class RequestState:
     stored: int = 0
     empty: int = 0
     failed: int = 0
-    ticks: int = 0
+    ticks: int = 0  # rows stored over the stored units: ticks, or candles for a candle kind
+    suspect_empty: int = 0
+    skipped: int = 0  # units left out by the planner (skip_existing), from the planned event
     failures: list[FailureNote] = field(default_factory=list)
     first_at_ms: int | None = None  # first event seen about the request
     last_progress_ms: int | None = None  # last progress snapshot emitted
@@ -106,8 +112,8 @@ class RequestState:
 
     @property
     def done(self) -> int:
-        """Units accounted for: stored + empty + failed."""
-        return self.stored + self.empty + self.failed
+        """Units accounted for: stored + empty + suspect_empty + failed."""
+        return self.stored + self.empty + self.suspect_empty + self.failed
 
     @property
     def complete(self) -> bool:
@@ -167,7 +173,9 @@ def _counts(req: RequestState) -> dict[str, Any]:
         "units": req.units,
         "stored": req.stored,
         "empty": req.empty,
+        "suspect_empty": req.suspect_empty,
         "failed": req.failed,
+        "skipped": req.skipped,
         "ticks": req.ticks,
     }
 
@@ -238,31 +246,42 @@ def _seen(req: RequestState, at_ms: int) -> None:
 
 
 def on_planned(req: RequestState | None, ev: RequestPlanned, now_ms: int) -> Step:
-    """Fold a ``planned`` event: the request's unit count becomes known.
+    """Fold a ``planned`` event: the request's unit count (and skipped count) becomes known.
 
-    A repeated ``planned`` (redelivery) with the same count changes nothing; a different count
-    replaces the first one (the planner's last word).
+    A repeated ``planned`` (redelivery) with the same counts changes nothing; different counts
+    replace the first ones (the planner's last word).
     """
     state = req if req is not None else RequestState(ev.request_id)
     if (
         req is not None
-        and state.units == ev.units
+        and (state.units, state.skipped) == (ev.units, ev.skipped)
         and (state.source, state.instrument, state.kind) == (ev.source, ev.instrument, ev.kind)
     ):
         return Step(state)
-    state.units = ev.units
+    state.units, state.skipped = ev.units, ev.skipped
     state.source, state.instrument, state.kind = ev.source, ev.instrument, ev.kind
     _seen(state, ev.at_ms)
     return Step(state, request_changed=True, events=_after_change(state, now_ms))
 
 
+#: The :class:`RequestState` counter of each outcome.
+_COUNTER: dict[str, str] = {
+    "stored": "stored",
+    "empty": "empty",
+    "suspect-empty": "suspect_empty",
+    "failed": "failed",
+}
+
+
 def _account(req: RequestState, old: UnitState | None, new: UnitState) -> None:
     """Move a unit's contribution to the counts from ``old`` to ``new``."""
     if old is not None:
-        setattr(req, old.outcome, getattr(req, old.outcome) - 1)
+        counter = _COUNTER[old.outcome]
+        setattr(req, counter, getattr(req, counter) - 1)
         if old.outcome == "stored":
             req.ticks -= old.rows
-    setattr(req, new.outcome, getattr(req, new.outcome) + 1)
+    counter = _COUNTER[new.outcome]
+    setattr(req, counter, getattr(req, counter) + 1)
     if new.outcome == "stored":
         req.ticks += new.rows
 

@@ -10,13 +10,18 @@ from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
 from tickpipe_shared.kafka.topics import DECODED_BATCHES
 from tickpipe_shared.metrics import Health
 
+from tickpipe_validator.schedules import DetailSchedules
 from tickpipe_validator.stage import Validator
 
 
 async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
-    """The validator runner (configuration errors in rule actions stop start-up)."""
+    """The validator runner (configuration errors in rule actions stop start-up). Trading
+    schedules come from the Dukascopy instrument details, loaded per instrument at first sight
+    (:class:`~tickpipe_validator.schedules.DetailSchedules`)."""
     runner: StageRunner
-    validator = Validator(settings, lambda r, e: runner.failure_record(r, e))
+    validator = Validator(
+        settings, lambda r, e: runner.failure_record(r, e), DetailSchedules(settings)
+    )
     runner = StageRunner(
         settings,
         "validator",

@@ -23,6 +23,7 @@ import asyncpg
 import structlog
 from prometheus_client import Counter, Histogram
 from tickpipe_shared.db.ohlcv import TIMEFRAMES, view_name
+from tickpipe_shared.wire.batch import TickBatch
 
 from tickpipe_writer.plan import Plan
 
@@ -48,10 +49,13 @@ LEVELS: tuple[tuple[str, int], ...] = tuple(
 
 
 def written_windows(work: Plan) -> list[Window]:
-    """The time windows a transaction changed: each replaced unit's window and, per inserted
-    batch, ``[first tick, last tick + 1 ms)`` (batches without ticks change nothing)."""
-    out: list[Window] = [(start, end) for _, start, end in work.deletes]
+    """The time windows of ``ticks`` a transaction changed: each replaced tick unit's window
+    and, per inserted tick batch, ``[first tick, last tick + 1 ms)`` (batches without ticks
+    change nothing). Candle units are left out: the aggregates are computed from ticks only."""
+    out: list[Window] = [(w.start_ms, w.end_ms) for w in work.deletes if w.kind == "ticks"]
     for batch in work.inserts:
+        if not isinstance(batch, TickBatch):
+            continue
         ts = batch.ticks.ts_ms
         if len(ts):
             out.append((int(ts.min()), int(ts.max()) + 1))

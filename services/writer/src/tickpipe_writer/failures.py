@@ -34,8 +34,9 @@ import structlog
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
+from tickpipe_shared.kinds import Kind
 from tickpipe_shared.metrics import UNITS
-from tickpipe_shared.units import HOUR_MS, Unit, ms_to_iso
+from tickpipe_shared.units import Unit, ms_to_iso, plan_units
 from tickpipe_shared.wire.failures import Failure
 
 from tickpipe_writer.store import RETRYABLE_DB_ERRORS
@@ -45,11 +46,6 @@ log = structlog.get_logger()
 #: The stage name (and consumer group suffix) of this processor.
 STAGE = "writer-failures"
 
-#: Length of a unit by kind, ms: what a unit key's start alone does not say. A ``ticks`` unit is
-#: one UTC hour (:func:`tickpipe_shared.units.hour_units`). Keys of other kinds are not units
-#: this ledger knows, and are skipped.
-UNIT_LENGTH_MS: dict[str, int] = {"ticks": HOUR_MS}
-
 _START = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _NAME = re.compile(r"^[^\s|]+$")
 
@@ -57,8 +53,13 @@ _NAME = re.compile(r"^[^\s|]+$")
 def parse_unit_key(key: str | None) -> Unit | None:
     """The :class:`Unit` of a unit key ``source|instrument|kind|YYYY-MM-DDTHH:MM:SSZ`` (the form
     :attr:`Unit.key` writes), or ``None`` when ``key`` is not one: wrong number of fields, an
-    empty or blank field, a kind without a known length (:data:`UNIT_LENGTH_MS`), a start that
-    is not that exact UTC form or not aligned to the kind's length. Pure."""
+    empty or blank field, a kind that is not ``ticks`` or ``candles:<timeframe>:<side>`` in its
+    canonical spelling (the database knows units by that string), a start that is not that
+    exact UTC form or not the start of a unit of the kind.
+
+    The unit's end follows from its kind and start (:func:`tickpipe_shared.units.plan_units`):
+    an hour for ticks; an hour, day, month or year for candles by timeframe
+    (:func:`~tickpipe_shared.units.unit_span`). Pure."""
     if not key:
         return None
     fields = key.split("|")
@@ -67,17 +68,17 @@ def parse_unit_key(key: str | None) -> Unit | None:
     source, instrument, kind, start = fields
     if not all(_NAME.match(f) for f in (source, instrument, kind)) or not _START.match(start):
         return None
-    length = UNIT_LENGTH_MS.get(kind)
-    if length is None:
-        return None
     try:
+        if str(Kind.parse(kind)) != kind:
+            return None
         dt = datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:  # e.g. month 13
+    except ValueError:  # a malformed kind (KindError), or e.g. month 13
         return None
     start_ms = int(dt.timestamp()) * 1000
-    if start_ms % length or ms_to_iso(start_ms) != start:
+    if ms_to_iso(start_ms) != start:
         return None
-    return Unit(source, instrument, kind, start_ms, start_ms + length)
+    unit = plan_units(source, instrument, kind, start_ms, start_ms + 1)[0]
+    return unit if unit.start_ms == start_ms else None
 
 
 @dataclass(frozen=True, slots=True)

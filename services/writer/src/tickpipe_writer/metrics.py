@@ -14,3 +14,4 @@ ORPHAN_PARTS = Counter(
     "tickpipe_writer_orphan_parts_total",
     "Parts not stored because an earlier part of their payload is missing (unit left partial)",
 )
+CANDLES = Counter("tickpipe_writer_candles_total", "Source candles written to the candles table")

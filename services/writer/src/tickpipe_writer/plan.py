@@ -1,5 +1,6 @@
 """Planning a transaction: which units to delete, which batches to insert, which ledger rows
-to write. Pure; the I/O is in :mod:`tickpipe_writer.store`.
+to write. Pure; the I/O is in :mod:`tickpipe_writer.store`. Kind-agnostic: tick and candle
+batches (:data:`~tickpipe_shared.wire.batch.Batch`) are planned alike, by their metadata.
 
 Idempotent unit replace. Records of one unit arrive in order (one key, one partition), as
 parts ``0 … part_count-1``; a redelivery or replay repeats a suffix of that sequence:
@@ -20,10 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from tickpipe_shared.wire.batch import BatchMeta, TickBatch
+from tickpipe_shared.wire.batch import Batch, BatchMeta, rows_of
 
 UnitId = tuple[str, str, int]  # instrument, kind, unit start ms
+
+
+class UnitWindow(NamedTuple):
+    """A unit's rows to delete: ``kind`` rows of ``instrument`` in ``[start_ms, end_ms)``."""
+
+    instrument: str
+    kind: str
+    start_ms: int
+    end_ms: int
 
 
 def unit_id(meta: BatchMeta) -> UnitId:
@@ -33,40 +44,47 @@ def unit_id(meta: BatchMeta) -> UnitId:
 
 @dataclass(frozen=True, slots=True)
 class LedgerState:
-    """What the ingest log says about a unit (the fields the plan needs)."""
+    """What the ingest log says about a unit (the fields the plan needs).
+
+    ``suspect_empty``: the fetcher's verdict that the source answered "no data" although the
+    market was open (``BatchMeta.suspect_empty``); it only matters for a unit without rows.
+    """
 
     parts_written: int
     part_count: int
     rows: int
     payload_sha256: str
+    suspect_empty: bool = False
 
     @property
     def state(self) -> str:
-        """``stored``, ``empty`` or ``partial``."""
+        """``stored``, ``empty``, ``suspect-empty`` or ``partial``."""
         if self.parts_written < self.part_count:
             return "partial"
-        return "stored" if self.rows else "empty"
+        if self.rows:
+            return "stored"
+        return "suspect-empty" if self.suspect_empty else "empty"
 
 
 @dataclass(slots=True)
 class Plan:
     """The work of one transaction."""
 
-    deletes: list[tuple[str, int, int]] = field(default_factory=list)  # instrument, start, end ms
-    inserts: list[TickBatch] = field(default_factory=list)
-    ledger: dict[UnitId, tuple[LedgerState, TickBatch]] = field(default_factory=dict)
+    deletes: list[UnitWindow] = field(default_factory=list)
+    inserts: list[Batch] = field(default_factory=list)
+    ledger: dict[UnitId, tuple[LedgerState, Batch]] = field(default_factory=dict)
     duplicates: int = 0
     orphans: int = 0
     #: Complete units whose last part came again (a redelivery after the DB commit): nothing to
     #: write, but their progress event may have been lost with the crash: report them again.
-    reconfirmed: dict[UnitId, tuple[LedgerState, TickBatch]] = field(default_factory=dict)
+    reconfirmed: dict[UnitId, tuple[LedgerState, Batch]] = field(default_factory=dict)
     #: Per unit, the validation counts of the parts stored by this transaction (summed), and
     #: whether the unit started afresh here (its part 0 is in this transaction).
     quality: dict[UnitId, dict[str, int]] = field(default_factory=dict)
     restarted: set[UnitId] = field(default_factory=set)
 
 
-def plan(batches: Sequence[TickBatch], ledger: Mapping[UnitId, LedgerState]) -> Plan:
+def plan(batches: Sequence[Batch], ledger: Mapping[UnitId, LedgerState]) -> Plan:
     """The plan for ``batches`` (in consumption order) given the ledger rows of their units."""
     out = Plan()
     known: dict[UnitId, LedgerState] = dict(ledger)
@@ -75,14 +93,17 @@ def plan(batches: Sequence[TickBatch], ledger: Mapping[UnitId, LedgerState]) -> 
         meta = batch.meta
         uid = unit_id(meta)
         state = known.get(uid)
+        rows = rows_of(batch)
         if meta.part == 0:
             if uid in ledger and uid not in deleted:
-                out.deletes.append((meta.instrument, meta.unit_start_ms, meta.unit_end_ms))
+                out.deletes.append(
+                    UnitWindow(meta.instrument, meta.kind, meta.unit_start_ms, meta.unit_end_ms)
+                )
                 deleted.add(uid)
             out.inserts = [b for b in out.inserts if unit_id(b.meta) != uid]
             out.restarted.add(uid)
             out.quality[uid] = {}
-            state = LedgerState(1, meta.part_count, meta.rows, meta.payload_sha256)
+            state = LedgerState(1, meta.part_count, rows, meta.payload_sha256, meta.suspect_empty)
         elif state is None or state.payload_sha256 != meta.payload_sha256:
             out.orphans += 1  # part 0 of this payload was never stored
             continue
@@ -96,7 +117,11 @@ def plan(batches: Sequence[TickBatch], ledger: Mapping[UnitId, LedgerState]) -> 
             continue
         else:
             state = LedgerState(
-                meta.part + 1, meta.part_count, state.rows + meta.rows, meta.payload_sha256
+                meta.part + 1,
+                meta.part_count,
+                state.rows + rows,
+                meta.payload_sha256,
+                meta.suspect_empty,
             )
         known[uid] = state
         out.inserts.append(batch)

@@ -1,4 +1,5 @@
-"""The writer stage: ``validated-batches`` → PostgreSQL/TimescaleDB.
+"""The writer stage: ``validated-batches`` → PostgreSQL/TimescaleDB (ticks into ``ticks``, source
+candles into ``candles``).
 
 Many units go into one transaction (up to ``TICKPIPE_WRITER_BATCH_ROWS`` rows or
 ``TICKPIPE_WRITER_BATCH_SECONDS``). Offsets are committed by the runtime only after
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import asyncpg
 import structlog
@@ -17,17 +19,35 @@ from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
 from tickpipe_shared.kafka.topics import PROGRESS
+from tickpipe_shared.kinds import Kind, KindError
 from tickpipe_shared.metrics import TICKS, UNITS
-from tickpipe_shared.wire.batch import BatchFormatError, TickBatch, decode_batch
+from tickpipe_shared.wire.batch import Batch, BatchFormatError, CandleBatch, TickBatch, decode_batch
 from tickpipe_shared.wire.progress import UnitFinished, encode_progress
 
 from tickpipe_writer.aggregates import OhlcvRefresher
-from tickpipe_writer.metrics import DB_WRITE_SECONDS, DUPLICATE_PARTS, ORPHAN_PARTS
+from tickpipe_writer.metrics import CANDLES, DB_WRITE_SECONDS, DUPLICATE_PARTS, ORPHAN_PARTS
 from tickpipe_writer.store import RETRYABLE_DB_ERRORS, is_data_error, write
 
 log = structlog.get_logger()
 
 FailureFactory = Callable[[InRecord, BaseException], OutRecord]
+Outcome = Literal["stored", "empty", "suspect-empty"]
+
+
+_OUTCOMES: dict[str, Outcome] = {
+    "stored": "stored",
+    "empty": "empty",
+    "suspect-empty": "suspect-empty",
+}
+
+
+def outcome_of(state: str) -> Outcome:
+    """The progress outcome of a finished unit's ledger state (``stored``, ``empty`` or
+    ``suspect-empty``). Raises :class:`ValueError` for ``partial`` and anything else."""
+    outcome = _OUTCOMES.get(state)
+    if outcome is None:
+        raise ValueError(f"ledger state {state!r} is not a finished unit")
+    return outcome
 
 
 class Writer:
@@ -58,12 +78,15 @@ class Writer:
     async def process(self, records: Sequence[InRecord]) -> list[OutRecord]:
         """Write every decodable batch in one transaction; failure records for the others."""
         out: list[OutRecord] = []
-        batches: list[TickBatch] = []
+        batches: list[Batch] = []
         for record in records:
             try:
-                batches.append(decode_batch(record.value or b""))
-            except BatchFormatError as e:
+                batch = decode_batch(record.value or b"")
+                Kind.parse(batch.meta.kind)  # a malformed kind fails its record, not the DB
+            except (BatchFormatError, KindError) as e:
                 out.append(self.failure(record, e))
+                continue
+            batches.append(batch)
         if not batches:
             return out
         started = time.monotonic()
@@ -81,12 +104,14 @@ class Writer:
                 raise  # the runtime isolates the record at fault and sends it to failures
             raise RetryableError(f"database refused the write: {type(e).__name__}: {e}") from e
         DB_WRITE_SECONDS.observe(time.monotonic() - started)
-        if self._ohlcv is not None:  # TimescaleDB: make the written windows visible in candles
+        if self._ohlcv is not None:  # TimescaleDB: make the written ticks visible in ohlcv_*
             await self._ohlcv.after_commit(pool, work)
         DUPLICATE_PARTS.inc(work.duplicates)
         ORPHAN_PARTS.inc(work.orphans)
-        rows = sum(len(b.ticks) for b in work.inserts)
-        TICKS.labels("writer").inc(rows)
+        ticks = sum(len(b.ticks) for b in work.inserts if isinstance(b, TickBatch))
+        candles = sum(len(b.candles) for b in work.inserts if isinstance(b, CandleBatch))
+        TICKS.labels("writer").inc(ticks)
+        CANDLES.inc(candles)
         for uid, (state, batch) in [*work.ledger.items(), *work.reconfirmed.items()]:
             if state.state == "partial":
                 continue
@@ -98,7 +123,7 @@ class Writer:
                 request_id=batch.meta.request_id,
                 unit_key=batch.meta.unit.key,
                 instrument=batch.meta.instrument,
-                outcome="stored" if state.state == "stored" else "empty",
+                outcome=outcome_of(state.state),
                 rows=state.rows,
             )
             out.append(
@@ -107,7 +132,8 @@ class Writer:
         log.info(
             "transaction committed",
             units=len(work.ledger),
-            rows=rows,
+            ticks=ticks,
+            candles=candles,
             replaced=len(work.deletes),
             duplicate_parts=work.duplicates,
             orphan_parts=work.orphans,

@@ -1,4 +1,4 @@
-"""The writer's database I/O: one transaction per plan, binary COPY for the ticks."""
+"""The writer's database I/O: one transaction per plan, binary COPY for ticks and candles."""
 
 from __future__ import annotations
 
@@ -6,13 +6,22 @@ import hashlib
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
-from tickpipe_shared.wire.batch import TickBatch
+from tickpipe_shared.kinds import Kind
+from tickpipe_shared.wire.batch import Batch, CandleBatch, TickBatch, rows_of
 
-from tickpipe_writer.copy_binary import SIGNATURE, TICK_COPY_COLUMNS, TRAILER, encode_tick_rows
-from tickpipe_writer.plan import LedgerState, Plan, UnitId, plan, unit_id
+from tickpipe_writer.copy_binary import (
+    CANDLE_COPY_COLUMNS,
+    SIGNATURE,
+    TICK_COPY_COLUMNS,
+    TRAILER,
+    encode_candle_rows,
+    encode_tick_rows,
+)
+from tickpipe_writer.plan import LedgerState, Plan, UnitId, UnitWindow, plan, unit_id
 
 #: Errors that mean "the database is not there right now": retry, never fail the data.
 RETRYABLE_DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -75,7 +84,7 @@ async def read_ledger(
         return {}
     rows = await conn.fetch(
         """SELECT l.instrument, l.kind, l.unit_start, l.parts_written, l.part_count, l.rows,
-                  l.payload_sha256
+                  l.payload_sha256, l.state
            FROM ingest_log l
            JOIN unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(instrument, kind, unit_start)
              USING (instrument, kind, unit_start)
@@ -86,73 +95,175 @@ async def read_ledger(
     )
     return {
         (r["instrument"], r["kind"], int(r["unit_start"].timestamp() * 1000)): LedgerState(
-            r["parts_written"], r["part_count"], r["rows"], r["payload_sha256"]
+            r["parts_written"],
+            r["part_count"],
+            r["rows"],
+            r["payload_sha256"],
+            r["state"] == "suspect-empty",
         )
         for r in rows
     }
 
 
-async def write(conn: asyncpg.Connection, batches: Sequence[TickBatch]) -> Plan:
-    """Store ``batches`` in one transaction: replace units, COPY ticks, update the ingest log.
+@dataclass(frozen=True, slots=True)
+class InstrumentUpdate:
+    """What a transaction learnt about an instrument: the largest price scale of its batches
+    (``None``: none usable), its asset class (``None``: unknown) and its source codes."""
+
+    instrument: str
+    price_scale: int | None
+    asset_class: str | None
+    source_codes: dict[str, str]
+
+
+def instrument_updates(batches: Sequence[Batch]) -> list[InstrumentUpdate]:
+    """Per instrument of ``batches``, sorted by name (so that concurrent writers lock the
+    ``instruments`` rows in one order). Pure.
+
+    The scale of a batch with rows always counts; that of an empty batch only when it is known
+    (not negative): Deriv and Polygon derive the scale from the prices, and an empty unit has
+    none. The last non-empty ``asset_class`` wins; ``source_code`` is recorded per source.
+    """
+    scales: dict[str, int | None] = {}
+    classes: dict[str, str | None] = {}
+    codes: dict[str, dict[str, str]] = {}
+    for b in batches:
+        m = b.meta
+        scale = scales.get(m.instrument)
+        if rows_of(b) or m.price_scale >= 0:
+            scale = m.price_scale if scale is None else max(scale, m.price_scale)
+        scales[m.instrument] = scale
+        if m.asset_class or m.instrument not in classes:
+            classes[m.instrument] = m.asset_class or None
+        mine = codes.setdefault(m.instrument, {})
+        if m.source_code:
+            mine[m.source] = m.source_code
+    return [
+        InstrumentUpdate(name, scales[name], classes[name], codes[name]) for name in sorted(scales)
+    ]
+
+
+#: Instruments upsert. ``price_scale`` keeps the largest scale seen: the derived scales of
+#: Deriv and Polygon may differ from unit to unit, and every stored price is an exact decimal
+#: at any scale at least its own, so the largest formats them all (exports, ``candles``)
+#: without flapping. An instrument first seen without a usable scale is not inserted.
+UPSERT_INSTRUMENTS = """
+INSERT INTO instruments AS i (instrument, price_scale, asset_class, source_codes)
+SELECT u.instrument, coalesce(u.price_scale, e.price_scale), u.asset_class,
+       u.source_codes::jsonb
+FROM unnest($1::text[], $2::smallint[], $3::text[], $4::text[])
+     AS u(instrument, price_scale, asset_class, source_codes)
+LEFT JOIN instruments e USING (instrument)
+-- NOT NULL is checked before ON CONFLICT: a row without a scale takes the stored one.
+WHERE u.price_scale IS NOT NULL OR e.instrument IS NOT NULL
+ORDER BY u.instrument
+ON CONFLICT (instrument) DO UPDATE SET
+    price_scale = GREATEST(i.price_scale, EXCLUDED.price_scale),
+    asset_class = coalesce(EXCLUDED.asset_class, i.asset_class),
+    source_codes = i.source_codes || EXCLUDED.source_codes,
+    updated_at = now()
+WHERE i.price_scale < EXCLUDED.price_scale
+   OR (EXCLUDED.asset_class IS NOT NULL AND i.asset_class IS DISTINCT FROM EXCLUDED.asset_class)
+   OR NOT i.source_codes @> EXCLUDED.source_codes
+"""
+
+
+async def upsert_instruments(conn: asyncpg.Connection, batches: Sequence[Batch]) -> None:
+    """Record the price scale, asset class and source codes of ``batches``' instruments."""
+    updates = instrument_updates(batches)
+    if not updates:
+        return
+    await conn.execute(
+        UPSERT_INSTRUMENTS,
+        [u.instrument for u in updates],
+        [u.price_scale for u in updates],
+        [u.asset_class for u in updates],
+        [json.dumps(u.source_codes, sort_keys=True) for u in updates],
+    )
+
+
+#: Deletes tick unit windows: ``$1`` instruments, ``$2`` starts, ``$3`` ends (arrays).
+DELETE_TICKS = """
+DELETE FROM ticks t
+USING unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS u(instrument, s, e)
+WHERE t.instrument = u.instrument AND t.ts >= u.s AND t.ts < u.e
+"""
+
+#: Deletes candle unit windows: ``$1`` instruments, ``$2`` timeframes, ``$3`` sides, ``$4``
+#: starts, ``$5`` ends (arrays); one range of the primary key's index per unit.
+DELETE_CANDLES = """
+DELETE FROM candles c
+USING unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+      AS u(instrument, timeframe, side, s, e)
+WHERE c.instrument = u.instrument AND c.timeframe = u.timeframe AND c.side = u.side
+  AND c.ts >= u.s AND c.ts < u.e
+"""
+
+
+async def delete_units(conn: asyncpg.Connection, windows: Sequence[UnitWindow]) -> None:
+    """Delete the rows of ``windows``: ``ticks`` in the window for tick units, ``candles`` of
+    the unit's timeframe and side in the window for candle units. Raises
+    :class:`~tickpipe_shared.kinds.KindError` for a malformed kind."""
+    ticks = [w for w in windows if w.kind == "ticks"]
+    candles = [(w, Kind.parse(w.kind)) for w in windows if w.kind != "ticks"]
+    if ticks:
+        await conn.execute(
+            DELETE_TICKS,
+            [w.instrument for w in ticks],
+            [_dt(w.start_ms) for w in ticks],
+            [_dt(w.end_ms) for w in ticks],
+        )
+    if candles:
+        await conn.execute(
+            DELETE_CANDLES,
+            [w.instrument for w, _ in candles],
+            [str(k.timeframe) for _, k in candles],
+            [str(k.side) for _, k in candles],
+            [_dt(w.start_ms) for w, _ in candles],
+            [_dt(w.end_ms) for w, _ in candles],
+        )
+
+
+async def copy_rows(conn: asyncpg.Connection, batches: Sequence[Batch]) -> None:
+    """Binary ``COPY`` of the ticks into ``ticks`` and the candles into ``candles``: one COPY
+    per table, rows encoded straight from the numpy columns (:mod:`tickpipe_writer.copy_binary`).
+    Raises :class:`ValueError` for a batch that cannot be encoded."""
+    ticks = [b for b in batches if isinstance(b, TickBatch) and len(b.ticks)]
+    candles = [b for b in batches if isinstance(b, CandleBatch) and len(b.candles)]
+    for table, columns, chunks in (
+        ("ticks", TICK_COPY_COLUMNS, [encode_tick_rows(b) for b in ticks]),
+        ("candles", CANDLE_COPY_COLUMNS, [encode_candle_rows(b) for b in candles]),
+    ):
+        if not chunks:
+            continue
+        buf = io.BytesIO()
+        buf.write(SIGNATURE)
+        for chunk in chunks:
+            buf.write(chunk)
+        buf.write(TRAILER)
+        buf.seek(0)
+        await conn.copy_to_table(table, source=buf, columns=list(columns), format="binary")
+
+
+async def write(conn: asyncpg.Connection, batches: Sequence[Batch]) -> Plan:
+    """Store ``batches`` (ticks and candles) in one transaction: replace units, COPY rows,
+    update ``instruments`` and the ingest log.
 
     Returns the executed plan. Raises :class:`asyncpg.PostgresError` (the transaction is rolled
-    back) or one of :data:`RETRYABLE_DB_ERRORS` when the database is unreachable.
+    back), :class:`ValueError` for a batch that cannot be stored (malformed kind, negative
+    scale, non-ASCII instrument) or one of :data:`RETRYABLE_DB_ERRORS` when the database is
+    unreachable.
     """
     async with conn.transaction():
         units = list(dict.fromkeys(unit_id(b.meta) for b in batches))
         await lock_units(conn, units)
         work = plan(batches, await read_ledger(conn, units))
-        if work.deletes:
-            await conn.execute(
-                """DELETE FROM ticks t
-                   USING unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
-                         AS u(instrument, s, e)
-                   WHERE t.instrument = u.instrument AND t.ts >= u.s AND t.ts < u.e""",
-                [d[0] for d in work.deletes],
-                [_dt(d[1]) for d in work.deletes],
-                [_dt(d[2]) for d in work.deletes],
-            )
-        scales = {b.meta.instrument: b.meta.price_scale for b in work.inserts}
-        if scales:
-            await conn.executemany(
-                """INSERT INTO instruments (instrument, price_scale) VALUES ($1, $2)
-                   ON CONFLICT (instrument) DO UPDATE SET price_scale = EXCLUDED.price_scale,
-                       updated_at = now()
-                   WHERE instruments.price_scale <> EXCLUDED.price_scale""",
-                list(scales.items()),
-            )
-        if any(len(b.ticks) for b in work.inserts):
-            buf = io.BytesIO()
-            buf.write(SIGNATURE)
-            for b in work.inserts:
-                buf.write(encode_tick_rows(b))
-            buf.write(TRAILER)
-            buf.seek(0)
-            await conn.copy_to_table(
-                "ticks", source=buf, columns=list(TICK_COPY_COLUMNS), format="binary"
-            )
+        await delete_units(conn, work.deletes)
+        await upsert_instruments(conn, work.inserts)
+        await copy_rows(conn, work.inserts)
         if work.ledger:
             await conn.executemany(
-                """INSERT INTO ingest_log (instrument, kind, unit_start, unit_end, source, state,
-                       rows, part_count, parts_written, payload_sha256, quality, decoder_version,
-                       request_id, fetched_at, decoded_at, written_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14,
-                           $15, now())
-                   ON CONFLICT (instrument, kind, unit_start) DO UPDATE SET
-                       unit_end = EXCLUDED.unit_end, source = EXCLUDED.source,
-                       state = EXCLUDED.state, rows = EXCLUDED.rows,
-                       part_count = EXCLUDED.part_count, parts_written = EXCLUDED.parts_written,
-                       payload_sha256 = EXCLUDED.payload_sha256,
-                       -- A unit continued from an earlier transaction adds its parts' counts.
-                       quality = CASE WHEN $16::boolean THEN EXCLUDED.quality ELSE (
-                           SELECT coalesce(jsonb_object_agg(k, n), '{}'::jsonb) FROM (
-                               SELECT k, sum(v::bigint) AS n FROM (
-                                   SELECT * FROM jsonb_each_text(ingest_log.quality)
-                                   UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.quality)
-                               ) AS q(k, v) GROUP BY k) AS s) END,
-                       decoder_version = EXCLUDED.decoder_version,
-                       request_id = EXCLUDED.request_id, fetched_at = EXCLUDED.fetched_at,
-                       decoded_at = EXCLUDED.decoded_at, written_at = now()""",
+                UPSERT_LEDGER,
                 [
                     (
                         m.instrument,
@@ -177,3 +288,26 @@ async def write(conn: asyncpg.Connection, batches: Sequence[TickBatch]) -> Plan:
                 ],
             )
         return work
+
+
+UPSERT_LEDGER = """
+INSERT INTO ingest_log (instrument, kind, unit_start, unit_end, source, state,
+    rows, part_count, parts_written, payload_sha256, quality, decoder_version,
+    request_id, fetched_at, decoded_at, written_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, now())
+ON CONFLICT (instrument, kind, unit_start) DO UPDATE SET
+    unit_end = EXCLUDED.unit_end, source = EXCLUDED.source,
+    state = EXCLUDED.state, rows = EXCLUDED.rows,
+    part_count = EXCLUDED.part_count, parts_written = EXCLUDED.parts_written,
+    payload_sha256 = EXCLUDED.payload_sha256,
+    -- A unit continued from an earlier transaction adds its parts' counts.
+    quality = CASE WHEN $16::boolean THEN EXCLUDED.quality ELSE (
+        SELECT coalesce(jsonb_object_agg(k, n), '{}'::jsonb) FROM (
+            SELECT k, sum(v::bigint) AS n FROM (
+                SELECT * FROM jsonb_each_text(ingest_log.quality)
+                UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.quality)
+            ) AS q(k, v) GROUP BY k) AS s) END,
+    decoder_version = EXCLUDED.decoder_version,
+    request_id = EXCLUDED.request_id, fetched_at = EXCLUDED.fetched_at,
+    decoded_at = EXCLUDED.decoded_at, written_at = now()
+"""

@@ -1,17 +1,24 @@
-"""Read-side queries: what is in the database, per instrument and per instrument and UTC day.
+"""Read-side queries: what is in the database, per instrument and kind, and per period.
 
-:func:`coverage` sums the ingest log per instrument. :func:`daily_coverage` compares it, day by
-day, with what the trading schedule expects, which is where the gaps show: an hour is
-*expected* when the market is open for any part of it (``open_ms_between(h, h + 1 h) > 0``), so
-a session that opens at 22:00 expects the 22:00 hour and one that closes at 21:30 expects the
-21:00 hour. An instrument without a schedule expects all 24 hours of every day (``scheduled``
-is false in its rows). *Missing* are the expected hours without any ledger row; a ledger row of
-an hour that is not expected (ticks on a Sunday afternoon) still counts in its state.
+:func:`coverage` sums the ingest log per instrument and kind (``ticks`` and every candle kind
+``candles:<timeframe>:<side>``). :func:`daily_coverage` compares the ledger of one kind, period
+by period, with what the trading schedule expects, which is where the gaps show. A unit is
+*expected* when the market is open for any part of it (``open_ms_between(start, end) > 0``):
+for ticks, a session that opens at 22:00 expects the 22:00 hour and one that closes at 21:30
+the 21:00 hour; for candles, whose units are hours, days, months or years
+(:func:`tickpipe_shared.units.unit_span`), the unit spans with open time. An instrument without
+a schedule expects every unit (``scheduled`` is false in its rows). *Missing* are the expected
+units without any ledger row; a ledger row of a unit that is not expected (ticks on a Sunday
+afternoon) still counts in its state.
+
+Periods: units of an hour are reported per UTC day (24 units a day) and so are units of a day
+(one a day); units of a month per month, units of a year per year. The JSON of both reports is
+described in docs/storage.md ("Coverage").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -21,11 +28,27 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tickpipe_shared.instruments.schedule import HOUR_MS, TradingSchedule
+from tickpipe_shared.kinds import DAY_MS, TICKS, Kind
+from tickpipe_shared.units import dt_to_ms, ms_to_iso, plan_units, unit_span
+
+#: Ledger states, in the order reports show them.
+STATES = ("stored", "empty", "suspect-empty", "partial", "failed")
+
+ScheduleFor = Callable[[str], TradingSchedule | None]
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
 class Coverage:
-    """Coverage of one instrument: units by state, ticks stored, first and last tick (UTC)."""
+    """Coverage of one instrument and kind: units by state, rows stored, first and last row
+    (UTC; a candle's start for candle kinds), first unit start and last unit end.
+
+    ``ticks``, ``first_tick`` and ``last_tick`` are those of the ``ticks`` kind (0 and ``None``
+    for candle kinds); ``rows``, ``first_row`` and ``last_row`` hold them for every kind.
+    """
 
     instrument: str
     units_stored: int
@@ -38,69 +61,94 @@ class Coverage:
     last_unit: datetime | None
     units_suspect_empty: int = 0
     units_failed: int = 0
+    kind: str = TICKS
+    rows: int = 0
+    first_row: datetime | None = None
+    last_row: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (ISO-8601 times)."""
+        """JSON-friendly dict (ISO-8601 times with ``Z``)."""
         d = asdict(self)
         for k, v in d.items():
             if isinstance(v, datetime):
-                d[k] = v.isoformat().replace("+00:00", "Z")
+                d[k] = _iso(v)
         return d
 
 
-async def coverage(conn: asyncpg.Connection, instrument: str | None = None) -> list[Coverage]:
-    """Per-instrument coverage from the ingest log, with first/last tick from ``ticks``."""
-    rows = await conn.fetch(
-        """
-        SELECT l.instrument,
-               count(*) FILTER (WHERE l.state = 'stored')  AS units_stored,
-               count(*) FILTER (WHERE l.state = 'empty')   AS units_empty,
-               count(*) FILTER (WHERE l.state = 'partial') AS units_partial,
-               count(*) FILTER (WHERE l.state = 'suspect-empty') AS units_suspect_empty,
-               count(*) FILTER (WHERE l.state = 'failed')  AS units_failed,
-               coalesce(sum(l.rows), 0)                    AS ticks,
-               min(l.unit_start) AS first_unit, max(l.unit_end) AS last_unit,
-               (SELECT min(ts) FROM ticks t WHERE t.instrument = l.instrument) AS first_tick,
-               (SELECT max(ts) FROM ticks t WHERE t.instrument = l.instrument) AS last_tick
-        FROM ingest_log l
-        WHERE l.kind = 'ticks' AND ($1::text IS NULL OR l.instrument = $1)
-        GROUP BY l.instrument
-        ORDER BY l.instrument
-        """,
-        instrument,
-    )
-    return [
-        Coverage(
-            instrument=r["instrument"],
-            units_stored=r["units_stored"],
-            units_empty=r["units_empty"],
-            units_partial=r["units_partial"],
-            units_suspect_empty=r["units_suspect_empty"],
-            units_failed=r["units_failed"],
-            ticks=int(r["ticks"]),
-            first_tick=r["first_tick"],
-            last_tick=r["last_tick"],
-            first_unit=r["first_unit"],
-            last_unit=r["last_unit"],
+_COVERAGE_SQL = """
+WITH g AS (
+    SELECT l.instrument, l.kind,
+           count(*) FILTER (WHERE l.state = 'stored')  AS units_stored,
+           count(*) FILTER (WHERE l.state = 'empty')   AS units_empty,
+           count(*) FILTER (WHERE l.state = 'partial') AS units_partial,
+           count(*) FILTER (WHERE l.state = 'suspect-empty') AS units_suspect_empty,
+           count(*) FILTER (WHERE l.state = 'failed')  AS units_failed,
+           coalesce(sum(l.rows), 0)                    AS rows,
+           min(l.unit_start) AS first_unit, max(l.unit_end) AS last_unit
+    FROM ingest_log l
+    WHERE ($1::text IS NULL OR l.instrument = $1) AND ($2::text IS NULL OR l.kind = $2)
+    GROUP BY l.instrument, l.kind
+)
+SELECT g.*,
+       CASE WHEN g.kind = 'ticks'
+            THEN (SELECT min(ts) FROM ticks t WHERE t.instrument = g.instrument)
+            ELSE (SELECT min(ts) FROM candles c WHERE c.instrument = g.instrument
+                    AND c.timeframe = split_part(g.kind, ':', 2)
+                    AND c.side = split_part(g.kind, ':', 3)) END AS first_row,
+       CASE WHEN g.kind = 'ticks'
+            THEN (SELECT max(ts) FROM ticks t WHERE t.instrument = g.instrument)
+            ELSE (SELECT max(ts) FROM candles c WHERE c.instrument = g.instrument
+                    AND c.timeframe = split_part(g.kind, ':', 2)
+                    AND c.side = split_part(g.kind, ':', 3)) END AS last_row
+FROM g
+ORDER BY g.instrument, g.kind <> 'ticks', g.kind
+"""
+
+
+async def coverage(
+    conn: asyncpg.Connection, instrument: str | None = None, kind: str | None = None
+) -> list[Coverage]:
+    """Coverage per instrument and kind from the ingest log, with the first and last row from
+    ``ticks`` or ``candles``; only ``instrument``/``kind`` when given. Ordered by instrument,
+    ``ticks`` first, then the candle kinds by name."""
+    rows = await conn.fetch(_COVERAGE_SQL, instrument, kind)
+    out = []
+    for r in rows:
+        is_ticks = r["kind"] == TICKS
+        out.append(
+            Coverage(
+                instrument=r["instrument"],
+                kind=r["kind"],
+                units_stored=r["units_stored"],
+                units_empty=r["units_empty"],
+                units_partial=r["units_partial"],
+                units_suspect_empty=r["units_suspect_empty"],
+                units_failed=r["units_failed"],
+                ticks=int(r["rows"]) if is_ticks else 0,
+                first_tick=r["first_row"] if is_ticks else None,
+                last_tick=r["last_row"] if is_ticks else None,
+                rows=int(r["rows"]),
+                first_row=r["first_row"],
+                last_row=r["last_row"],
+                first_unit=r["first_unit"],
+                last_unit=r["last_unit"],
+            )
         )
-        for r in rows
-    ]
-
-
-#: Ledger states, in the order reports show them.
-STATES = ("stored", "empty", "suspect-empty", "partial", "failed")
-
-ScheduleFor = Callable[[str], TradingSchedule | None]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
-class DailyCoverage:
-    """One instrument's ``ticks`` units of one UTC day against its trading schedule.
+class PeriodCoverage:
+    """One instrument's units of one kind in one period (a UTC day, month or year) against its
+    trading schedule.
 
-    ``expected``: hours in which the market is open for any part of the hour (all 24 when
-    ``scheduled`` is false: no schedule known). ``stored`` … ``failed``: ledger rows of the day
-    by state, expected or not. ``missing``: expected hours without a ledger row;
-    ``missing_hours`` and ``failed_hours`` list them (UTC hour of day). ``ticks``: rows stored.
+    ``day``: the period's first day. ``period``: ``day`` (units of an hour or a day), ``month``
+    or ``year``. ``expected``: units in which the market is open for any part of the unit (all
+    of them when ``scheduled`` is false: no schedule known). ``stored`` … ``failed``: ledger
+    rows of the period by state, expected or not. ``missing``: expected units without a ledger
+    row, listed in ``missing_units`` (unit starts, ISO-8601 UTC) and, for hour units, in
+    ``missing_hours`` (UTC hour of day); ``failed_units``/``failed_hours`` likewise. ``rows``:
+    ticks or candles stored.
     """
 
     instrument: str
@@ -113,21 +161,35 @@ class DailyCoverage:
     partial: int
     failed: int
     missing: int
-    ticks: int
+    rows: int
     missing_hours: list[int] = field(default_factory=list)
     failed_hours: list[int] = field(default_factory=list)
+    kind: str = TICKS
+    period: str = "day"
+    missing_units: list[str] = field(default_factory=list)
+    failed_units: list[str] = field(default_factory=list)
+
+    @property
+    def ticks(self) -> int:
+        """Ticks stored in the period (0 for a candle kind)."""
+        return self.rows if self.kind == TICKS else 0
 
     @property
     def complete(self) -> bool:
-        """Every expected hour has a final row, and none failed, is partial or suspect."""
+        """Every expected unit has a final row, and none failed, is partial or suspect."""
         return not (self.missing or self.failed or self.partial or self.suspect_empty)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (``day`` as ``YYYY-MM-DD``)."""
+        """JSON-friendly dict (``day`` as ``YYYY-MM-DD``), with ``ticks`` and ``complete``."""
         d = asdict(self)
         d["day"] = self.day.isoformat()
+        d["ticks"] = self.ticks
         d["complete"] = self.complete
         return d
+
+
+#: The name this report had when it covered ticks by UTC day only.
+DailyCoverage = PeriodCoverage
 
 
 def day_range(from_: datetime, to: datetime) -> tuple[datetime, datetime]:
@@ -146,14 +208,109 @@ def day_range(from_: datetime, to: datetime) -> tuple[datetime, datetime]:
     return lo, hi
 
 
+def expected_units(
+    schedule: TradingSchedule | None, starts: NDArray[np.int64], ends: NDArray[np.int64]
+) -> NDArray[np.bool_]:
+    """Boolean per unit ``[starts[i], ends[i])`` (ms, int64, shape ``(n,)``): True where the
+    market is open for any part of it; all True without a schedule. Pure."""
+    if schedule is None:
+        return np.ones(starts.shape, dtype=np.bool_)
+    open_: NDArray[np.bool_] = schedule.open_ms_between(starts, ends) > 0
+    return open_
+
+
 def expected_hours(schedule: TradingSchedule | None, lo_ms: int, hi_ms: int) -> NDArray[np.bool_]:
     """Boolean per hour of ``[lo_ms, hi_ms)`` (hour aligned): True where the market is open for
     any part of the hour; all True without a schedule. Pure."""
     starts = np.arange(lo_ms, hi_ms, HOUR_MS, dtype=np.int64)
-    if schedule is None:
-        return np.ones(starts.shape, dtype=np.bool_)
-    open_: NDArray[np.bool_] = schedule.open_ms_between(starts, starts + HOUR_MS) > 0
-    return open_
+    return expected_units(schedule, starts, starts + HOUR_MS)
+
+
+def period_of(kind: str) -> str:
+    """The report period of ``kind``'s units: ``day`` (hour and day units), ``month`` or
+    ``year``. Raises :class:`~tickpipe_shared.kinds.KindError` for a malformed kind."""
+    span = unit_span(kind)
+    return "day" if span in ("hour", "day") else span
+
+
+def _period_start(start_ms: int, period: str) -> date:
+    d = datetime.fromtimestamp(start_ms / 1000, UTC).date()
+    if period == "month":
+        return d.replace(day=1)
+    if period == "year":
+        return d.replace(month=1, day=1)
+    return d
+
+
+def summarise_units(
+    instrument: str,
+    kind: str,
+    units: Sequence[tuple[int, int]],
+    schedule: TradingSchedule | None,
+    ledger: Sequence[tuple[int, str, int]],
+) -> list[PeriodCoverage]:
+    """Coverage per period (:func:`period_of`) of the consecutive ``units`` ``(start ms, end
+    ms)`` of ``kind`` from the ledger rows ``(unit start ms, state, rows)`` of that range (rows
+    outside it, or not on a unit start, are ignored). Every period the units touch gets a
+    row, oldest first. Pure: :func:`daily_coverage` is this over a query."""
+    period = period_of(kind)
+    hourly = unit_span(kind) == "hour"
+    starts = np.array([u[0] for u in units], dtype=np.int64)
+    ends = np.array([u[1] for u in units], dtype=np.int64)
+    expected = expected_units(schedule, starts, ends)
+    index = {int(s): i for i, s in enumerate(starts)}
+    state_of: dict[int, tuple[str, int]] = {}
+    for start_ms, state, rows in ledger:
+        i = index.get(start_ms)
+        if i is not None:
+            state_of[i] = (state, rows)
+    periods: dict[date, list[int]] = {}
+    for i, s in enumerate(starts):
+        periods.setdefault(_period_start(int(s), period), []).append(i)
+    out = []
+    for day, members in periods.items():
+        counts = dict.fromkeys(STATES, 0)
+        rows = 0
+        missing: list[int] = []
+        failed: list[int] = []
+        for i in members:
+            got = state_of.get(i)
+            if got is None:
+                if expected[i]:
+                    missing.append(i)
+                continue
+            state, n = got
+            if state in counts:
+                counts[state] += 1
+            if state == "failed":
+                failed.append(i)
+            rows += n
+
+        def hours(idx: list[int]) -> list[int]:
+            return [int(starts[i] % DAY_MS // HOUR_MS) for i in idx] if hourly else []
+
+        out.append(
+            PeriodCoverage(
+                instrument=instrument,
+                kind=kind,
+                period=period,
+                day=day,
+                scheduled=schedule is not None,
+                expected=int(expected[members].sum()),
+                stored=counts["stored"],
+                empty=counts["empty"],
+                suspect_empty=counts["suspect-empty"],
+                partial=counts["partial"],
+                failed=counts["failed"],
+                missing=len(missing),
+                rows=rows,
+                missing_hours=hours(missing),
+                failed_hours=hours(failed),
+                missing_units=[ms_to_iso(int(starts[i])) for i in missing],
+                failed_units=[ms_to_iso(int(starts[i])) for i in failed],
+            )
+        )
+    return out
 
 
 def summarise_days(
@@ -162,44 +319,22 @@ def summarise_days(
     hi_ms: int,
     schedule: TradingSchedule | None,
     ledger: list[tuple[int, str, int]],
-) -> list[DailyCoverage]:
-    """Daily coverage of ``[lo_ms, hi_ms)`` (whole UTC days) from the ledger rows ``(unit start
-    ms, state, rows)`` of that range. Pure: :func:`daily_coverage` is this over a query."""
-    expected = expected_hours(schedule, lo_ms, hi_ms).reshape(-1, 24)
-    days = expected.shape[0]
-    counts = np.zeros((days, len(STATES)), dtype=np.int64)
-    ticks = np.zeros(days, dtype=np.int64)
-    present = np.zeros((days, 24), dtype=np.bool_)
-    failed = np.zeros((days, 24), dtype=np.bool_)
-    for start_ms, state, rows in ledger:
-        if not lo_ms <= start_ms < hi_ms:
-            continue
-        d, hour = divmod((start_ms - lo_ms) // HOUR_MS, 24)
-        present[d, hour] = True
-        if state in STATES:
-            counts[d, STATES.index(state)] += 1
-        failed[d, hour] |= state == "failed"
-        ticks[d] += rows
-    missing = expected & ~present
-    first = datetime.fromtimestamp(lo_ms / 1000, UTC).date()
-    return [
-        DailyCoverage(
-            instrument=instrument,
-            day=first + timedelta(days=d),
-            scheduled=schedule is not None,
-            expected=int(expected[d].sum()),
-            stored=int(counts[d, 0]),
-            empty=int(counts[d, 1]),
-            suspect_empty=int(counts[d, 2]),
-            partial=int(counts[d, 3]),
-            failed=int(counts[d, 4]),
-            missing=int(missing[d].sum()),
-            ticks=int(ticks[d]),
-            missing_hours=[int(h) for h in np.flatnonzero(missing[d])],
-            failed_hours=[int(h) for h in np.flatnonzero(failed[d])],
-        )
-        for d in range(days)
-    ]
+) -> list[PeriodCoverage]:
+    """Daily coverage of the ``ticks`` hours of ``[lo_ms, hi_ms)`` (whole UTC days) from the
+    ledger rows ``(unit start ms, state, rows)`` of that range. Pure."""
+    hours = [(h, h + HOUR_MS) for h in range(lo_ms, hi_ms, HOUR_MS)]
+    return summarise_units(instrument, TICKS, hours, schedule, ledger)
+
+
+def unit_range(kind: str, from_: datetime, to: datetime) -> list[tuple[int, int]]:
+    """The units ``(start ms, end ms)`` of ``kind`` a report of ``[from_, to)`` covers: for
+    hour and day units the range widened to whole UTC days (:func:`day_range`), otherwise every
+    month or year the range touches. Raises :class:`ValueError` for naive datetimes, an empty
+    range or a malformed kind."""
+    lo, hi = day_range(from_, to) if period_of(kind) == "day" else (from_, to)
+    if lo.tzinfo is None or hi.tzinfo is None:
+        raise ValueError("from_ and to must be timezone-aware (UTC)")
+    return [(u.start_ms, u.end_ms) for u in plan_units("", "-", kind, dt_to_ms(lo), dt_to_ms(hi))]
 
 
 async def daily_coverage(
@@ -208,21 +343,52 @@ async def daily_coverage(
     from_: datetime,
     to: datetime,
     schedule_for: ScheduleFor,
-) -> list[DailyCoverage]:
-    """Per UTC day of ``[from_, to)`` (widened to whole days, :func:`day_range`): hours the
-    trading schedule ``schedule_for(instrument)`` expects against the ledger's ``ticks`` units,
-    oldest day first. Use
+    kind: str = TICKS,
+) -> list[PeriodCoverage]:
+    """Per period of ``[from_, to)`` (:func:`unit_range`): the ``kind`` units the trading
+    schedule ``schedule_for(instrument)`` expects against the ledger, oldest first. Use
     :func:`tickpipe_shared.instruments.schedule.default_schedule_for` for ``schedule_for``
-    unless a better schedule is known."""
-    lo, hi = day_range(from_, to)
+    unless a better schedule is known. Raises :class:`ValueError` as :func:`unit_range`."""
+    kind = str(Kind.parse(kind))
+    units = unit_range(kind, from_, to)
     rows = await conn.fetch(
         """SELECT unit_start, state, rows FROM ingest_log
-           WHERE instrument = $1 AND kind = 'ticks' AND unit_start >= $2 AND unit_start < $3
+           WHERE instrument = $1 AND kind = $2 AND unit_start >= $3 AND unit_start < $4
            ORDER BY unit_start""",
         instrument,
-        lo,
-        hi,
+        kind,
+        datetime.fromtimestamp(units[0][0] / 1000, UTC),
+        datetime.fromtimestamp(units[-1][1] / 1000, UTC),
     )
-    lo_ms, hi_ms = int(lo.timestamp()) * 1000, int(hi.timestamp()) * 1000
-    ledger = [(int(r["unit_start"].timestamp() * 1000), r["state"], int(r["rows"])) for r in rows]
-    return summarise_days(instrument, lo_ms, hi_ms, schedule_for(instrument), ledger)
+    ledger = [(dt_to_ms(r["unit_start"]), r["state"], int(r["rows"])) for r in rows]
+    return summarise_units(instrument, kind, units, schedule_for(instrument), ledger)
+
+
+async def status_report(
+    conn: asyncpg.Connection,
+    schedule_for: ScheduleFor,
+    instrument: str | None = None,
+    kind: str | None = None,
+    *,
+    by_period: bool = False,
+    from_: datetime | None = None,
+    to: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """What ``tickpipe status [--json]`` prints: :func:`coverage` rows as dicts; with
+    ``by_period`` (``--by-day``), the :func:`daily_coverage` rows of every instrument and kind
+    over ``[from_, to)``, each bound defaulting to the first unit start / last unit end of that
+    instrument and kind. An ``instrument`` (and ``kind``, default ``ticks``) with nothing in
+    the ledger is reported too when both bounds are given: every expected unit is missing."""
+    covered = await coverage(conn, instrument, kind)
+    if not by_period:
+        return [c.to_dict() for c in covered]
+    bounds = {(c.instrument, c.kind): (c.first_unit, c.last_unit) for c in covered}
+    if instrument is not None and not any(i == instrument for i, _ in bounds):
+        bounds[(instrument, kind or TICKS)] = (None, None)
+    out: list[dict[str, Any]] = []
+    for (inst, k), (first, last) in bounds.items():
+        lo, hi = from_ or first, to or last
+        if lo is None or hi is None or hi <= lo:
+            continue
+        out += [p.to_dict() for p in await daily_coverage(conn, inst, lo, hi, schedule_for, k)]
+    return out

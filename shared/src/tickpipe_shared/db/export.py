@@ -1,4 +1,9 @@
-"""Read side of ``tickpipe export``: ticks or candles streamed month by month.
+"""Read side of ``tickpipe export``: ticks, OHLCV candles or source candles streamed month by
+month.
+
+Export kinds: ``ticks``; ``candles`` (the OHLCV aggregates over ticks, at a ``timeframe`` of
+:data:`~tickpipe_shared.db.ohlcv.TIMEFRAMES`); a source-candle kind ``candles:<timeframe>:<side>``
+(table ``candles``, as the source served them).
 
 Everything here streams: a server-side cursor inside a read-only transaction per month, fetched
 in chunks of ``chunk_rows`` rows, so memory stays bounded however long the exported range is.
@@ -19,13 +24,25 @@ from typing import Any
 
 import asyncpg
 
-from tickpipe_shared.db.ohlcv import CANDLE_COLUMNS, view_name
+from tickpipe_shared.db.ohlcv import CANDLE_COLUMNS, source_series, view_name
+from tickpipe_shared.kinds import Kind
 
 #: Columns of an exported tick file, in order (``ts`` in ms since the epoch, UTC).
 TICK_COLUMNS: tuple[str, ...] = ("ts", "bid", "ask", "bid_volume", "ask_volume", "flags")
 
 #: Columns of an exported candle file, in order (``bucket`` in ms since the epoch, UTC).
 CANDLE_EXPORT_COLUMNS: tuple[str, ...] = tuple(c for c in CANDLE_COLUMNS if c != "instrument")
+
+#: Columns of an exported source-candle file, in order (``ts``: candle start, ms, UTC).
+SOURCE_CANDLE_EXPORT_COLUMNS: tuple[str, ...] = (
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "flags",
+)
 
 #: Rows fetched from the server-side cursor at a time.
 DEFAULT_CHUNK_ROWS = 50_000
@@ -103,30 +120,72 @@ async def stream_rows(
             yield [tuple(r) for r in rows]
 
 
+def source_candles_export_sql() -> str:
+    """Source candles of ``$1`` at timeframe ``$4`` and side ``$5`` starting in ``[$2, $3)``,
+    oldest first (the identity is unique: the order is total)."""
+    cols = [_MS.format(col="ts") + " AS ts", *SOURCE_CANDLE_EXPORT_COLUMNS[1:]]
+    return (
+        f"SELECT {', '.join(cols)}\n"
+        "FROM candles\n"
+        "WHERE instrument = $1 AND timeframe = $4 AND side = $5\n"
+        "  AND ts >= $2::timestamptz AND ts < $3::timestamptz\n"
+        "ORDER BY ts"
+    )
+
+
+def is_source_candles(kind: str) -> bool:
+    """True for a source-candle export kind ``candles:<timeframe>:<side>``."""
+    return kind.startswith("candles:")
+
+
 def export_sql(kind: str, timeframe: str | None) -> str:
-    """The export query of ``kind`` (``ticks`` or ``candles`` at ``timeframe``)."""
+    """The export query of ``kind``: ``ticks``, ``candles`` at ``timeframe``, or a source-candle
+    kind (then :func:`export_args` gives its ``$4``/``$5``). Parameters ``$1`` instrument,
+    ``$2``/``$3`` the range. Raises :class:`ValueError` for anything else."""
     if kind == "ticks":
         return ticks_export_sql()
     if kind == "candles" and timeframe is not None:
         return candles_export_sql(timeframe)
+    if is_source_candles(kind):
+        Kind.parse(kind)
+        return source_candles_export_sql()
     raise ValueError(f"unknown export kind {kind!r} (timeframe {timeframe!r})")
 
 
+def export_args(kind: str) -> tuple[str, ...]:
+    """The query parameters of ``kind`` after the instrument and range: a source-candle kind's
+    timeframe and side, nothing for the others. Raises
+    :class:`~tickpipe_shared.kinds.KindError` for a malformed source-candle kind."""
+    if not is_source_candles(kind):
+        return ()
+    k = Kind.parse(kind)
+    return source_series(str(k.timeframe), str(k.side))
+
+
 def export_columns(kind: str) -> tuple[str, ...]:
-    return TICK_COLUMNS if kind == "ticks" else CANDLE_EXPORT_COLUMNS
+    """The columns of an exported file of ``kind``, in order."""
+    if kind == "ticks":
+        return TICK_COLUMNS
+    return SOURCE_CANDLE_EXPORT_COLUMNS if is_source_candles(kind) else CANDLE_EXPORT_COLUMNS
 
 
 async def sources(
-    conn: asyncpg.Connection, instrument: str, from_: datetime, to: datetime
+    conn: asyncpg.Connection,
+    instrument: str,
+    from_: datetime,
+    to: datetime,
+    kind: str = "ticks",
 ) -> list[str]:
-    """Distinct ``ingest_log`` sources of the tick units overlapping ``[from_, to)`` (units
-    that failed hold no data and do not count)."""
+    """Distinct ``ingest_log`` sources of the ``kind`` units overlapping ``[from_, to)`` (units
+    that failed hold no data and do not count). The OHLCV candles (``candles``) come from
+    ticks: their sources are those of the tick units."""
     rows = await conn.fetch(
-        "SELECT DISTINCT source FROM ingest_log WHERE instrument = $1 AND kind = 'ticks' "
+        "SELECT DISTINCT source FROM ingest_log WHERE instrument = $1 AND kind = $4 "
         "AND unit_start < $3::timestamptz AND unit_end > $2::timestamptz "
         "AND state <> 'failed' ORDER BY source",
         instrument,
         from_,
         to,
+        "ticks" if kind == "candles" else kind,
     )
     return [str(r["source"]) for r in rows]

@@ -1,4 +1,5 @@
-"""Read-side OHLCV queries: candles at 1m, 5m, 1h and 1d from ``ohlcv_<timeframe>``.
+"""Read-side candle queries: OHLCV candles at 1m, 5m, 1h and 1d computed from ticks
+(``ohlcv_<timeframe>``), and source candles as the sources served them (table ``candles``).
 
 Migration 0002 creates ``ohlcv_1m`` … ``ohlcv_1d`` as continuous aggregates on TimescaleDB and as
 plain views over ``ticks`` on PostgreSQL, with the same columns, so :func:`candles_sql` is one
@@ -13,6 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+
+from tickpipe_shared.kinds import Kind
 
 #: Timeframe → bucket width. Each has an ``ohlcv_<timeframe>`` view / continuous aggregate.
 TIMEFRAMES: dict[str, timedelta] = {
@@ -129,3 +132,108 @@ async def price_scale(conn: asyncpg.Connection, instrument: str) -> int | None:
         "SELECT price_scale FROM instruments WHERE instrument = $1", instrument
     )
     return None if value is None else int(value)
+
+
+# --------------------------------------------------------------------------- source candles
+
+#: Columns of the ``candles`` table (source candles, migration 0004), in order.
+SOURCE_CANDLE_COLUMNS: tuple[str, ...] = (
+    "instrument",
+    "timeframe",
+    "side",
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "flags",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCandle:
+    """One candle as the source served it (table ``candles``), starting at ``ts``.
+
+    Prices are float8 as stored (exact decimals at the instrument's scale). ``volume`` is in
+    the source's unit, ``None`` when the source gives none (Deriv). ``flags``: one bit per
+    validation rule that flagged the candle (0 = clean).
+    """
+
+    instrument: str
+    timeframe: str
+    side: str
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None
+    flags: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (``ts`` as ISO-8601 UTC with ``Z``)."""
+        d = asdict(self)
+        d["ts"] = self.ts.isoformat().replace("+00:00", "Z")
+        return d
+
+
+def source_candles_sql() -> str:
+    """The source-candles query: ``$1`` instrument, ``$2`` timeframe, ``$3`` side (text),
+    ``$4`` from and ``$5`` to (timestamptz); candles starting in ``[$4, $5)``, oldest first (one
+    range of the primary key's index)."""
+    return (
+        f"SELECT {', '.join(SOURCE_CANDLE_COLUMNS)}\n"
+        "FROM candles\n"
+        "WHERE instrument = $1 AND timeframe = $2 AND side = $3\n"
+        "  AND ts >= $4::timestamptz AND ts < $5::timestamptz\n"
+        "ORDER BY ts"
+    )
+
+
+def source_series(timeframe: str, side: str) -> tuple[str, str]:
+    """``(timeframe, side)`` in their stored spelling (``60s`` → ``1m``). Raises
+    :class:`~tickpipe_shared.kinds.KindError` for a malformed timeframe or an unknown side."""
+    kind = Kind.candles(timeframe, side)
+    return str(kind.timeframe), str(kind.side)
+
+
+async def source_candles(
+    conn: asyncpg.Connection,
+    instrument: str,
+    timeframe: str,
+    side: str,
+    from_: datetime,
+    to: datetime,
+) -> list[SourceCandle]:
+    """Source candles of ``instrument`` at ``timeframe`` (any well-formed timeframe, e.g. ``1m``,
+    ``1h``, ``1d``, ``1w``, ``1mo``) and ``side`` (``bid``, ``ask``, ``mid``, ``trade``) that
+    start in ``[from_, to)``.
+
+    Raises :class:`~tickpipe_shared.kinds.KindError` for a malformed timeframe or side and
+    :class:`ValueError` for naive times or an empty range.
+    """
+    tf, sd = source_series(timeframe, side)
+    if from_.tzinfo is None or to.tzinfo is None:
+        raise ValueError("from_ and to must be timezone-aware datetimes")
+    if to <= from_:
+        raise ValueError(f"empty range: to ({to.isoformat()}) <= from ({from_.isoformat()})")
+    rows = await conn.fetch(source_candles_sql(), instrument, tf, sd, from_, to)
+    return [SourceCandle(**dict(r)) for r in rows]
+
+
+async def source_candle_sides(
+    conn: asyncpg.Connection, instrument: str, timeframe: str | None = None
+) -> list[tuple[str, str]]:
+    """The ``(timeframe, side)`` series of source candles stored for ``instrument`` (only those
+    of ``timeframe`` when given, in its stored spelling), from the ingest log's stored units."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT split_part(kind, ':', 2) AS timeframe, split_part(kind, ':', 3) AS side
+           FROM ingest_log
+           WHERE instrument = $1 AND kind LIKE 'candles:%' AND state = 'stored'
+             AND ($2::text IS NULL OR split_part(kind, ':', 2) = $2)
+           ORDER BY 1, 2""",
+        instrument,
+        timeframe,
+    )
+    return [(str(r["timeframe"]), str(r["side"])) for r in rows]

@@ -60,6 +60,8 @@ def _parse(body: bytes, what: str) -> dict[str, Any]:
         ) from None
     except RecursionError:
         raise DecodeError(f"{what}: JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python converts
+        raise DecodeError(f"{what}: JSON value not readable: {exc}") from None
     if not isinstance(obj, dict):
         raise DecodeError(
             f"{what}: top-level JSON value is a {_type_name(obj)}, expected an object"

@@ -1,7 +1,19 @@
 """The sources the fetcher downloads from; one module each, all behind :class:`Source`."""
 
-from tickpipe_fetcher.sources.base import Outcome, Source
+from tickpipe_fetcher.sources.base import Answer, Outcome, Requests, Source
 from tickpipe_fetcher.sources.dukascopy_bi5 import DukascopyBi5
 from tickpipe_fetcher.sources.dukascopy_json import DukascopyJson
+from tickpipe_fetcher.sources.paced import PacedSource, load_deriv
+from tickpipe_fetcher.sources.polygon import PolygonSource
 
-__all__ = ["DukascopyBi5", "DukascopyJson", "Outcome", "Source"]
+__all__ = [
+    "Answer",
+    "DukascopyBi5",
+    "DukascopyJson",
+    "Outcome",
+    "PacedSource",
+    "PolygonSource",
+    "Requests",
+    "Source",
+    "load_deriv",
+]

@@ -1,6 +1,13 @@
-"""Checks every HTTP source shares: status codes and answers that are not data."""
+"""Checks every HTTP source shares: status codes, answers that are not data, unit spans, and
+the one-request download of the Dukascopy sources."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+from tickpipe_shared.logging import scrub
+from tickpipe_shared.units import ms_to_iso, plan_units
+from tickpipe_shared.wire.fetch_units import FetchUnit
 
 from tickpipe_fetcher.http import (
     HttpResponse,
@@ -8,6 +15,7 @@ from tickpipe_fetcher.http import (
     RetryableFetchError,
     retry_after_seconds,
 )
+from tickpipe_fetcher.sources.base import Answer, Outcome, Requests
 
 _HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body")
 _CHALLENGE_MARKERS = (b"cf-chl", b"challenge-platform", b"attention required", b"just a moment")
@@ -48,3 +56,44 @@ def check_length(url: str, response: HttpResponse) -> None:
         raise RetryableFetchError(
             f"truncated body from {url}: {len(response.body)} of {declared} bytes"
         )
+
+
+def check_unit_span(unit: FetchUnit) -> None:
+    """Raise :class:`PermanentFetchError` unless ``unit`` is exactly one span of its kind (an
+    hour of ticks, a day of minute candles …): a file-per-span source would otherwise answer for
+    a different period than the unit claims."""
+    try:
+        [expected] = plan_units(unit.source, unit.instrument, unit.kind, unit.start_ms,
+                                unit.start_ms + 1)  # fmt: skip
+    except ValueError as e:  # KindError is a ValueError
+        raise PermanentFetchError(f"unit kind {unit.kind!r}: {e}") from None
+    if (expected.start_ms, expected.end_ms) != (unit.start_ms, unit.end_ms):
+        raise PermanentFetchError(
+            f"unit [{ms_to_iso(unit.start_ms)}, {ms_to_iso(unit.end_ms)}) is not one whole "
+            f"{unit.kind} unit (expected [{ms_to_iso(expected.start_ms)}, "
+            f"{ms_to_iso(expected.end_ms)}))"
+        )
+
+
+async def fetch_one(
+    requests: Requests,
+    url: str,
+    classify: Callable[[str, HttpResponse], Outcome],
+    fmt: str,
+    *,
+    empty_body: bool,
+) -> Answer:
+    """One GET of ``url`` judged by ``classify``. ``empty_body``: publish an empty answer as a
+    0-byte payload (the ``.bi5`` convention) rather than the body as served."""
+    response = await requests.get(url)
+    outcome = classify(url, response)
+    empty = outcome is Outcome.EMPTY
+    return Answer(
+        body=b"" if empty and empty_body else response.body,
+        empty=empty,
+        url=scrub(url),
+        status=response.status,
+        content_type=response.content_type,
+        format=fmt,
+        requests=1,
+    )

@@ -1,14 +1,16 @@
-"""Validation rules: one module per rule, each a pure function over tick columns.
+"""Validation rules: one module per rule, each a pure function over tick or candle columns.
 
-A rule returns a boolean mask of shape ``(N,)``: True where a tick violates it. What happens to
-those ticks is the rule's *action* (configurable): ``flag`` keeps them with the rule's bit set
-in the ``flags`` column, ``drop`` removes them, ``reject`` sends the whole unit to failures.
-Rules with a ``threshold`` read it (and, for ``gap``, the instrument's trading schedule) from
-:class:`~tickpipe_validator.rules.base.RuleParams`. Candle checks (``candle_high_low``) are
-plain functions: candles do not flow through the pipeline yet.
+A rule returns a boolean mask of shape ``(N,)``: True where a tick (candle) violates it. What
+happens to those rows is the rule's *action* (configurable): ``flag`` keeps them with the rule's
+bit set in the ``flags`` column, ``drop`` removes them, ``reject`` sends the whole unit to
+failures. A rule checks ticks (``Rule.check``), candles (``Rule.candle_check``) or both under one
+name, bit, action and threshold. Rules with a ``threshold`` read it (and, for ``gap``, the
+instrument's trading schedule) from :class:`~tickpipe_validator.rules.base.RuleParams`.
 """
 
-from tickpipe_validator.rules.base import ACTIONS, Rule, RuleParams, Threshold
+from tickpipe_validator.rules.aligned_start import ALIGNED_START
+from tickpipe_validator.rules.base import ACTIONS, CandleCheck, Check, Rule, RuleParams, Threshold
+from tickpipe_validator.rules.candle_high_low import CANDLE_HIGH_LOW
 from tickpipe_validator.rules.crossed_quote import CROSSED_QUOTE
 from tickpipe_validator.rules.duplicate import DUPLICATE
 from tickpipe_validator.rules.gap import GAP
@@ -32,6 +34,21 @@ RULES: tuple[Rule, ...] = (
     PRICE_SPIKE,
     STALE_RUN,
     GAP,
+    CANDLE_HIGH_LOW,
+    ALIGNED_START,
 )
+#: The rules that check ticks, and those that check candles.
+TICK_RULES: tuple[Rule, ...] = tuple(r for r in RULES if r.check is not None)
+CANDLE_RULES: tuple[Rule, ...] = tuple(r for r in RULES if r.candle_check is not None)
 
-__all__ = ["ACTIONS", "RULES", "Rule", "RuleParams", "Threshold"]
+__all__ = [
+    "ACTIONS",
+    "CANDLE_RULES",
+    "RULES",
+    "TICK_RULES",
+    "CandleCheck",
+    "Check",
+    "Rule",
+    "RuleParams",
+    "Threshold",
+]

@@ -1,9 +1,11 @@
-"""A tick identical to the previous one in every column is a duplicate."""
+"""A row repeating the previous one: a tick identical in every column, a candle with the same
+start (one candle per start: a second one is a duplicate even when its prices differ)."""
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+from tickpipe_shared.candles import Candles
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.wire.batch import BatchMeta
 
@@ -41,10 +43,24 @@ def duplicates(
     return duplicate_mask(ticks)
 
 
+def candle_duplicates(
+    candles: Candles, meta: BatchMeta, params: RuleParams | None = None
+) -> NDArray[np.bool_]:
+    """True for each candle starting at the same ``ts_ms`` as the previous candle. The first
+    of a set is not a duplicate; with action ``drop`` the first one survives."""
+    ts = candles.ts_ms
+    out = np.zeros(len(ts), dtype=np.bool_)
+    if len(ts) > 1:
+        out[1:] = ts[1:] == ts[:-1]
+    return out
+
+
 DUPLICATE = Rule(
     name="duplicate",
     bit=5,
     action="drop",
     check=duplicates,
     description="identical to the previous tick in every column",
+    candle_check=candle_duplicates,
+    candle_description="same start as the previous candle",
 )
