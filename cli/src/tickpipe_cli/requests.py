@@ -74,6 +74,8 @@ class WaitResult:
     finished: bool = False
     rejected: str | None = None
     events: int = 0
+    #: What the ``ticks`` count counts: ``ticks``, or ``candles`` for a candle request.
+    rows_name: str = "ticks"
 
     @property
     def complete(self) -> bool:
@@ -82,14 +84,14 @@ class WaitResult:
 
     def line(self) -> str:
         """The progress line: ``12 stored, 1 empty, 0 failed of 48 units, 60311 ticks``, with
-        suspect-empty and skipped units when there are any (for candle requests "ticks" counts
-        candles: the tracker counts rows)."""
+        suspect-empty and skipped units when there are any, and ``candles`` for a candle
+        request (the tracker's ``ticks`` counts rows)."""
         units = "?" if self.expected is None else str(self.expected)
         suspect = f", {self.suspect_empty} suspect-empty" if self.suspect_empty else ""
         skipped = f" ({self.skipped} already stored, skipped)" if self.skipped else ""
         return (
             f"{self.stored} stored, {self.empty} empty{suspect}, {self.failed} failed of "
-            f"{units} units{skipped}, {self.ticks} ticks"
+            f"{units} units{skipped}, {self.ticks} {self.rows_name}"
         )
 
     def apply(self, event: dict[str, Any]) -> bool:
@@ -153,7 +155,7 @@ async def wait(
 
     Raises :class:`aiokafka.errors.KafkaError` when Kafka cannot be reached.
     """
-    result = WaitResult()
+    result = WaitResult(rows_name="candles" if request.kind == "candles" else "ticks")
     key = request.request_id.encode()
     # Without a group id the consumer is assigned every partition of the topic at start.
     consumer = AIOKafkaConsumer(
