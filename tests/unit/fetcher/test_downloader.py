@@ -442,3 +442,29 @@ async def test_unit_that_is_not_one_span_is_a_permanent_failure() -> None:
     [out] = await make(transport).process([Rec(unit.to_json())])
     assert out.topic == "tickpipe.failures" and transport.calls == []
     assert "is not one whole candles:1m:bid unit" in str(failures[0][1])
+
+
+async def test_fetched_at_is_when_the_attempt_asked_not_when_it_was_published() -> None:
+    """A request held back by admission (rate limiter, slots) or a slow answer must not make
+    the payload look newer than what was asked for: ``fetched_at`` decides whether a unit had
+    closed (resume skips it) and which candles were complete."""
+    wall = [NOW]
+
+    class SlowTransport(FakeTransport):
+        async def get(self, url: str, headers: Mapping[str, str] | None = None) -> HttpResponse:
+            wall[0] += 90.0  # the answer comes 90 s after the attempt started
+            return await super().get(url, headers)
+
+    transport = SlowTransport({BI5_URL: [ok()]})
+    d = Downloader(
+        Settings(fetch_attempts=2),
+        {"dukascopy-bi5": DukascopyBi5(BI5_BASE)},
+        transport,
+        failure,
+        clock=lambda: wall[0],
+        monotonic=monotonic,
+    )
+    (out,) = await d.process([Rec(fetch_unit())])
+    meta = RawPayloadMeta.from_headers(out.headers)
+    assert meta.fetched_at_ms == int(NOW * 1000)
+    assert wall[0] == NOW + 90.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from tickpipe_shared.columns import Ticks
@@ -202,3 +204,37 @@ def test_part0_drops_pending_rows_of_only_that_unit() -> None:
     a0_again = part(0, count=2, tag=5)
     work = plan([a0, b0, a0_again], {})
     assert work.inserts == [b0, a0_again]
+
+
+def suspect_empty(sha: str = SHA_B) -> TickBatch:
+    b = part(0, rows=0, sha=sha)
+    return TickBatch(replace(b.meta, suspect_empty=True), b.ticks)
+
+
+def test_suspect_empty_payload_does_not_replace_a_stored_unit() -> None:
+    stored = LedgerState(1, 1, 7, SHA_A)
+    b = suspect_empty()
+    work = plan([b], {UID: stored})
+    assert work.deletes == [] and work.inserts == [] and work.ledger == {}
+    assert work.kept_over_suspect_empty == 1
+    assert work.reconfirmed == {UID: (stored, b)}  # reported again: the request completes
+
+
+@pytest.mark.parametrize(
+    "ledger",
+    [{}, {UID: LedgerState(1, 1, 0, SHA_A)}, {UID: LedgerState(1, 3, 5, SHA_A)}],
+    ids=["new", "empty", "partial"],
+)
+def test_suspect_empty_payload_is_recorded_over_nothing_better(
+    ledger: dict[tuple[str, str, int], LedgerState],
+) -> None:
+    work = plan([suspect_empty()], ledger)
+    assert work.ledger[UID][0].state == "suspect-empty"
+    assert work.kept_over_suspect_empty == 0
+    assert work.deletes == ([] if not ledger else [("EURUSD", "ticks", T0, T0 + HOUR)])
+
+
+def test_data_after_suspect_empty_replaces_it() -> None:
+    got = part(0, rows=3, sha=SHA_A)
+    work = plan([got], {UID: LedgerState(1, 1, 0, SHA_B, True)})
+    assert work.ledger[UID][0].state == "stored" and work.inserts == [got]

@@ -165,9 +165,13 @@ class Downloader:
         for attempt in range(1, self.policy.attempts + 1):
             requests = self._requests(source, budget)
             retry_after: float | None = None
+            # Per attempt: a period that was open at the first attempt may have closed. This is
+            # also the payload's fetched_at: taken before any admission wait, it never claims
+            # data newer than what was asked for (an open unit must not look closed, an open
+            # candle must not look complete, because a rate limiter held the request back).
+            asked_ms = int(self.clock() * 1000)
             try:
-                # Per attempt: a period that was open at the first attempt may have closed.
-                answer = await source.fetch(unit, int(self.clock() * 1000), requests)
+                answer = await source.fetch(unit, asked_ms, requests)
             except CircuitOpenError as e:
                 made = attempt if requests.sent else attempt - 1
                 raise DownloadFailedError(
@@ -192,13 +196,13 @@ class Downloader:
             else:
                 requests.finish(Verdict.OK)
                 if not (answer.empty and unit.market_open):
-                    return self._payload(unit, answer, attempt, suspect=False)
+                    return self._payload(unit, answer, attempt, suspect=False, asked_ms=asked_ms)
                 last_error = (
                     f"empty answer for {_span_phrase(unit.kind)} the trading schedule has "
                     f"open: {answer.url}"
                 )
                 if attempt == self.policy.attempts:
-                    return self._payload(unit, answer, attempt, suspect=True)
+                    return self._payload(unit, answer, attempt, suspect=True, asked_ms=asked_ms)
             finally:
                 requests.finish(Verdict.NONE)  # cancelled or a bug: no verdict on the host
             if attempt < self.policy.attempts:
@@ -217,7 +221,9 @@ class Downloader:
             self.policy.attempts,
         )
 
-    def _payload(self, unit: FetchUnit, answer: Answer, attempts: int, suspect: bool) -> OutRecord:
+    def _payload(
+        self, unit: FetchUnit, answer: Answer, attempts: int, suspect: bool, asked_ms: int
+    ) -> OutRecord:
         key = unit.unit.key
         body = answer.body
         outcome = "suspect-empty" if suspect else "empty" if answer.empty else "downloaded"
@@ -241,7 +247,7 @@ class Downloader:
             unit_end_ms=unit.end_ms,
             url=answer.url,
             sha256=hashlib.sha256(body).hexdigest(),
-            fetched_at_ms=int(self.clock() * 1000),
+            fetched_at_ms=asked_ms,
             price_scale=unit.price_scale,
             request_id=unit.request_id,
             http_status=answer.status,

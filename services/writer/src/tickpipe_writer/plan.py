@@ -14,7 +14,10 @@ parts ``0 … part_count-1``; a redelivery or replay repeats a suffix of that se
   by the validator) or of another payload than the one stored (its part 0 was lost, or another
   source's download of the same unit interleaves). Storing it would mark a unit complete that
   is not, or mix two payloads; the unit stays ``partial`` instead, visible in ``status``, and
-  the failures of the missing parts mark it ``failed``.
+  the failures of the missing parts mark it ``failed``;
+* a *suspect-empty* payload (no rows although the market was open, on every attempt) of a unit
+  already ``stored`` is not written: it would replace real data by a source's glitch. The unit
+  is reported again as stored (``kept_over_suspect_empty``).
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ class Plan:
     ledger: dict[UnitId, tuple[LedgerState, Batch]] = field(default_factory=dict)
     duplicates: int = 0
     orphans: int = 0
+    #: Suspect-empty payloads of units already stored: not written (see :func:`plan`).
+    kept_over_suspect_empty: int = 0
     #: Complete units whose last part came again (a redelivery after the DB commit): nothing to
     #: write, but their progress event may have been lost with the crash: report them again.
     reconfirmed: dict[UnitId, tuple[LedgerState, Batch]] = field(default_factory=dict)
@@ -94,6 +99,19 @@ def plan(batches: Sequence[Batch], ledger: Mapping[UnitId, LedgerState]) -> Plan
         uid = unit_id(meta)
         state = known.get(uid)
         rows = rows_of(batch)
+        if (
+            meta.part == 0
+            and meta.suspect_empty
+            and rows == 0
+            and state is not None
+            and state.state == "stored"
+        ):
+            # The source said "nothing" for a unit we hold data of, while the market was open:
+            # a glitch (a throttle, a lagging mirror), not a correction. Keep the stored rows;
+            # the unit is reported again as it stands so the request still completes.
+            out.kept_over_suspect_empty += 1
+            out.reconfirmed[uid] = (state, batch)
+            continue
         if meta.part == 0:
             if uid in ledger and uid not in deleted:
                 out.deletes.append(

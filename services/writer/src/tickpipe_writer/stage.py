@@ -137,6 +137,7 @@ class Writer:
             replaced=len(work.deletes),
             duplicate_parts=work.duplicates,
             orphan_parts=work.orphans,
+            kept_over_suspect_empty=work.kept_over_suspect_empty,
             unit=[b.meta.unit.key for _, b in work.ledger.values()][:3],
         )
         return out
