@@ -92,7 +92,10 @@ def configure_logging(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=True,
+        # Not cached: a module-level logger would otherwise freeze the configuration it first
+        # saw, so a later configure_logging (or a test's capture_logs) would not reach it. We
+        # log per unit, not per tick: the lookup costs nothing measurable.
+        cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
