@@ -49,7 +49,7 @@ import time
 import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,8 @@ import numpy as np
 import numpy.typing as npt
 from aiohttp import WSMsgType, web
 from tickpipe_shared.sources import DERIV_GRANULARITIES
+
+from tickpipe_dev.standin.control import updated
 
 LEGACY_PATH = "/websockets/v3"
 PUBLIC_PATH = "/trading/v1/options/ws/public"
@@ -384,18 +386,7 @@ class DerivFaults:
 
     def updated(self, changes: Mapping[str, Any]) -> DerivFaults:
         """A copy with ``changes`` applied; unknown keys or wrong types raise ValueError."""
-        known = {f.name for f in fields(self)}
-        values = asdict(self)
-        for key, value in changes.items():
-            if key not in known:
-                raise ValueError(f"unknown fault setting {key!r} (known: {', '.join(known)})")
-            current = values[key]
-            if isinstance(value, bool) or not isinstance(value, type(current) | int):
-                raise ValueError(f"{key} must be {type(current).__name__}, got {value!r}")
-            values[key] = type(current)(value)
-        new = DerivFaults(**values)
-        new.validate()
-        return new
+        return updated(self, changes)
 
 
 @dataclass

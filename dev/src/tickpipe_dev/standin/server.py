@@ -54,13 +54,14 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
 
+from tickpipe_dev.standin.control import updated
 from tickpipe_dev.standin.deriv import LEGACY_PATH, PUBLIC_PATH, add_deriv_routes
 from tickpipe_dev.standin.polygon import AGGS_PATH, PolygonCaptures, default_polygon_root
 
@@ -110,18 +111,7 @@ class Faults:
 
     def updated(self, changes: Mapping[str, Any]) -> Faults:
         """A copy with ``changes`` applied; unknown keys or wrong types raise ValueError."""
-        known = {f.name: f for f in fields(self)}
-        values = asdict(self)
-        for key, value in changes.items():
-            if key not in known:
-                raise ValueError(f"unknown fault setting {key!r} (known: {', '.join(known)})")
-            current = values[key]
-            if isinstance(value, bool) or not isinstance(value, type(current) | int):
-                raise ValueError(f"{key} must be {type(current).__name__}, got {value!r}")
-            values[key] = type(current)(value)
-        new = Faults(**values)
-        new.validate()
-        return new
+        return updated(self, changes)
 
 
 @dataclass

@@ -26,6 +26,7 @@ import aiohttp
 import structlog
 
 from tickpipe_shared.config import Settings
+from tickpipe_shared.instruments.fetch import get_json
 from tickpipe_shared.instruments.schedule import ScheduleFormatError, TradingSchedule
 
 log = structlog.get_logger()
@@ -158,16 +159,4 @@ class InstrumentDetails:
         return None
 
     async def _download(self, url: str) -> dict[str, Any]:
-        own = self._session is None
-        s = self._session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        try:
-            async with s.get(url) as resp:
-                if resp.status != 200:
-                    raise ValueError(f"HTTP {resp.status} from {url}")
-                data = await resp.json(content_type=None)
-                if not isinstance(data, dict):
-                    raise ValueError(f"{url} did not return a JSON object")
-                return data
-        finally:
-            if own:
-                await s.close()
+        return await get_json(url, self._session, timeout_s=30)

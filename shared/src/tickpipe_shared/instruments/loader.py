@@ -17,6 +17,7 @@ import aiohttp
 import structlog
 
 from tickpipe_shared.config import Settings
+from tickpipe_shared.instruments.fetch import get_json
 from tickpipe_shared.instruments.registry import InstrumentRegistry
 
 log = structlog.get_logger()
@@ -69,16 +70,4 @@ async def load_registry(
 
 
 async def _download(url: str, session: aiohttp.ClientSession | None) -> dict[str, Any]:
-    own = session is None
-    s = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-    try:
-        async with s.get(url) as resp:
-            if resp.status != 200:
-                raise ValueError(f"HTTP {resp.status} from {url}")
-            data = await resp.json(content_type=None)
-            if not isinstance(data, dict):
-                raise ValueError(f"{url} did not return a JSON object")
-            return data
-    finally:
-        if own:
-            await s.close()
+    return await get_json(url, session, timeout_s=60)
