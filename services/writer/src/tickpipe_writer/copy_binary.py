@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+from tickpipe_shared.db.ohlcv import SOURCE_CANDLE_COLUMNS
 from tickpipe_shared.kinds import Kind
 from tickpipe_shared.wire.batch import CandleBatch, TickBatch
 
@@ -21,19 +22,8 @@ SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 #: Columns written to ``ticks``, in COPY order.
 TICK_COPY_COLUMNS = ("instrument", "ts", "bid", "ask", "bid_volume", "ask_volume", "flags")
-#: Columns written to ``candles``, in COPY order.
-CANDLE_COPY_COLUMNS = (
-    "instrument",
-    "timeframe",
-    "side",
-    "ts",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "flags",
-)
+#: Columns written to ``candles``, in COPY order: the table's, as the schema module has them.
+CANDLE_COPY_COLUMNS = SOURCE_CANDLE_COLUMNS
 #: PostgreSQL timestamps count microseconds from 2000-01-01T00:00:00Z.
 PG_EPOCH_MS = 946_684_800_000
 

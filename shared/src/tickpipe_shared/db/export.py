@@ -24,7 +24,12 @@ from typing import Any
 
 import asyncpg
 
-from tickpipe_shared.db.ohlcv import CANDLE_COLUMNS, source_series, view_name
+from tickpipe_shared.db.ohlcv import (
+    CANDLE_COLUMNS,
+    SOURCE_CANDLE_COLUMNS,
+    source_series,
+    view_name,
+)
 from tickpipe_shared.kinds import Kind
 
 #: Columns of an exported tick file, in order (``ts`` in ms since the epoch, UTC).
@@ -34,14 +39,8 @@ TICK_COLUMNS: tuple[str, ...] = ("ts", "bid", "ask", "bid_volume", "ask_volume",
 CANDLE_EXPORT_COLUMNS: tuple[str, ...] = tuple(c for c in CANDLE_COLUMNS if c != "instrument")
 
 #: Columns of an exported source-candle file, in order (``ts``: candle start, ms, UTC).
-SOURCE_CANDLE_EXPORT_COLUMNS: tuple[str, ...] = (
-    "ts",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "flags",
+SOURCE_CANDLE_EXPORT_COLUMNS: tuple[str, ...] = tuple(
+    c for c in SOURCE_CANDLE_COLUMNS if c not in ("instrument", "timeframe", "side")
 )
 
 #: Rows fetched from the server-side cursor at a time.

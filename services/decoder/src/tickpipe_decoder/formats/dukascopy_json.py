@@ -10,7 +10,6 @@ not a well-formed response; no other exception escapes for bad input.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -20,9 +19,9 @@ from tickpipe_shared.candles import Candles
 from tickpipe_shared.columns import Ticks
 
 from tickpipe_decoder.errors import DecodeError
+from tickpipe_decoder.formats.json_body import load_json
 from tickpipe_decoder.formats.volumes import units_to_millions
 
-MAX_BODY_BYTES = 512 * 1024 * 1024
 """Largest response body accepted."""
 MAX_ROWS = 10_000_000
 """Largest number of ticks or candles accepted in one response."""
@@ -44,24 +43,9 @@ def _type_name(value: object) -> str:
 
 
 def _parse(body: bytes, what: str) -> dict[str, Any]:
-    if len(body) > MAX_BODY_BYTES:
-        raise DecodeError(f"{what}: body of {len(body)} bytes exceeds the limit {MAX_BODY_BYTES}")
     if len(body) == 0:
         raise DecodeError(f"{what}: empty body (0 bytes) is not a JSON response")
-    try:
-        obj = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise DecodeError(
-            f"{what}: truncated or invalid JSON at char {exc.pos}: {exc.msg}"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise DecodeError(
-            f"{what}: body is not UTF-8 text: bad byte at offset {exc.start}"
-        ) from None
-    except RecursionError:
-        raise DecodeError(f"{what}: JSON nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer literal longer than Python converts
-        raise DecodeError(f"{what}: JSON value not readable: {exc}") from None
+    obj = load_json(body, what)
     if not isinstance(obj, dict):
         raise DecodeError(
             f"{what}: top-level JSON value is a {_type_name(obj)}, expected an object"

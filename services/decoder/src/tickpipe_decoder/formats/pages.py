@@ -9,8 +9,6 @@ time, keep one row per timestamp (pages may overlap), keep the rows inside the u
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -18,8 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tickpipe_decoder.errors import DecodeError
+from tickpipe_decoder.formats.json_body import load_json
 
-MAX_BODY_BYTES = 512 * 1024 * 1024
 """Largest payload accepted (the ``raw-payloads`` topic holds far less)."""
 MAX_PAGES = 10_000
 """Most pages accepted in one payload (a unit is one page for the common timeframes)."""
@@ -67,25 +65,9 @@ def parse_pages(body: bytes, what: str, *, exact: bool) -> list[dict[str, Any]]:
     :raises DecodeError: empty or oversized body, invalid JSON or text, a top level that is not
         an array, more than :data:`MAX_PAGES` pages, or a page that is not an object.
     """
-    if len(body) > MAX_BODY_BYTES:
-        raise DecodeError(f"{what}: body of {len(body)} bytes exceeds the limit {MAX_BODY_BYTES}")
     if not body:
         raise DecodeError(f"{what}: empty body (0 bytes) is not a JSON array of pages")
-    parse_float: Callable[[str], Any] = Decimal if exact else float
-    try:
-        obj = json.loads(body, parse_float=parse_float)
-    except json.JSONDecodeError as exc:
-        raise DecodeError(
-            f"{what}: truncated or invalid JSON at char {exc.pos}: {exc.msg}"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise DecodeError(
-            f"{what}: body is not UTF-8 text: bad byte at offset {exc.start}"
-        ) from None
-    except RecursionError:
-        raise DecodeError(f"{what}: JSON nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer literal longer than Python converts
-        raise DecodeError(f"{what}: JSON value not readable: {exc}") from None
+    obj = load_json(body, what, Decimal if exact else float)
     if not isinstance(obj, list):
         raise DecodeError(
             f"{what}: top-level JSON value is {json_type(obj)}, expected an array of page bodies"
