@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from support.database import scratch_database
+from support.storage import storage_mode
 from tickpipe_dev.stack import api
 from tickpipe_dev.stack.processes import Reporter
 from tickpipe_shared.config import Settings
@@ -41,10 +42,11 @@ async def dsn(infra: Settings) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection to the ``dsn`` database with every migration applied."""
+    """A connection to the ``dsn`` database with every migration applied, on this run's
+    storage (:mod:`support.storage`)."""
     c = await asyncpg.connect(dsn)
     try:
-        await migrate(c)
+        await migrate(c, storage_mode())
         yield c
     finally:
         await c.close()

@@ -1,7 +1,9 @@
-"""OHLCV candles on the local PostgreSQL (plain: ``ohlcv_*`` are views over ``ticks``).
+"""OHLCV candles on the local server: TimescaleDB (``ohlcv_*`` are continuous aggregates) or,
+on the plain-PostgreSQL run, views over ``ticks`` with the same names and columns.
 
 Ticks are stored with the writer's own ``store.write``; :func:`candles` must equal a plain-Python
-reference. The TimescaleDB side of the same data is test_timescale_pglite.py.
+reference on either storage. Materialization and the writer's refresh on TimescaleDB:
+test_timescaledb_aggregates.py.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from support.ohlcv import (
     reference_candles,
     stored_ticks,
 )
+from support.storage import on_timescaledb, storage_mode
 from tickpipe_shared.config import Settings, get_settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.db.ohlcv import CANDLE_COLUMNS, TIMEFRAMES, UnknownTimeframeError, candles
@@ -47,8 +50,8 @@ async def dsn(infra: Settings) -> AsyncIterator[str]:
 async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     c = await asyncpg.connect(dsn)
     try:
-        report = await migrate(c)
-        assert not report.timescaledb, "these tests are the plain-PostgreSQL side"
+        report = await migrate(c, storage_mode())
+        assert report.timescaledb == on_timescaledb()
         yield c
     finally:
         await c.close()
@@ -58,7 +61,7 @@ async def test_views_exist_with_the_same_columns_and_nothing_to_refresh(
     conn: asyncpg.Connection,
 ) -> None:
     assert await conn.fetchval("SELECT variant FROM schema_migrations WHERE version = 2") == (
-        "postgresql"
+        "timescaledb" if on_timescaledb() else "postgresql"
     )
     for tf in TIMEFRAMES:
         cols = await conn.fetch(
@@ -70,9 +73,15 @@ async def test_views_exist_with_the_same_columns_and_nothing_to_refresh(
         kind = await conn.fetchval(
             "SELECT relkind::text FROM pg_class WHERE relname = $1", f"ohlcv_{tf}"
         )
-        assert kind == "v"
-    assert await continuous_aggregates(conn) == []
-    assert await OhlcvRefresher.detect(conn) is None
+        assert kind == "v"  # a continuous aggregate is a view over its hypertable too
+    if on_timescaledb():
+        assert await continuous_aggregates(conn) == sorted(
+            f"ohlcv_{tf}" for tf in TIMEFRAMES
+        )
+        assert await OhlcvRefresher.detect(conn) is not None
+    else:
+        assert await continuous_aggregates(conn) == []
+        assert await OhlcvRefresher.detect(conn) is None
 
 
 @pytest.mark.parametrize("timeframe", list(TIMEFRAMES))
@@ -113,8 +122,10 @@ async def test_flagged_ticks_count(conn: asyncpg.Connection) -> None:
 
 
 async def test_bad_arguments_are_clear(conn: asyncpg.Connection) -> None:
-    with pytest.raises(UnknownTimeframeError, match=r"'15m'.*1m, 5m, 1h, 1d"):
-        await candles(conn, "EURUSD", "15m", FROM, TO)
+    with pytest.raises(UnknownTimeframeError, match=r"'15x'.*<count><unit>"):
+        await candles(conn, "EURUSD", "15x", FROM, TO)
+    with pytest.raises(UnknownTimeframeError, match=r"'1mo'.*calendar timeframes"):
+        await candles(conn, "EURUSD", "1mo", FROM, TO)
     with pytest.raises(ValueError, match="empty range"):
         await candles(conn, "EURUSD", "1h", TO, FROM)
     with pytest.raises(ValueError, match="timezone-aware"):
@@ -160,6 +171,14 @@ async def test_cli_candles_json_csv_and_table(conn: asyncpg.Connection, cli_env:
     assert result.exit_code == 0, result.output
     assert "EURUSD 1h" in result.stdout and "2021-03-01 22:00" in result.stdout
 
-    result = await asyncio.to_thread(runner.invoke, app, [*args[:3], "15m", *args[4:]])
+    # Any fixed timeframe: 15m rolled up from ohlcv_5m.
+    result = await asyncio.to_thread(runner.invoke, app, [*args[:3], "15m", *args[4:], "--json"])
+    assert result.exit_code == 0, result.output
+    want = reference_candles(stored_ticks(batches), "EURUSD", "15m")
+    assert [r["tick_count"] for r in json.loads(result.stdout)] == [c["tick_count"] for c in want]
+
+    result = await asyncio.to_thread(runner.invoke, app, [*args[:3], "2q", *args[4:]])
     assert result.exit_code == 2
-    assert "expected one of 1m, 5m, 1h, 1d" in re.sub(r"[\s│]+", " ", result.output)
+    assert "calendar timeframes (mo, q, y) have no fixed width" in re.sub(
+        r"[\s│]+", " ", result.output
+    )

@@ -14,6 +14,7 @@ import asyncpg
 import numpy as np
 import pytest
 from support.database import scratch_database
+from support.storage import storage_mode
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.config import Settings, get_settings
 from tickpipe_shared.db.coverage import (
@@ -79,7 +80,7 @@ async def dsn(infra: Settings) -> AsyncIterator[str]:
     async with scratch_database(infra) as url:
         c = await asyncpg.connect(url)
         try:
-            await migrate(c)
+            await migrate(c, storage_mode())
             hours = [h for h in open_hours() if h not in (MISSING, FAILED)]
             await write(c, [hour_batch("EURUSD", h, 0 if h == EMPTY else 3) for h in hours])
             failed = Unit("dukascopy-bi5", "EURUSD", "ticks", ms(FAILED), ms(FAILED) + HOUR_MS)

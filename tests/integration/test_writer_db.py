@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import numpy as np
 import pytest
-from support.golden_db import assert_hour_equals_golden, golden_tick_hours
-from tickpipe_decoder.decode import decode_payload
+from support.golden_db import assert_hour_equals_golden, golden_tick_hours, sample_tick_batches
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import RetryableError
 from tickpipe_shared.units import HOUR_MS
-from tickpipe_shared.wire.batch import BatchMeta, TickBatch, decode_batch
-from tickpipe_shared.wire.raw import RawPayloadMeta
+from tickpipe_shared.wire.batch import BatchMeta, TickBatch
 from tickpipe_writer.stage import Writer
 from tickpipe_writer.store import write
 
@@ -153,32 +150,8 @@ async def test_real_sample_decoded_and_written_equals_golden(
 ) -> None:
     """Every tick payload of ../shared decoded and written: every row equals the golden CSVs."""
     hours = golden_tick_hours(dukascopy_dir)
-    batches = []
-    for g in hours:
-        rel = (
-            f"bi5/{g.instrument}/{g.hour.year}/{g.hour.month - 1:02d}/{g.hour.day:02d}/"
-            f"{g.hour.hour:02d}h_ticks.bi5"
-            if g.hour.year < 2026
-            else f"json/ticks/EUR-USD/{g.hour.year}/{g.hour.month}/{g.hour.day}/{g.hour.hour}.json"
-        )
-        payload = (dukascopy_dir / rel).read_bytes()
-        start = int(g.hour.timestamp() * 1000)
-        meta = RawPayloadMeta(
-            source="dukascopy-bi5" if rel.startswith("bi5") else "dukascopy-json",
-            format="dukascopy-bi5-ticks" if rel.startswith("bi5") else "dukascopy-json-ticks",
-            instrument=g.instrument,
-            kind="ticks",
-            unit_start_ms=start,
-            unit_end_ms=start + HOUR_MS,
-            url=rel,
-            sha256=hashlib.sha256(payload).hexdigest(),
-            fetched_at_ms=start,
-            price_scale=g.scale,
-            request_id="golden",
-        )
-        # A small batch limit forces multi-part units through the writer too.
-        for value in decode_payload(meta, payload, max_batch_bytes=64 * 1024).batches:
-            batches.append(decode_batch(value))
+    # A small batch limit forces multi-part units through the writer too.
+    batches = sample_tick_batches(dukascopy_dir, hours, max_batch_bytes=64 * 1024)
     assert len(hours) == 50
     assert any(b.meta.part_count > 1 for b in batches)
     await write(conn, batches)

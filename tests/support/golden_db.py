@@ -7,12 +7,17 @@ text, volumes equal to the golden decimal read as float64.
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+from tickpipe_decoder.decode import decode_payload
 from tickpipe_shared.instruments import canonical_name
+from tickpipe_shared.units import HOUR_MS
+from tickpipe_shared.wire.batch import TickBatch, decode_batch
+from tickpipe_shared.wire.raw import RawPayloadMeta
 
 Row = tuple[int, str, str, float, float]  # ts_ms, ask, bid, ask_volume, bid_volume
 
@@ -107,3 +112,38 @@ async def assert_hour_equals_golden(conn: asyncpg.Connection, golden: GoldenHour
         assert got == want, (
             f"{golden.instrument} {golden.hour:%Y-%m-%dT%H}h row {i}: {got} != {want}"
         )
+
+
+def sample_tick_batches(
+    dukascopy_dir: Path, hours: list[GoldenHour], max_batch_bytes: int = 64 * 1024
+) -> list[TickBatch]:
+    """The tick batches the decoder makes of each golden hour's recorded payload (``.bi5`` or
+    JSON API), split into parts of at most ``max_batch_bytes``."""
+    batches = []
+    for g in hours:
+        rel = (
+            f"bi5/{g.instrument}/{g.hour.year}/{g.hour.month - 1:02d}/{g.hour.day:02d}/"
+            f"{g.hour.hour:02d}h_ticks.bi5"
+            if g.hour.year < 2026
+            else f"json/ticks/EUR-USD/{g.hour.year}/{g.hour.month}/{g.hour.day}/{g.hour.hour}.json"
+        )
+        payload = (dukascopy_dir / rel).read_bytes()
+        start = int(g.hour.timestamp() * 1000)
+        meta = RawPayloadMeta(
+            source="dukascopy-bi5" if rel.startswith("bi5") else "dukascopy-json",
+            format="dukascopy-bi5-ticks" if rel.startswith("bi5") else "dukascopy-json-ticks",
+            instrument=g.instrument,
+            kind="ticks",
+            unit_start_ms=start,
+            unit_end_ms=start + HOUR_MS,
+            url=rel,
+            sha256=hashlib.sha256(payload).hexdigest(),
+            fetched_at_ms=start,
+            price_scale=g.scale,
+            request_id="golden",
+        )
+        for value in decode_payload(meta, payload, max_batch_bytes=max_batch_bytes).batches:
+            batch = decode_batch(value)
+            assert isinstance(batch, TickBatch)
+            batches.append(batch)
+    return batches

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 from tickpipe_shared.columns import Ticks
-from tickpipe_shared.db.ohlcv import CANDLE_COLUMNS, TIMEFRAMES
+from tickpipe_shared.db.ohlcv import BUCKET_ORIGIN, CANDLE_COLUMNS, parse_timeframe
 from tickpipe_shared.units import HOUR_MS
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch
 
@@ -98,11 +98,13 @@ def reference_candles(
     instrument: str,
     timeframe: str,
 ) -> list[Candle]:
-    """The candles of ``instrument`` computed in Python, keyed like :data:`CANDLE_COLUMNS`."""
-    width = int(TIMEFRAMES[timeframe].total_seconds() * 1000)
+    """The candles of ``instrument`` at any fixed ``timeframe`` computed in Python, keyed like
+    :data:`CANDLE_COLUMNS` (buckets aligned to :data:`BUCKET_ORIGIN`, a Monday)."""
+    width = parse_timeframe(timeframe).duration_ms or 0
+    origin = int(datetime.fromisoformat(BUCKET_ORIGIN).timestamp() * 1000)
     groups: dict[int, list[TickRow]] = {}
     for row in ticks.get(instrument, []):
-        groups.setdefault(row[0] - row[0] % width, []).append(row)
+        groups.setdefault(row[0] - (row[0] - origin) % width, []).append(row)
     out = []
     for bucket, rows in sorted(groups.items()):
         c: Candle = {"instrument": instrument, "bucket": datetime.fromtimestamp(bucket / 1000, UTC)}

@@ -22,7 +22,9 @@ from tickpipe_shared.db.ohlcv import (
     TIMEFRAMES,
     Candle,
     SourceCandle,
+    UnknownTimeframeError,
     candles,
+    parse_timeframe,
     price_scale,
     source_candle_sides,
     source_candles,
@@ -66,7 +68,13 @@ def command(
     from_: Annotated[str, typer.Option("--from", help="First bucket start, inclusive (UTC)")],
     to: Annotated[str, typer.Option("--to", help="Last bucket start, exclusive (UTC)")],
     timeframe: Annotated[
-        str, typer.Option("--timeframe", "-t", help=f"One of: {', '.join(TIMEFRAMES)}")
+        str,
+        typer.Option(
+            "--timeframe",
+            "-t",
+            help=f"Any fixed timeframe: {', '.join(TIMEFRAMES)} from their continuous "
+            "aggregates, others (15m, 4h, 1w, 30s…) rolled up from the coarsest that divides them",
+        ),
     ] = "1h",
     as_json: Annotated[bool, typer.Option("--json", help="JSON array on stdout")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header on stdout")] = False,
@@ -100,11 +108,10 @@ def command(
         return
     if side is not None:
         raise typer.BadParameter("only with --source-candles", param_hint="--side")
-    if timeframe not in TIMEFRAMES:
-        raise typer.BadParameter(
-            f"{timeframe!r} is not a timeframe: expected one of {', '.join(TIMEFRAMES)}",
-            param_hint="--timeframe",
-        )
+    try:
+        timeframe = str(parse_timeframe(timeframe))
+    except UnknownTimeframeError as e:
+        raise typer.BadParameter(str(e), param_hint="--timeframe") from None
     start, end = parse_time(from_), parse_time(to)
     if end <= start:
         raise typer.BadParameter(f"--to ({to}) must be after --from ({from_})")
@@ -113,7 +120,7 @@ def command(
     async def run() -> tuple[list[Candle], int | None]:
         conn = await connect(get_settings())
         try:
-            await migrate(conn)
+            await migrate(conn, get_settings().database_timescaledb)
             names.append(name := await stored_name(conn, instrument))
             return await candles(conn, name, timeframe, start, end), await price_scale(conn, name)
         finally:
@@ -234,7 +241,7 @@ def source_command(
     async def run() -> tuple[str, list[SourceCandle], int | None]:
         conn = await connect(get_settings())
         try:
-            await migrate(conn)
+            await migrate(conn, get_settings().database_timescaledb)
             names.append(name := await stored_name(conn, instrument))
             return await read_source_candles(conn, name, timeframe, side, start, end)
         finally:

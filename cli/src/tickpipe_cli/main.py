@@ -13,7 +13,7 @@ from rich import box
 from rich.table import Table
 from tickpipe_shared.config import get_settings
 from tickpipe_shared.db.coverage import status_report
-from tickpipe_shared.db.migrate import migrate
+from tickpipe_shared.db.migrate import migrate, storage_description
 from tickpipe_shared.instruments.schedule import default_schedule_for
 from tickpipe_shared.kinds import Kind, KindError
 from tickpipe_shared.logging import configure_logging
@@ -160,21 +160,24 @@ def status(
     if start and end and end <= start:
         raise typer.BadParameter(f"--to ({to}) must be after --from ({from_})")
 
-    async def run() -> list[dict[str, Any]]:
-        conn = await connect(get_settings())
+    async def run() -> tuple[list[dict[str, Any]], str]:
+        settings = get_settings()
+        conn = await connect(settings)
         try:
-            await migrate(conn)
+            await migrate(conn, settings.database_timescaledb)
             name = await stored_name(conn, instrument) if instrument else None
-            return await status_report(
+            rows = await status_report(
                 conn, default_schedule_for, name, kind, by_period=by_day, from_=start, to=end
             )
+            return rows, await storage_description(conn)
         finally:
             await conn.close()
 
-    rows = asyncio.run(run())
+    rows, storage = asyncio.run(run())
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
+    console.print(f"storage: {storage}")
     if not rows:
         console.print("no data stored yet")
         return
@@ -282,14 +285,17 @@ def db_migrate() -> None:
     """Apply pending schema migrations (the writer also does this at start-up)."""
 
     async def run() -> None:
-        conn = await connect(get_settings())
+        settings = get_settings()
+        conn = await connect(settings)
         try:
-            report = await migrate(conn)
+            report = await migrate(conn, settings.database_timescaledb)
+            storage = await storage_description(conn)
         finally:
             await conn.close()
-        storage = "TimescaleDB hypertables" if report.timescaledb else "plain PostgreSQL tables"
+        tables = "hypertables" if report.timescaledb else "tables"
         console.print(
-            f"schema at version {report.current} ({storage}); applied: {report.applied or 'none'}"
+            f"schema at version {report.current} ({storage} {tables}); "
+            f"applied: {report.applied or 'none'}"
         )
 
     asyncio.run(run())

@@ -8,6 +8,7 @@ Secrets are :class:`pydantic.SecretStr` so that they never reach logs or ``repr`
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,11 @@ class Settings(BaseSettings):
     database_url: SecretStr = Field(
         SecretStr("postgresql://tickpipe:tickpipe@127.0.0.1:55432/tickpipe"),
         description="PostgreSQL/TimescaleDB DSN (secret: may hold a password)",
+    )
+    database_timescaledb: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Storage of a new schema: auto (TimescaleDB when the server has it), on "
+        "(TimescaleDB or fail), off (plain PostgreSQL tables); an existing schema keeps its own",
     )
 
     # --- topics -----------------------------------------------------------------------
@@ -165,6 +171,19 @@ class Settings(BaseSettings):
     # --- writer -----------------------------------------------------------------------
     writer_batch_rows: int = Field(100_000, ge=1, description="Rows per DB transaction (soft cap)")
     writer_batch_seconds: float = Field(1.0, gt=0, description="Longest wait to fill a transaction")
+    writer_db_error_attempts: int = Field(
+        5,
+        ge=1,
+        description="Attempts of a write failing with a database error that waiting does not fix "
+        "(a limit, a timeout) before its units go to failures; availability errors are retried "
+        "indefinitely",
+    )
+    writer_max_decompressed_tuples: int = Field(
+        0,
+        ge=0,
+        description="TimescaleDB's timescaledb.max_tuples_decompressed_per_dml_transaction for "
+        "the writer's sessions (0: unlimited; a transaction is bounded by the writer's batch)",
+    )
 
     # --- process ----------------------------------------------------------------------
     metrics_port: int = Field(

@@ -206,6 +206,8 @@ class ComponentStatus:
     running: bool
     healthy: bool
     log: str
+    #: What the component runs, where it says (PostgreSQL: TimescaleDB version or plain).
+    detail: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -235,10 +237,20 @@ def status(*, paths: StackPaths | None = None) -> list[ComponentStatus]:
         pid = live_pid(pid_file)
         if pid is None and pid_file.exists():
             remove_pid_file(pid_file)
+        detail = _postgres_detail(paths) if name == postgres.NAME and healthy else ""
         result.append(
-            ComponentStatus(name, pid, port, pid is not None, healthy, str(paths.log_file(name)))
+            ComponentStatus(
+                name, pid, port, pid is not None, healthy, str(paths.log_file(name)), detail
+            )
         )
     return result
+
+
+def _postgres_detail(paths: StackPaths) -> str:
+    try:
+        return postgres.server_description(paths)
+    except StackError:  # the tickpipe database is not there yet, or not ours
+        return ""
 
 
 def data_dirs(paths: StackPaths | None = None) -> list[Path]:

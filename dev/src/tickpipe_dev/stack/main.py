@@ -41,7 +41,8 @@ def format_status(rows: Sequence[api.ComponentStatus]) -> str:
         # Healthy without a pid of ours: something else (a colleague's shell?) holds the port.
         running = "yes" if row.running else ("foreign" if row.healthy else "no")
         healthy = "yes" if row.healthy else "no"
-        lines.append(f"{row.name:<11} {pid:>8} {row.port:>6}  {running:<8} {healthy}")
+        detail = f"  {row.detail}" if row.detail else ""
+        lines.append(f"{row.name:<11} {pid:>8} {row.port:>6}  {running:<8} {healthy}{detail}")
     return "\n".join(lines)
 
 

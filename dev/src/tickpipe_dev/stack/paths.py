@@ -102,6 +102,12 @@ class StackPaths:
         return self.pg_dir / "sock"
 
     @property
+    def pg_server_dir(self) -> Path:
+        """Private server trees with TimescaleDB built by ``bin/bootstrap``; ``current`` links
+        to the one in use (``current/usr/lib/postgresql/<major>/bin``)."""
+        return self.local / "pgserver"
+
+    @property
     def kafka_pom(self) -> Path:
         return self.root / "deploy" / "local" / "pom.xml"
 

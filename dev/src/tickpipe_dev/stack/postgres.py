@@ -53,18 +53,31 @@ def _version_key(path: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", path.parent.name)) or (-1,)
 
 
-def find_bin_dir(base: Path = Path("/usr/lib/postgresql")) -> Path:
-    """The newest ``<base>/<version>/bin`` holding pg_ctl, else the directory of pg_ctl in PATH.
+def find_bin_dir(
+    base: Path = Path("/usr/lib/postgresql"), *, private: Path | None = None
+) -> Path:
+    """The server binaries the stack runs.
 
-    Raises :class:`StackError` when neither exists (run ``bin/bootstrap``).
+    The private tree ``<private>/current/usr/lib/postgresql/<version>/bin`` (a copy of the
+    system's server with TimescaleDB installed into it by ``bin/bootstrap``) wins when it
+    exists; else the newest ``<base>/<version>/bin`` holding pg_ctl, else the directory of
+    pg_ctl in PATH. Raises :class:`StackError` when none exists (run ``bin/bootstrap``).
     """
-    candidates = [p.parent for p in base.glob("*/bin/pg_ctl") if os.access(p, os.X_OK)]
-    if candidates:
-        return max(candidates, key=_version_key)
+    for root in ((private / "current" / "usr" / "lib" / "postgresql",) if private else ()) + (
+        base,
+    ):
+        candidates = [p.parent for p in root.glob("*/bin/pg_ctl") if os.access(p, os.X_OK)]
+        if candidates:
+            return max(candidates, key=_version_key)
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).resolve().parent
     raise StackError(f"no PostgreSQL binaries (no {base}/*/bin/pg_ctl); run bin/bootstrap")
+
+
+def stack_bin_dir(paths: StackPaths) -> Path:
+    """:func:`find_bin_dir` for this stack: its private TimescaleDB tree first."""
+    return find_bin_dir(private=paths.pg_server_dir)
 
 
 def extension_available(bin_dir: Path, name: str) -> bool:
@@ -76,6 +89,21 @@ def extension_available(bin_dir: Path, name: str) -> bool:
                             check=False)  # fmt: skip
     share = Path(result.stdout.strip())
     return result.returncode == 0 and (share / "extension" / f"{name}.control").is_file()
+
+
+def server_description(paths: StackPaths) -> str:
+    """What the running server stores data in, e.g. ``TimescaleDB 2.28.3 on PostgreSQL 15.20``
+    or ``plain PostgreSQL 15.20 (no TimescaleDB)``. Raises :class:`StackError` when the server
+    cannot be asked."""
+    bin_dir = stack_bin_dir(paths)
+    version = _psql(paths, bin_dir, "SHOW server_version", DATABASE).split()[0]
+    ext = _psql(
+        paths, bin_dir, "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'",
+        DATABASE,
+    )  # fmt: skip
+    if ext:
+        return f"TimescaleDB {ext} on PostgreSQL {version}"
+    return f"plain PostgreSQL {version} (no TimescaleDB)"
 
 
 # --- running as the postgres user -----------------------------------------------------------
@@ -278,10 +306,16 @@ def start(paths: StackPaths, reporter: Reporter) -> int:
     A server already running from ``.local/pg/data`` is left as is. Raises :class:`StackError`
     when the port is taken by someone else or a step fails (the message names the log).
     """
-    bin_dir = find_bin_dir()
+    bin_dir = stack_bin_dir(paths)
     pid_file = paths.pid_file(NAME)
     timescaledb = extension_available(bin_dir, "timescaledb")
     pid = live_pid(pid_file) or postmaster_pid(paths)
+    if pid is not None and timescaledb and not _preloads_timescaledb(paths, bin_dir):
+        # Started before bootstrap built TimescaleDB (system binaries): restart on the tree.
+        with reporter.step("postgres: restart on the TimescaleDB server tree") as note:
+            _pg_ctl_stop(paths)
+            note.result = f"pid {pid} stopped"
+        pid = None
     if pid is not None:
         with reporter.step(f"postgres: {HOST}:{PORT}") as note:
             wait_until(lambda: is_ready(bin_dir), timeout_s=START_TIMEOUT_S, what="postgres",
@@ -296,6 +330,7 @@ def start(paths: StackPaths, reporter: Reporter) -> int:
             )
         run_as = ensure_os_user()
         _prepare_dirs(paths, run_as)
+        check_traversable(bin_dir / "postgres", run_as, paths.local)
         if not is_initialized(paths):
             with reporter.step(f"postgres: initdb ({bin_dir.parent.name})") as note:
                 initdb(paths, bin_dir, run_as)
@@ -326,6 +361,18 @@ def start(paths: StackPaths, reporter: Reporter) -> int:
     return pid
 
 
+def _preloads_timescaledb(paths: StackPaths, bin_dir: Path) -> bool:
+    try:
+        return "timescaledb" in _psql(paths, bin_dir, "SHOW shared_preload_libraries")
+    except StackError:
+        return False
+
+
+def _pg_ctl_stop(paths: StackPaths) -> None:
+    _run([str(stack_bin_dir(paths) / "pg_ctl"), "-D", str(paths.pg_data), "-m", "fast", "-w",
+          "-t", "60", "stop"], ensure_os_user(), paths, "pg_ctl stop")  # fmt: skip
+
+
 def stop(paths: StackPaths, reporter: Reporter) -> None:
     """``pg_ctl stop -m fast`` the cluster in ``.local/pg/data``; no-op when it is not running."""
     pid_file = paths.pid_file(NAME)
@@ -334,8 +381,6 @@ def stop(paths: StackPaths, reporter: Reporter) -> None:
         remove_pid_file(pid_file)
         return
     with reporter.step("postgres: stop") as note:
-        run_as = ensure_os_user()
-        _run([str(find_bin_dir() / "pg_ctl"), "-D", str(paths.pg_data), "-m", "fast", "-w",
-              "-t", "60", "stop"], run_as, paths, "pg_ctl stop")  # fmt: skip
+        _pg_ctl_stop(paths)
         note.result = f"pid {pid} stopped"
     remove_pid_file(pid_file)

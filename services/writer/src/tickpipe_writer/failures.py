@@ -39,7 +39,7 @@ from tickpipe_shared.metrics import UNITS
 from tickpipe_shared.units import Unit, ms_to_iso, plan_units
 from tickpipe_shared.wire.failures import Failure
 
-from tickpipe_writer.store import RETRYABLE_DB_ERRORS
+from tickpipe_writer.db_errors import AVAILABILITY_ERRORS
 
 log = structlog.get_logger()
 
@@ -161,7 +161,7 @@ def upsert_args(items: Sequence[FailedUnit]) -> list[list[object]]:
 async def record_failures(conn: asyncpg.Connection, items: Sequence[FailedUnit]) -> int:
     """Upsert ``items`` as ``failed`` rows in one statement; returns how many rows were written
     (the others kept their ``stored``/``empty``/``suspect-empty`` state). Raises
-    :class:`asyncpg.PostgresError` or one of :data:`RETRYABLE_DB_ERRORS`."""
+    :class:`asyncpg.PostgresError` or one of :data:`AVAILABILITY_ERRORS`."""
     rows = latest_per_unit(items)
     if not rows:
         return 0
@@ -184,7 +184,7 @@ class FailureLedger:
         dsn = self.settings.database_url.get_secret_value()
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1, command_timeout=60)
         async with pool.acquire() as conn:
-            await migrate(conn)
+            await migrate(conn, self.settings.database_timescaledb)
         return pool
 
     async def _connection_pool(self) -> asyncpg.Pool:
@@ -222,7 +222,7 @@ class FailureLedger:
             pool = await self._connection_pool()
             async with pool.acquire() as conn:
                 written = await self._record(conn, items)
-        except RETRYABLE_DB_ERRORS as e:
+        except AVAILABILITY_ERRORS as e:
             raise RetryableError(f"database unavailable: {type(e).__name__}: {e}") from e
         UNITS.labels(STAGE, "failed").inc(written)
         log.info(
@@ -240,7 +240,7 @@ class FailureLedger:
         so that one bad row (e.g. an instrument name the database rejects) skips only itself."""
         try:
             return await record_failures(conn, items)
-        except RETRYABLE_DB_ERRORS:
+        except AVAILABILITY_ERRORS:
             raise
         except asyncpg.PostgresError as e:
             log.warning("batch refused, recording failed units one by one", error=str(e))
@@ -248,7 +248,7 @@ class FailureLedger:
         for item in items:
             try:
                 written += await record_failures(conn, [item])
-            except RETRYABLE_DB_ERRORS:
+            except AVAILABILITY_ERRORS:
                 raise
             except asyncpg.PostgresError as e:
                 log.error("failed unit not recorded", unit=item.unit.key, error=str(e))

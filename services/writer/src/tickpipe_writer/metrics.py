@@ -14,4 +14,10 @@ ORPHAN_PARTS = Counter(
     "tickpipe_writer_orphan_parts_total",
     "Parts not stored because an earlier part of their payload is missing (unit left partial)",
 )
+DB_ERRORS = Counter(
+    "tickpipe_writer_db_errors_total",
+    "Failed write transactions by class (availability: retried indefinitely; persistent: "
+    "retried a bounded number of times; data: the record goes to failures) and error",
+    ["class", "error"],
+)
 CANDLES = Counter("tickpipe_writer_candles_total", "Source candles written to the candles table")

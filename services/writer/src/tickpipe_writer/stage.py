@@ -4,7 +4,10 @@ candles into ``candles``).
 Many units go into one transaction (up to ``TICKPIPE_WRITER_BATCH_ROWS`` rows or
 ``TICKPIPE_WRITER_BATCH_SECONDS``). Offsets are committed by the runtime only after
 :meth:`Writer.process` returned, i.e. after the database commit. While the database is down
-the runtime retries the same records with backoff and commits nothing.
+the runtime retries the same records with backoff and commits nothing. A database error that
+waiting does not fix (:mod:`tickpipe_writer.db_errors`) is retried
+``TICKPIPE_WRITER_DB_ERROR_ATTEMPTS`` times; then the records that still fail alone go to
+failures, so no partition is held forever.
 """
 
 from __future__ import annotations
@@ -25,8 +28,15 @@ from tickpipe_shared.wire.batch import Batch, BatchFormatError, CandleBatch, Tic
 from tickpipe_shared.wire.progress import UnitFinished, encode_progress
 
 from tickpipe_writer.aggregates import OhlcvRefresher
-from tickpipe_writer.metrics import CANDLES, DB_WRITE_SECONDS, DUPLICATE_PARTS, ORPHAN_PARTS
-from tickpipe_writer.store import RETRYABLE_DB_ERRORS, is_data_error, write
+from tickpipe_writer.db_errors import AttemptCounter, PersistentDatabaseError, classify
+from tickpipe_writer.metrics import (
+    CANDLES,
+    DB_ERRORS,
+    DB_WRITE_SECONDS,
+    DUPLICATE_PARTS,
+    ORPHAN_PARTS,
+)
+from tickpipe_writer.store import write
 
 log = structlog.get_logger()
 
@@ -50,6 +60,22 @@ def outcome_of(state: str) -> Outcome:
     return outcome
 
 
+def session_settings(settings: Settings) -> dict[str, str]:
+    """Server settings of the writer's sessions.
+
+    Custom plans always: the unit-replace ``DELETE`` has its instrument and window as
+    parameters, and only a plan made for the actual values lets TimescaleDB exclude chunks and
+    decompress just the unit's batches of a compressed chunk (a generic plan, which PostgreSQL
+    picks after five executions of a prepared statement, would decompress the whole table).
+    """
+    return {
+        "plan_cache_mode": "force_custom_plan",
+        "timescaledb.max_tuples_decompressed_per_dml_transaction": str(
+            settings.writer_max_decompressed_tuples
+        ),
+    }
+
+
 class Writer:
     """Processor storing validated batches; it produces a ``unit`` progress event per finished
     unit, and failure records."""
@@ -60,20 +86,57 @@ class Writer:
         self.progress_topic = settings.topic(PROGRESS)
         self._pool: asyncpg.Pool | None = None
         self._ohlcv: OhlcvRefresher | None = None
+        self._attempts = AttemptCounter(settings.writer_db_error_attempts)
 
     async def _connection_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             dsn = self.settings.database_url.get_secret_value()
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, command_timeout=120)
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=2,
+                command_timeout=120,
+                server_settings=session_settings(self.settings),
+            )
             try:
                 async with pool.acquire() as conn:
-                    await migrate(conn)
+                    await migrate(conn, self.settings.database_timescaledb)
                     self._ohlcv = await OhlcvRefresher.detect(conn)
             except BaseException:
                 await pool.close()
                 raise
             self._pool = pool
         return self._pool
+
+    def _on_write_error(
+        self, error: Exception, consumed: Sequence[tuple[str, int, int]]
+    ) -> Exception:
+        """The exception that steers the runtime after a failed write of ``consumed``:
+        :class:`RetryableError` (rewind, back off, retry) or the error itself (the runtime
+        isolates the record at fault and sends it to failures)."""
+        kind = classify(error)
+        DB_ERRORS.labels(kind, type(error).__name__).inc()
+        detail = f"{type(error).__name__}: {error}"
+        if kind == "availability":
+            return RetryableError(f"database unavailable: {detail}")
+        if kind == "data":
+            return error
+        attempt = self._attempts.failed(consumed)
+        if not self._attempts.exhausted(attempt):
+            log.warning(
+                "database refused the write; retrying",
+                error=detail,
+                attempt=attempt,
+                of=self._attempts.attempts,
+            )
+            return RetryableError(f"database refused the write (attempt {attempt}): {detail}")
+        log.error(
+            "database error does not go away by retrying; failing the records that still fail",
+            error=detail,
+            attempts=attempt,
+            records=len(consumed),
+        )
+        return PersistentDatabaseError(f"{detail} (gave up after {attempt} attempts)")
 
     async def process(self, records: Sequence[InRecord]) -> list[OutRecord]:
         """Write every decodable batch in one transaction; failure records for the others."""
@@ -94,15 +157,13 @@ class Writer:
             pool = await self._connection_pool()
         except Exception as e:  # connecting or migrating is never the data's fault
             raise RetryableError(f"database unavailable: {type(e).__name__}: {e}") from e
+        consumed = [(r.topic, r.partition, r.offset) for r in records]
         try:
             async with pool.acquire() as conn:
                 work = await write(conn, batches)
-        except RETRYABLE_DB_ERRORS as e:
-            raise RetryableError(f"database unavailable: {type(e).__name__}: {e}") from e
         except Exception as e:
-            if is_data_error(e):
-                raise  # the runtime isolates the record at fault and sends it to failures
-            raise RetryableError(f"database refused the write: {type(e).__name__}: {e}") from e
+            raise self._on_write_error(e, consumed) from e
+        self._attempts.succeeded(consumed)
         DB_WRITE_SECONDS.observe(time.monotonic() - started)
         if self._ohlcv is not None:  # TimescaleDB: make the written ticks visible in ohlcv_*
             await self._ohlcv.after_commit(pool, work)

@@ -23,31 +23,6 @@ from tickpipe_writer.copy_binary import (
 )
 from tickpipe_writer.plan import LedgerState, Plan, UnitId, UnitWindow, plan, unit_id
 
-#: Errors that mean "the database is not there right now": retry, never fail the data.
-RETRYABLE_DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ConnectionError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-)
-
-
-def is_data_error(error: BaseException) -> bool:
-    """True when the database refused the *data* (bad value, constraint): the record is at
-    fault and goes to failures. Any other database error (privileges, a read-only standby after
-    a failover, a cancelled query, a schema problem) is the environment's: retry, never drain
-    the topic into failures."""
-    return isinstance(
-        error, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError
-    ) or not isinstance(error, asyncpg.PostgresError)
-
 
 def unit_lock_key(unit: UnitId) -> int:
     """A stable signed 64-bit advisory-lock key for a unit's database identity."""
@@ -182,21 +157,18 @@ async def upsert_instruments(conn: asyncpg.Connection, batches: Sequence[Batch])
     )
 
 
-#: Deletes tick unit windows: ``$1`` instruments, ``$2`` starts, ``$3`` ends (arrays).
-DELETE_TICKS = """
-DELETE FROM ticks t
-USING unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS u(instrument, s, e)
-WHERE t.instrument = u.instrument AND t.ts >= u.s AND t.ts < u.e
-"""
+#: Deletes one tick unit window: ``$1`` instrument, ``$2`` start, ``$3`` end. One statement per
+#: unit with plain comparisons (not a join with an array of windows), so that the plan made for
+#: the values (the writer's sessions force custom plans) excludes the other chunks and, inside a
+#: compressed chunk, decompresses only the batches of the instrument's segment whose ``ts``
+#: range meets the window.
+DELETE_TICKS = "DELETE FROM ticks WHERE instrument = $1 AND ts >= $2 AND ts < $3"
 
-#: Deletes candle unit windows: ``$1`` instruments, ``$2`` timeframes, ``$3`` sides, ``$4``
-#: starts, ``$5`` ends (arrays); one range of the primary key's index per unit.
+#: Deletes one candle unit window: ``$1`` instrument, ``$2`` timeframe, ``$3`` side, ``$4``
+#: start, ``$5`` end; one range of the primary key's index (and of the segment) per unit.
 DELETE_CANDLES = """
-DELETE FROM candles c
-USING unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
-      AS u(instrument, timeframe, side, s, e)
-WHERE c.instrument = u.instrument AND c.timeframe = u.timeframe AND c.side = u.side
-  AND c.ts >= u.s AND c.ts < u.e
+DELETE FROM candles
+WHERE instrument = $1 AND timeframe = $2 AND side = $3 AND ts >= $4 AND ts < $5
 """
 
 
@@ -207,20 +179,16 @@ async def delete_units(conn: asyncpg.Connection, windows: Sequence[UnitWindow]) 
     ticks = [w for w in windows if w.kind == "ticks"]
     candles = [(w, Kind.parse(w.kind)) for w in windows if w.kind != "ticks"]
     if ticks:
-        await conn.execute(
-            DELETE_TICKS,
-            [w.instrument for w in ticks],
-            [_dt(w.start_ms) for w in ticks],
-            [_dt(w.end_ms) for w in ticks],
+        await conn.executemany(
+            DELETE_TICKS, [(w.instrument, _dt(w.start_ms), _dt(w.end_ms)) for w in ticks]
         )
     if candles:
-        await conn.execute(
+        await conn.executemany(
             DELETE_CANDLES,
-            [w.instrument for w, _ in candles],
-            [str(k.timeframe) for _, k in candles],
-            [str(k.side) for _, k in candles],
-            [_dt(w.start_ms) for w, _ in candles],
-            [_dt(w.end_ms) for w, _ in candles],
+            [
+                (w.instrument, str(k.timeframe), str(k.side), _dt(w.start_ms), _dt(w.end_ms))
+                for w, k in candles
+            ],
         )
 
 
@@ -251,8 +219,8 @@ async def write(conn: asyncpg.Connection, batches: Sequence[Batch]) -> Plan:
 
     Returns the executed plan. Raises :class:`asyncpg.PostgresError` (the transaction is rolled
     back), :class:`ValueError` for a batch that cannot be stored (malformed kind, negative
-    scale, non-ASCII instrument) or one of :data:`RETRYABLE_DB_ERRORS` when the database is
-    unreachable.
+    scale, non-ASCII instrument) or one of
+    :data:`~tickpipe_writer.db_errors.AVAILABILITY_ERRORS` when the database is unreachable.
     """
     async with conn.transaction():
         units = list(dict.fromkeys(unit_id(b.meta) for b in batches))

@@ -1,9 +1,10 @@
 """Versioned migrations: ``migrations/NNNN_name.sql``, applied once each, in order.
 
-When the TimescaleDB extension is available, ``NNNN_name.timescaledb.sql`` runs right after
-its base file in the same transaction; on plain PostgreSQL it is skipped. The choice is logged
-and recorded in ``schema_migrations.variant``. An advisory lock keeps concurrent writers from
-migrating at the same time.
+When the database uses TimescaleDB, ``NNNN_name.timescaledb.sql`` runs right after its base
+file in the same transaction; on plain PostgreSQL it is skipped. The choice is logged and
+recorded in ``schema_migrations.variant``; which storage a database uses is decided once, when
+its schema is first created (:data:`StorageMode`), and kept afterwards. An advisory lock keeps
+concurrent writers from migrating at the same time.
 
 What follows a ``-- tickpipe:after-commit`` line in a TimescaleDB file runs after the commit, one
 statement at a time (statements end with ``;`` at the end of a line), for what cannot run in a
@@ -16,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Literal
 
 import asyncpg
 import structlog
@@ -23,6 +25,17 @@ import structlog
 log = structlog.get_logger()
 
 _LOCK_ID = 0x7469636B  # "tick"
+
+#: How :func:`migrate` chooses the storage of a database whose schema it creates: ``auto``
+#: TimescaleDB when the server has the extension (created here), else plain PostgreSQL; ``on``
+#: TimescaleDB or an error; ``off`` plain PostgreSQL tables even where TimescaleDB is installed.
+#: A database that already has a schema keeps its storage, whatever the mode.
+StorageMode = Literal["auto", "on", "off"]
+
+
+class StorageModeError(RuntimeError):
+    """The storage asked for cannot be had (``on`` without the extension, or a schema created
+    with the other storage)."""
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 AFTER_COMMIT_MARKER = "-- tickpipe:after-commit"
 
@@ -96,9 +109,54 @@ async def timescaledb_available(conn: asyncpg.Connection) -> bool:
     return True
 
 
-async def migrate(conn: asyncpg.Connection) -> MigrationReport:
-    """Apply every migration not applied yet. Raises :class:`asyncpg.PostgresError` when one
-    fails (its transaction is rolled back; earlier ones stay)."""
+async def storage_description(conn: asyncpg.Connection) -> str:
+    """Where this database's data lives, for people: ``TimescaleDB 2.28.3 on PostgreSQL 15.20``
+    or ``plain PostgreSQL 15.20`` (the extension is absent or the schema was created plain)."""
+    version = str(await conn.fetchval("SHOW server_version")).split()[0]
+    ext = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+    plain = await conn.fetchval(
+        "SELECT to_regclass('schema_migrations') IS NOT NULL AND NOT EXISTS ("
+        "SELECT 1 FROM schema_migrations WHERE variant = 'timescaledb')"
+    )
+    if ext and not plain:
+        return f"TimescaleDB {ext} on PostgreSQL {version}"
+    return f"plain PostgreSQL {version}"
+
+
+async def _uses_timescaledb(conn: asyncpg.Connection, mode: StorageMode) -> bool:
+    variants = {
+        r["variant"]: r["n"]
+        for r in await conn.fetch(
+            "SELECT variant, count(*) AS n FROM schema_migrations GROUP BY variant"
+        )
+    }
+    if variants:  # the schema exists: its storage was chosen when it was created
+        timescale = "timescaledb" in variants
+        if (mode == "on" and not timescale) or (mode == "off" and timescale):
+            want = "TimescaleDB" if mode == "on" else "plain PostgreSQL"
+            raise StorageModeError(
+                f"storage {want} asked for (TICKPIPE_DATABASE_TIMESCALEDB={mode}), but this "
+                f"database's schema was created on "
+                f"{'TimescaleDB' if timescale else 'plain PostgreSQL'}"
+            )
+        return timescale
+    if mode == "off":
+        return False
+    if await timescaledb_available(conn):
+        return True
+    if mode == "on":
+        raise StorageModeError(
+            "TimescaleDB asked for (TICKPIPE_DATABASE_TIMESCALEDB=on) but the server has no "
+            "timescaledb extension (install it, add it to shared_preload_libraries)"
+        )
+    return False
+
+
+async def migrate(conn: asyncpg.Connection, mode: StorageMode = "auto") -> MigrationReport:
+    """Apply every migration not applied yet, on the storage ``mode`` gives a new schema.
+
+    Raises :class:`asyncpg.PostgresError` when one fails (its transaction is rolled back;
+    earlier ones stay) and :class:`StorageModeError` when ``mode`` cannot be honoured."""
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
     try:
         await conn.execute(
@@ -108,7 +166,7 @@ async def migrate(conn: asyncpg.Connection) -> MigrationReport:
                    variant    text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        timescale = await timescaledb_available(conn)
+        timescale = await _uses_timescaledb(conn, mode)
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         applied = []
         for m in load_migrations():

@@ -1,10 +1,12 @@
-"""Read-side candle queries: OHLCV candles at 1m, 5m, 1h and 1d computed from ticks
-(``ohlcv_<timeframe>``), and source candles as the sources served them (table ``candles``).
+"""Read-side candle queries: OHLCV candles of any fixed timeframe computed from ticks, and
+source candles as the sources served them (table ``candles``).
 
 Migration 0002 creates ``ohlcv_1m`` … ``ohlcv_1d`` as continuous aggregates on TimescaleDB and as
 plain views over ``ticks`` on PostgreSQL, with the same columns, so :func:`candles_sql` is one
-query text for both (the TimescaleDB check in CI runs this very text in PGlite: see
-``dev/pglite/`` and docs/storage.md).
+query text for both. Those four timeframes are read from their view; any other fixed timeframe
+(``15m``, ``4h``, ``1w``, ``30s`` …) is rolled up with ``date_bin`` from the coarsest view whose
+width divides it (from ``ticks`` when none does), which is exact: OHLC of OHLC, sums of counts
+and volumes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from tickpipe_shared.kinds import Kind
+from tickpipe_shared.kinds import Kind, KindError, Timeframe
 
 #: Timeframe → bucket width. Each has an ``ohlcv_<timeframe>`` view / continuous aggregate.
 TIMEFRAMES: dict[str, timedelta] = {
@@ -47,14 +49,43 @@ CANDLE_COLUMNS: tuple[str, ...] = (
 )
 
 
-class UnknownTimeframeError(ValueError):
-    """A timeframe other than those of :data:`TIMEFRAMES`."""
+#: Where roll-up buckets start: a Monday (TimescaleDB's ``time_bucket`` origin), so weeks run
+#: Monday to Monday; every timeframe dividing a day is aligned to midnight UTC anyway.
+BUCKET_ORIGIN = "2000-01-03 00:00:00+00"
 
-    def __init__(self, timeframe: str) -> None:
+
+class UnknownTimeframeError(ValueError):
+    """A timeframe that candles cannot be computed at: malformed, or a calendar one (months,
+    quarters, years have no fixed width)."""
+
+    def __init__(self, timeframe: str, why: str | None = None) -> None:
         super().__init__(
-            f"unknown timeframe {timeframe!r}: expected one of {', '.join(TIMEFRAMES)}"
+            f"unknown timeframe {timeframe!r}: "
+            + (why or f"expected a fixed timeframe such as {', '.join(TIMEFRAMES)}, 15m, 4h, 1w")
         )
         self.timeframe = timeframe
+
+
+def parse_timeframe(timeframe: str) -> Timeframe:
+    """The fixed :class:`Timeframe` of ``timeframe`` (``"15m"``, ``"4h"``, ``"60s"`` → 1m).
+    Raises :class:`UnknownTimeframeError` for a malformed or calendar timeframe."""
+    try:
+        tf = Timeframe.parse(timeframe)
+    except KindError as e:
+        raise UnknownTimeframeError(timeframe, str(e)) from None
+    if tf.duration_ms is None:
+        raise UnknownTimeframeError(
+            timeframe, "calendar timeframes (mo, q, y) have no fixed width; use 1d or 1w candles"
+        )
+    return tf
+
+
+def rollup_base(tf: Timeframe) -> str | None:
+    """The coarsest of :data:`TIMEFRAMES` whose width divides ``tf`` (``None``: none does, the
+    candles come from ``ticks``)."""
+    width = tf.duration_ms or 0
+    bases = [name for name, w in TIMEFRAMES.items() if width % int(w.total_seconds() * 1000) == 0]
+    return max(bases, key=lambda name: TIMEFRAMES[name]) if bases else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,21 +123,76 @@ class Candle:
 
 
 def view_name(timeframe: str) -> str:
-    """``ohlcv_<timeframe>``; raises :class:`UnknownTimeframeError` for an unknown timeframe."""
+    """``ohlcv_<timeframe>``; raises :class:`UnknownTimeframeError` for a timeframe without one."""
     if timeframe not in TIMEFRAMES:
-        raise UnknownTimeframeError(timeframe)
+        raise UnknownTimeframeError(timeframe, f"views exist for {', '.join(TIMEFRAMES)}")
     return f"ohlcv_{timeframe}"
+
+
+_WHERE = "WHERE instrument = $1 AND bucket >= $2::timestamptz AND bucket < $3::timestamptz\n"
+
+#: Roll-up of a base view's candles: ``{interval}``, ``{base}``. First/last via ordered arrays
+#: (TimescaleDB's first()/last() do not exist on plain PostgreSQL).
+_ROLLUP = """SELECT {columns}
+FROM (
+  SELECT instrument, date_bin({interval}, bucket, {origin}) AS bucket,
+         (array_agg(bid_open ORDER BY bucket))[1] AS bid_open, max(bid_high) AS bid_high,
+         min(bid_low) AS bid_low, (array_agg(bid_close ORDER BY bucket DESC))[1] AS bid_close,
+         (array_agg(ask_open ORDER BY bucket))[1] AS ask_open, max(ask_high) AS ask_high,
+         min(ask_low) AS ask_low, (array_agg(ask_close ORDER BY bucket DESC))[1] AS ask_close,
+         (array_agg(mid_open ORDER BY bucket))[1] AS mid_open, max(mid_high) AS mid_high,
+         min(mid_low) AS mid_low, (array_agg(mid_close ORDER BY bucket DESC))[1] AS mid_close,
+         sum(tick_count)::bigint AS tick_count,
+         sum(bid_volume) AS bid_volume, sum(ask_volume) AS ask_volume
+  FROM {base}
+  WHERE instrument = $1
+    AND bucket >= date_bin({interval}, $2::timestamptz, {origin})
+    AND bucket < date_bin({interval}, $3::timestamptz, {origin}) + {interval}
+  GROUP BY instrument, 2
+) AS c
+{where}ORDER BY bucket"""
+
+#: Candles straight from ticks, for timeframes finer than (or not divisible by) 1m.
+_FROM_TICKS = """SELECT {columns}
+FROM (
+  SELECT instrument, date_bin({interval}, ts, {origin}) AS bucket,
+         (array_agg(bid ORDER BY ts))[1] AS bid_open, max(bid) AS bid_high,
+         min(bid) AS bid_low, (array_agg(bid ORDER BY ts DESC))[1] AS bid_close,
+         (array_agg(ask ORDER BY ts))[1] AS ask_open, max(ask) AS ask_high,
+         min(ask) AS ask_low, (array_agg(ask ORDER BY ts DESC))[1] AS ask_close,
+         (array_agg((bid + ask) / 2 ORDER BY ts))[1] AS mid_open, max((bid + ask) / 2) AS mid_high,
+         min((bid + ask) / 2) AS mid_low,
+         (array_agg((bid + ask) / 2 ORDER BY ts DESC))[1] AS mid_close,
+         count(*) AS tick_count, sum(bid_volume) AS bid_volume, sum(ask_volume) AS ask_volume
+  FROM ticks
+  WHERE instrument = $1
+    AND ts >= date_bin({interval}, $2::timestamptz, {origin})
+    AND ts < date_bin({interval}, $3::timestamptz, {origin}) + {interval}
+  GROUP BY instrument, 2
+) AS c
+{where}ORDER BY bucket"""
 
 
 def candles_sql(timeframe: str) -> str:
     """The candles query for ``timeframe``: parameters ``$1`` instrument (text), ``$2`` from
-    and ``$3`` to (timestamptz); candles whose bucket starts in ``[$2, $3)``, oldest first."""
-    return (
-        f"SELECT {', '.join(CANDLE_COLUMNS)}\n"
-        f"FROM {view_name(timeframe)}\n"
-        "WHERE instrument = $1 AND bucket >= $2::timestamptz AND bucket < $3::timestamptz\n"
-        "ORDER BY bucket"
-    )
+    and ``$3`` to (timestamptz); candles whose bucket starts in ``[$2, $3)``, oldest first.
+
+    Raises :class:`UnknownTimeframeError` for a malformed or calendar timeframe."""
+    tf = parse_timeframe(timeframe)
+    columns = ", ".join(CANDLE_COLUMNS)
+    if str(tf) in TIMEFRAMES:
+        return f"SELECT {columns}\nFROM {view_name(str(tf))}\n{_WHERE}ORDER BY bucket"
+    seconds = (tf.duration_ms or 0) // 1000
+    parts = {
+        "columns": columns,
+        "interval": f"INTERVAL '{seconds} seconds'",
+        "origin": f"TIMESTAMPTZ '{BUCKET_ORIGIN}'",
+        "where": _WHERE,
+    }
+    base = rollup_base(tf)
+    if base is None:
+        return _FROM_TICKS.format(**parts)
+    return _ROLLUP.format(base=view_name(base), **parts)
 
 
 async def candles(
@@ -115,7 +201,7 @@ async def candles(
     """Candles of ``instrument`` at ``timeframe`` whose bucket starts in ``[from_, to)``.
 
     ``from_``/``to`` must be timezone-aware. Raises :class:`UnknownTimeframeError` for a
-    timeframe not in :data:`TIMEFRAMES` and :class:`ValueError` for naive times or an empty range.
+    malformed or calendar timeframe and :class:`ValueError` for naive times or an empty range.
     """
     sql = candles_sql(timeframe)
     if from_.tzinfo is None or to.tzinfo is None:
