@@ -76,7 +76,8 @@ async def load(conn: asyncpg.Connection, batches: Sequence[TickBatch], chunk: in
 
 
 async def table_bytes(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT sum(total_bytes) FROM hypertable_detailed_size('ticks')"))
+    sql = "SELECT sum(total_bytes) FROM hypertable_detailed_size('ticks')"
+    return int(await conn.fetchval(sql))
 
 
 async def best_of(repeat: int, conn: asyncpg.Connection, sql: str, *args: object) -> float:

@@ -31,7 +31,8 @@ compression policy active, and three more figures are measured in the same run:
   chunk is compressed: the sample is years old), then the same units are written again — the
   replace path of a re-request or a replay into compressed data.
 
-Each figure is the best of N runs; the ratio writer / psql into the same hypertable is the
+Each figure is the best of N rounds (each round runs every method once, in turn); the ratio
+writer / psql into the same hypertable is the
 target (≥ 0.8). The scratch database is dropped at the end.
 """
 
@@ -219,23 +220,36 @@ async def count(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT (SELECT count(*) FROM ticks) + count(*) FROM candles"))
 
 
-async def best_of(
-    repeat: int,
-    conn: asyncpg.Connection,
-    run: Callable[[], Awaitable[None]],
-    expected: int,
-) -> float:
-    """Best wall time of ``run`` over ``repeat`` runs, each on freshly truncated tables."""
-    times = []
-    for _ in range(repeat):
+Trial = Callable[[], Awaitable[float]]
+
+
+def timed(
+    conn: asyncpg.Connection, run: Callable[[], Awaitable[None]], expected: int
+) -> Trial:
+    """One repetition of ``run`` on freshly truncated tables: its wall time, after checking
+    that it stored ``expected`` rows."""
+
+    async def trial() -> float:
         await truncate(conn)
         t = time.perf_counter()
         await run()
-        times.append(time.perf_counter() - t)
+        elapsed = time.perf_counter() - t
         got = await count(conn)
         if got != expected:
             raise SystemExit(f"run stored {got:,} rows, expected {expected:,}")
-    return min(times)
+        return elapsed
+
+    return trial
+
+
+async def best_of_interleaved(repeat: int, trials: Sequence[tuple[str, Trial]]) -> list[float]:
+    """Best time of each trial over ``repeat`` rounds; every round runs each trial once, in
+    turn, so that a burst of load elsewhere on the machine hits them all alike."""
+    best = [float("inf")] * len(trials)
+    for _ in range(repeat):
+        for i, (_, trial) in enumerate(trials):
+            best[i] = min(best[i], await trial())
+    return best
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -328,52 +342,48 @@ async def bench(args: argparse.Namespace) -> None:
 
             async def compress_then_rewrite() -> float:
                 """Seconds of the writer rewriting every unit into compressed chunks."""
-                times = []
-                for _ in range(args.repeat):
-                    await truncate(conn)
-                    await writer()
-                    job = await conn.fetchval(
-                        "SELECT job_id FROM timescaledb_information.jobs "
-                        "WHERE proc_name = 'policy_compression' AND hypertable_name = $1",
-                        table,
-                    )
-                    await conn.execute(f"CALL run_job({job})")
-                    t = time.perf_counter()
-                    await writer()
-                    times.append(time.perf_counter() - t)
-                    if await count(conn) != total:
-                        raise SystemExit("rewrite into compressed chunks changed the row count")
-                return min(times)
+                await truncate(conn)
+                await writer()
+                job = await conn.fetchval(
+                    "SELECT job_id FROM timescaledb_information.jobs "
+                    "WHERE proc_name = 'policy_compression' AND hypertable_name = $1",
+                    table,
+                )
+                await conn.execute(f"CALL run_job({job})")
+                t = time.perf_counter()
+                await writer()
+                elapsed = time.perf_counter() - t
+                if await count(conn) != total:
+                    raise SystemExit("rewrite into compressed chunks changed the row count")
+                return elapsed
 
-            results: list[tuple[str, float]] = []
-            # Interleave nothing: each method runs its N repetitions back to back.
-            results.append((f"psql \\copy (FORMAT binary) into {table}", await best_of(
-                args.repeat, conn, psql_copy, total)))  # fmt: skip
-            results.append(("asyncpg copy_to_table, 1 COPY", await best_of(
-                args.repeat, conn, raw_asyncpg, total)))  # fmt: skip
-            results.append((f"writer store.write, {len(groups)} txns", await best_of(
-                args.repeat, conn, writer, total)))  # fmt: skip
+            trials: list[tuple[str, Trial]] = [
+                (f"psql \\copy (FORMAT binary) into {table}", timed(conn, psql_copy, total)),
+                ("asyncpg copy_to_table, 1 COPY", timed(conn, raw_asyncpg, total)),
+                (f"writer store.write, {len(groups)} txns", timed(conn, writer, total)),
+            ]
             if report.timescaledb:
                 await conn.execute(f"CREATE TABLE {table}_plain (LIKE {table} INCLUDING ALL)")
 
-                async def plain_count() -> int:
-                    return int(await conn.fetchval(f"SELECT count(*) FROM {table}_plain"))
-
-                plain_times = []
-                for _ in range(args.repeat):
+                async def plain_trial() -> float:
                     await conn.execute(f"TRUNCATE {table}_plain")
                     t = time.perf_counter()
                     await psql_copy_plain()
-                    plain_times.append(time.perf_counter() - t)
-                    if await plain_count() != total:
+                    elapsed = time.perf_counter() - t
+                    got = await conn.fetchval(f"SELECT count(*) FROM {table}_plain")
+                    if got != total:
                         raise SystemExit("psql copy into the plain table lost rows")
-                plain_s = min(plain_times)
-                results.append(("psql \\copy into a plain table (no hypertable)", plain_s))
+                    return elapsed
+
+                trials.append(("psql \\copy into a plain table (no hypertable)", plain_trial))
                 if refresher is not None:
-                    results.append(("writer + continuous-aggregate refresh", await best_of(
-                        args.repeat, conn, writer_refreshing, total)))  # fmt: skip
-                rewrite_s = await compress_then_rewrite()
-                results.append(("writer, rewrite into compressed chunks", rewrite_s))
+                    trials.append(
+                        ("writer + continuous-aggregate refresh",
+                         timed(conn, writer_refreshing, total))
+                    )  # fmt: skip
+                trials.append(("writer, rewrite into compressed chunks", compress_then_rewrite))
+            best = await best_of_interleaved(args.repeat, trials)
+            results = [(label, secs) for (label, _), secs in zip(trials, best, strict=True)]
             encoder = "encode_candle_rows" if candles else "encode_tick_rows"
             results.append((f"{encoder} only (no database)", encode_only()))
         finally:

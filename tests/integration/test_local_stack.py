@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -10,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from tickpipe_dev.stack import api, kafka, postgres
+from tickpipe_dev.stack.paths import StackPaths
 from tickpipe_dev.stack.processes import Reporter
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.topics import RAW_PAYLOADS, TOPICS
@@ -94,3 +96,33 @@ def test_up_twice_is_harmless(infra: Settings) -> None:
     for name in (kafka.NAME, postgres.NAME):
         assert after[name].pid == before[name].pid, name
         assert after[name].healthy, name
+
+
+def test_the_stack_runs_timescaledb_built_by_bootstrap(infra: Settings) -> None:
+    """bin/bootstrap built TimescaleDB into .local/pgserver; the stack runs that server tree,
+    preloads the extension, says so in `status`, and telemetry is compiled out."""
+    paths = StackPaths.discover()
+    bin_dir = postgres.stack_bin_dir(paths)
+    assert paths.pg_server_dir in bin_dir.resolve().parents or (
+        paths.pg_server_dir.resolve() in bin_dir.resolve().parents
+    ), f"the stack runs {bin_dir}, not the bootstrap's TimescaleDB tree"
+    row = {r.name: r for r in api.status()}[postgres.NAME]
+    assert row.detail.startswith("TimescaleDB 2.28.3 on PostgreSQL 15"), row.detail
+
+    async def check() -> None:
+        conn = await asyncpg.connect(infra.database_url.get_secret_value(), timeout=10)
+        try:
+            assert (
+                await conn.fetchval(
+                    "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+                )
+                == "2.28.3"
+            )
+            jobs = await conn.fetch("SELECT application_name FROM timescaledb_information.jobs")
+            assert not [j for j in jobs if "Telemetry" in j["application_name"]]
+            with pytest.raises(asyncpg.UndefinedObjectError):
+                await conn.fetchval("SHOW timescaledb.telemetry_level")
+        finally:
+            await conn.close()
+
+    asyncio.run(check())

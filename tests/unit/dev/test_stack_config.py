@@ -142,3 +142,25 @@ def test_status_table() -> None:
     assert lines[1].split() == ["kafka", "12", "9092", "yes", "yes"]
     assert lines[2].split() == ["writer", "-", "9104", "no", "no"]
     assert lines[3].split() == ["fetcher", "-", "9101", "foreign", "yes"]
+    pg = ComponentStatus(
+        "postgres", 7, 55432, True, True, "p.log", "TimescaleDB 2.28.3 on PostgreSQL 15.20"
+    )
+    assert (
+        format_status([pg]).splitlines()[1].endswith("yes  TimescaleDB 2.28.3 on PostgreSQL 15.20")
+    )
+
+
+def test_the_private_timescaledb_tree_wins(tmp_path: Path) -> None:
+    system = tmp_path / "usr-lib-postgresql"
+    private = tmp_path / "pgserver"
+    for base in (
+        system / "15" / "bin",
+        private / "k" / "usr" / "lib" / "postgresql" / "15" / "bin",
+    ):
+        base.mkdir(parents=True)
+        (base / "pg_ctl").touch(mode=0o755)
+    assert postgres.find_bin_dir(system, private=private) == system / "15" / "bin"  # no current
+    (private / "current").symlink_to("k")
+    assert postgres.find_bin_dir(system, private=private) == (
+        private / "current" / "usr" / "lib" / "postgresql" / "15" / "bin"
+    )

@@ -118,7 +118,7 @@ SELECT set_chunk_time_interval('ohlcv_1d', INTERVAL '3650 days');
 -- back to the first tick: a run recomputes only the buckets invalidated since the last refresh,
 -- so historical backfills are covered too. buckets_per_batch 0 refreshes the window in one
 -- batch: with the default of one bucket per batch, a window reaching back years is millions of
--- batches (one run over five years of 1m buckets took 48 s in the PGlite check). end_offset leaves
+-- batches (one run over five years of 1m buckets took 48 s in an earlier WASM build of TimescaleDB). end_offset leaves
 -- the open bucket to real-time aggregation. buckets_per_batch needs TimescaleDB >= 2.19.
 SELECT add_continuous_aggregate_policy('ohlcv_1m', start_offset => NULL,
     end_offset => INTERVAL '1 minute', buckets_per_batch => 0,
