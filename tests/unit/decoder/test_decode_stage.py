@@ -69,7 +69,7 @@ async def test_process_candles_ticks_and_failures() -> None:
 
     decoder = Decoder(Settings(), failure, threads=1)
     before = (
-        counter("tickpipe_decoder_candles_total"),
+        counter("tickpipe_candles_total", {"stage": "decoder"}),
         counter("tickpipe_decoder_candles_dropped_total", {"reason": "open"}),
         counter("tickpipe_ticks_total", {"stage": "decoder"}),
     )
@@ -88,7 +88,7 @@ async def test_process_candles_ticks_and_failures() -> None:
     [(bad, error)] = failures
     assert bad.offset == 2 and "unknown msg_type 'ohlc'" in str(error)
     after = (
-        counter("tickpipe_decoder_candles_total"),
+        counter("tickpipe_candles_total", {"stage": "decoder"}),
         counter("tickpipe_decoder_candles_dropped_total", {"reason": "open"}),
         counter("tickpipe_ticks_total", {"stage": "decoder"}),
     )

@@ -15,7 +15,7 @@ from tickpipe_shared.instruments.details import InstrumentDetail
 from tickpipe_shared.instruments.schedule import FX_DEFAULT_SCHEDULE, TradingSchedule
 from tickpipe_shared.kafka.records import OutRecord
 from tickpipe_shared.kinds import DAY_MS, HOUR_MS, MINUTE_MS, KindError
-from tickpipe_shared.metrics import TICKS, UNITS
+from tickpipe_shared.metrics import CANDLES, TICKS, UNITS
 from tickpipe_shared.wire.batch import (
     BatchMeta,
     CandleBatch,
@@ -23,7 +23,7 @@ from tickpipe_shared.wire.batch import (
     decode_batch,
     encode_batch,
 )
-from tickpipe_validator.metrics import CANDLES, RULE_HITS
+from tickpipe_validator.metrics import RULE_HITS
 from tickpipe_validator.rules.candle_high_low import CANDLE_HIGH_LOW
 from tickpipe_validator.rules.gap import GAP
 from tickpipe_validator.schedules import DetailSchedules, StaticSchedules
@@ -113,7 +113,7 @@ async def test_mixed_tick_and_candle_records() -> None:
     v = Validator(Settings(), failures, provider)
     before = {
         "hl": value(RULE_HITS, "candle_high_low", "EURUSD"),
-        "candles": value(CANDLES),
+        "candles": value(CANDLES, "validator"),
         "ticks": value(TICKS, "validator"),
         "passed": value(UNITS, "validator", "passed"),
         "rejected": value(UNITS, "validator", "rejected"),
@@ -146,7 +146,7 @@ async def test_mixed_tick_and_candle_records() -> None:
     assert provider.prepared == [["EURUSD ticks"]]
     assert provider.asked == ["ticks"]
     assert value(RULE_HITS, "candle_high_low", "EURUSD") == before["hl"] + 1
-    assert value(CANDLES) == before["candles"] + 6
+    assert value(CANDLES, "validator") == before["candles"] + 6
     assert value(TICKS, "validator") == before["ticks"] + 3600
     assert value(UNITS, "validator", "passed") == before["passed"] + 3
     assert value(UNITS, "validator", "rejected") == before["rejected"] + 3

@@ -14,4 +14,5 @@ ORPHAN_PARTS = Counter(
     "tickpipe_writer_orphan_parts_total",
     "Parts not stored because an earlier part of their payload is missing (unit left partial)",
 )
-CANDLES = Counter("tickpipe_writer_candles_total", "Source candles written to the candles table")
+# Source candles written to the candles table count in the shared
+# ``tickpipe_candles_total{stage="writer"}``.

@@ -20,12 +20,12 @@ from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
 from tickpipe_shared.kafka.topics import PROGRESS
 from tickpipe_shared.kinds import Kind, KindError
-from tickpipe_shared.metrics import TICKS, UNITS
+from tickpipe_shared.metrics import CANDLES, TICKS, UNITS
 from tickpipe_shared.wire.batch import Batch, BatchFormatError, CandleBatch, TickBatch, decode_batch
 from tickpipe_shared.wire.progress import UnitFinished, encode_progress
 
 from tickpipe_writer.aggregates import OhlcvRefresher
-from tickpipe_writer.metrics import CANDLES, DB_WRITE_SECONDS, DUPLICATE_PARTS, ORPHAN_PARTS
+from tickpipe_writer.metrics import DB_WRITE_SECONDS, DUPLICATE_PARTS, ORPHAN_PARTS
 from tickpipe_writer.store import RETRYABLE_DB_ERRORS, is_data_error, write
 
 log = structlog.get_logger()
@@ -111,7 +111,7 @@ class Writer:
         ticks = sum(len(b.ticks) for b in work.inserts if isinstance(b, TickBatch))
         candles = sum(len(b.candles) for b in work.inserts if isinstance(b, CandleBatch))
         TICKS.labels("writer").inc(ticks)
-        CANDLES.inc(candles)
+        CANDLES.labels("writer").inc(candles)
         for uid, (state, batch) in [*work.ledger.items(), *work.reconfirmed.items()]:
             if state.state == "partial":
                 continue
