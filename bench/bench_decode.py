@@ -31,6 +31,7 @@ from tickpipe_decoder.formats.dukascopy_bi5 import (
     decode_bi5_ticks,
 )
 from tickpipe_decoder.formats.dukascopy_json import decode_json_candles, decode_json_ticks
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,12 +71,8 @@ def candle_unit(rel: Path) -> tuple[str, int, int]:
 
 def candle_meta(fmt: str, kind: str, start: int, end: int) -> RawPayloadMeta:
     return RawPayloadMeta(
-        source=fmt.rsplit("-", 1)[0],
+        unit=Unit(fmt.rsplit("-", 1)[0], "EURUSD", kind, start, end),
         format=fmt,
-        instrument="EURUSD",
-        kind=kind,
-        unit_start_ms=start,
-        unit_end_ms=end,
         url="bench",
         sha256="0" * 64,
         fetched_at_ms=end,
@@ -126,7 +123,7 @@ def main() -> None:
         tf, start, end = candle_unit(p.relative_to(d))
         meta = candle_meta("dukascopy-bi5-candles", f"candles:{tf}:bid", start, end)
         bi5_candles.append((p.read_bytes(), meta))
-    candle_raws = [(lzma.decompress(b, format=ALONE), m.unit_start_ms) for b, m in bi5_candles]
+    candle_raws = [(lzma.decompress(b, format=ALONE), m.unit.start_ms) for b, m in bi5_candles]
     day = datetime(2026, 7, 10, tzinfo=UTC).timestamp() * 1000
     candle_body = (d / "json/candles/minute/EUR-USD/BID/2026/7/10.json").read_bytes()
     day_meta = candle_meta(
@@ -155,7 +152,7 @@ def main() -> None:
         lambda: sum(len(naive_json(body)) for _ in range(json_reps)))  # fmt: skip
 
     def bi5_c_decoder() -> int:
-        return sum(len(decode_bi5_candles(b, m.unit_start_ms)) for b, m in bi5_candles)
+        return sum(len(decode_bi5_candles(b, m.unit.start_ms)) for b, m in bi5_candles)
 
     def bi5_c_payload() -> int:
         return sum(decode_payload(m, b, 900_000).rows for b, m in bi5_candles)

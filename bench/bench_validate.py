@@ -31,7 +31,7 @@ import numpy as np
 from tickpipe_decoder.formats.dukascopy_bi5 import decode_bi5_candles, decode_bi5_ticks
 from tickpipe_shared.candles import CANDLE_COLUMNS
 from tickpipe_shared.instruments.schedule import FX_DEFAULT_SCHEDULE, TradingSchedule
-from tickpipe_shared.units import plan_units
+from tickpipe_shared.units import Unit, plan_units
 from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch
 from tickpipe_validator.rules import TICK_RULES, RuleParams
 from tickpipe_validator.validate import configure, validate
@@ -90,7 +90,7 @@ def naive_validate(b: TickBatch, schedule: TradingSchedule) -> dict[str, int]:
     run_start, stale = 0, [False] * n
     gap_at: set[int] = set()
     for i in range(n):
-        counts["inside_unit"] += not (m.unit_start_ms <= ts[i] < m.unit_end_ms)
+        counts["inside_unit"] += not (m.unit.start_ms <= ts[i] < m.unit.end_ms)
         counts["non_decreasing"] += i > 0 and ts[i] < ts[i - 1]
         counts["positive_price"] += bid[i] <= 0 or ask[i] <= 0
         counts["crossed_quote"] += bid[i] > ask[i]
@@ -115,13 +115,13 @@ def naive_validate(b: TickBatch, schedule: TradingSchedule) -> dict[str, int]:
         elif i - run_start + 1 >= 500:
             for k in range(run_start + 1, i + 1):
                 stale[k] = True
-        prev = ts[i - 1] if i else m.unit_start_ms
+        prev = ts[i - 1] if i else m.unit.start_ms
         # The open-time check only where the wall-clock one fires.
         if ts[i] - prev > 300_000 and int(schedule.open_ms_between(prev, ts[i])) > 300_000:
             gap_at.add(i)
     if n:  # the trailing silence, from the latest tick (the last of equal maxima)
         latest = max(range(n), key=lambda k: (ts[k], k))
-        end = min(m.unit_end_ms, m.fetched_at_ms)
+        end = min(m.unit.end_ms, m.fetched_at_ms)
         if end - ts[latest] > 300_000 and int(schedule.open_ms_between(ts[latest], end)) > 300_000:
             gap_at.add(latest)
     counts["gap"] = len(gap_at)
@@ -139,9 +139,17 @@ def main() -> None:
     batches = []
     for payload, start in payloads:
         ticks = decode_bi5_ticks(payload, start)
-        meta = BatchMeta("dukascopy-bi5", "EURUSD", "ticks", start, start + HOUR_MS, 0, 1,
-                         len(ticks), 5, "00" * 32, "bench", start + HOUR_MS,
-                         start + HOUR_MS)  # fmt: skip
+        meta = BatchMeta(
+            Unit("dukascopy-bi5", "EURUSD", "ticks", start, start + HOUR_MS),
+            0,
+            1,
+            len(ticks),
+            5,
+            "00" * 32,
+            "bench",
+            start + HOUR_MS,
+            start + HOUR_MS,
+        )
         batches.append(TickBatch(meta, ticks))
     total = sum(len(b.ticks) for b in batches)
     rules = configure({})
@@ -199,9 +207,18 @@ def main() -> None:
         c = decode_bi5_candles(candle_files[-1][0], start)
         kind = f"candles:{tf}:bid"
         [u] = plan_units("dukascopy-bi5", "EURUSD", kind, start, start + 1)
-        meta = BatchMeta("dukascopy-bi5", "EURUSD", kind, u.start_ms, u.end_ms, 0, 1, len(c), 5,
-                         "00" * 32, "bench", u.end_ms, u.end_ms,
-                         columns=list(CANDLE_COLUMNS))  # fmt: skip
+        meta = BatchMeta(
+            Unit("dukascopy-bi5", "EURUSD", kind, u.start_ms, u.end_ms),
+            0,
+            1,
+            len(c),
+            5,
+            "00" * 32,
+            "bench",
+            u.end_ms,
+            u.end_ms,
+            columns=list(CANDLE_COLUMNS),
+        )
         candle_batches.append(CandleBatch(meta, c))
     n_candles = sum(len(b.candles) for b in candle_batches)
     rows.clear()

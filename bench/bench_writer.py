@@ -45,6 +45,7 @@ from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import Batch, BatchMeta, CandleBatch, TickBatch, rows_of
 from tickpipe_writer.copy_binary import (
     CANDLE_COPY_COLUMNS,
@@ -90,11 +91,7 @@ def synthetic_batches(total: int, seed: int = 7) -> list[TickBatch]:
         )
         flags = np.where(rng.random(n) < 0.005, 1 << int(rng.integers(0, 10)), 0).astype(np.uint16)
         meta = BatchMeta(
-            source="dukascopy-bi5",
-            instrument=name,
-            kind="ticks",
-            unit_start_ms=unit_start,
-            unit_end_ms=unit_start + HOUR_MS,
+            unit=Unit("dukascopy-bi5", name, "ticks", unit_start, unit_start + HOUR_MS),
             part=0,
             part_count=1,
             rows=n,
@@ -135,12 +132,19 @@ def synthetic_candle_batches(total: int, seed: int = 7) -> list[CandleBatch]:
         )  # fmt: skip
         flags = np.where(rng.random(n) < 0.005, 1 << int(rng.integers(0, 10)), 0).astype(np.uint16)
         meta = BatchMeta(
-            source="dukascopy-json", instrument=name, kind=f"candles:1m:{side}",
-            unit_start_ms=day, unit_end_ms=day + DAY_MS, part=0, part_count=1, rows=n,
-            price_scale=scale, payload_sha256=f"{unit:064x}", request_id="bench-writer",
-            fetched_at_ms=day + DAY_MS, decoded_at_ms=day + DAY_MS,
-            columns=list(CANDLE_COLUMNS), source_code=name, asset_class="fx",
-        )  # fmt: skip
+            unit=Unit("dukascopy-json", name, f"candles:1m:{side}", day, day + DAY_MS),
+            part=0,
+            part_count=1,
+            rows=n,
+            price_scale=scale,
+            payload_sha256=f"{unit:064x}",
+            request_id="bench-writer",
+            fetched_at_ms=day + DAY_MS,
+            decoded_at_ms=day + DAY_MS,
+            columns=list(CANDLE_COLUMNS),
+            source_code=name,
+            asset_class="fx",
+        )
         out.append(CandleBatch(meta, candles).with_flags(flags, {}, day + DAY_MS))
         unit += 1
     return out

@@ -30,6 +30,7 @@ from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
 from tickpipe_shared.config import Settings, get_settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.db.ohlcv import candles
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch
 from tickpipe_writer.store import write
 from typer.testing import CliRunner
@@ -71,7 +72,7 @@ def expected_tick_rows(bs: list[TickBatch], month: str) -> list[list[str]]:
     """The CSV rows the export must hold for EURUSD in ``month`` ∩ [FROM, TO), from the points."""
     rows = []
     for b in bs:
-        if b.meta.instrument != "EURUSD":
+        if b.meta.unit.instrument != "EURUSD":
             continue
         t, s = b.ticks, b.meta.price_scale
         for i in range(len(t)):
@@ -259,11 +260,18 @@ def source_candle_units() -> list[CandleBatch]:
         vol = np.where(np.arange(n) % 3 == 1, np.nan, 0.5 + np.arange(n))
         c = Candles(start + np.arange(n, dtype=np.int64) * 60_000, o, o + 8, o - 5, o + 1, vol)
         meta = BatchMeta(
-            source="dukascopy-json", instrument="EURUSD", kind=f"candles:1m:{side}",
-            unit_start_ms=start, unit_end_ms=start + 86_400_000, part=0, part_count=1, rows=n,
-            price_scale=5, payload_sha256=f"{i:064x}", request_id="r", fetched_at_ms=start,
-            decoded_at_ms=start, columns=list(CANDLE_COLUMNS), source_code="EUR-USD",
-        )  # fmt: skip
+            unit=Unit("dukascopy-json", "EURUSD", f"candles:1m:{side}", start, start + 86_400_000),
+            part=0,
+            part_count=1,
+            rows=n,
+            price_scale=5,
+            payload_sha256=f"{i:064x}",
+            request_id="r",
+            fetched_at_ms=start,
+            decoded_at_ms=start,
+            columns=list(CANDLE_COLUMNS),
+            source_code="EUR-USD",
+        )
         flags = np.zeros(n, dtype=np.uint16)
         flags[2] = 4
         out.append(CandleBatch(meta, c).with_flags(flags, {"rule": 1}, start))

@@ -48,7 +48,7 @@ from tickpipe_shared.db.ohlcv import (
     source_candles_sql,
 )
 from tickpipe_shared.kinds import Kind
-from tickpipe_shared.units import HOUR_MS, plan_units
+from tickpipe_shared.units import HOUR_MS, Unit, plan_units
 from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch
 from tickpipe_writer.aggregates import refresh_plan, refresh_sql, written_windows
 from tickpipe_writer.copy_binary import (
@@ -103,13 +103,13 @@ class Steps:
             "DELETE FROM ticks WHERE instrument = $1 AND ts >= $2::timestamptz "
             "AND ts < $3::timestamptz",
             params=[
-                m.instrument,
-                _iso(datetime.fromtimestamp(m.unit_start_ms / 1000, UTC)),
-                _iso(datetime.fromtimestamp(m.unit_end_ms / 1000, UTC)),
+                m.unit.instrument,
+                _iso(datetime.fromtimestamp(m.unit.start_ms / 1000, UTC)),
+                _iso(datetime.fromtimestamp(m.unit.end_ms / 1000, UTC)),
             ],
         )
         self.copy(f"{name}_copy", [batch])
-        window = UnitWindow(m.instrument, m.kind, m.unit_start_ms, m.unit_end_ms)
+        window = UnitWindow(m.unit.instrument, m.unit.kind, m.unit.start_ms, m.unit.end_ms)
         return Plan(deletes=[window], inserts=[batch])
 
     def refresh(self, name: str, work: Plan) -> None:
@@ -384,12 +384,17 @@ def candle_unit(instrument: str, kind: str, day: datetime, n: int, seed: int) ->
         np.minimum(o, c) - 2, c, vol,
     )  # fmt: skip
     meta = BatchMeta(
-        source="dukascopy-json", instrument=instrument, kind=kind, unit_start_ms=unit.start_ms,
-        unit_end_ms=unit.end_ms, part=0, part_count=1, rows=n,
-        price_scale=3 if instrument == "USDJPY" else 5, payload_sha256=f"{seed:064x}",
-        request_id="pglite", fetched_at_ms=unit.start_ms, decoded_at_ms=unit.start_ms,
+        unit=Unit("dukascopy-json", instrument, kind, unit.start_ms, unit.end_ms),
+        part=0,
+        part_count=1,
+        rows=n,
+        price_scale=3 if instrument == "USDJPY" else 5,
+        payload_sha256=f"{seed:064x}",
+        request_id="pglite",
+        fetched_at_ms=unit.start_ms,
+        decoded_at_ms=unit.start_ms,
         columns=list(CANDLE_COLUMNS),
-    )  # fmt: skip
+    )
     flags = np.zeros(n, dtype=np.uint16)
     flags[n // 2] = 1 << 5
     return CandleBatch(meta, candles_).with_flags(flags, {"rule": 1}, unit.start_ms)
@@ -401,8 +406,8 @@ def candle_rows(
     """The rows the series must hold: the last written batch of each unit, as exact decimals."""
     last: dict[int, CandleBatch] = {}
     for b in batches:
-        if (b.meta.instrument, b.meta.kind) == (instrument, kind):
-            last[b.meta.unit_start_ms] = b
+        if (b.meta.unit.instrument, b.meta.unit.kind) == (instrument, kind):
+            last[b.meta.unit.start_ms] = b
     out = []
     for b in last.values():
         c, scale = b.candles, b.meta.price_scale
@@ -448,13 +453,13 @@ class CandleSteps(Steps):
 
     def replace_candles(self, name: str, batch: CandleBatch) -> None:
         """The writer's unit replace: its ``DELETE_CANDLES`` of the unit window, then the COPY."""
-        m, k = batch.meta, Kind.parse(batch.meta.kind)
+        m, k = batch.meta, Kind.parse(batch.meta.unit.kind)
         self.add(
             f"{name}_delete",
             DELETE_CANDLES,
-            params=[[m.instrument], [str(k.timeframe)], [str(k.side)],
-                    [_iso(datetime.fromtimestamp(m.unit_start_ms / 1000, UTC))],
-                    [_iso(datetime.fromtimestamp(m.unit_end_ms / 1000, UTC))]],
+            params=[[m.unit.instrument], [str(k.timeframe)], [str(k.side)],
+                    [_iso(datetime.fromtimestamp(m.unit.start_ms / 1000, UTC))],
+                    [_iso(datetime.fromtimestamp(m.unit.end_ms / 1000, UTC))]],
         )  # fmt: skip
         self.copy_candles(f"{name}_copy", [batch])
 

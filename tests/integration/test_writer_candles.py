@@ -24,10 +24,10 @@ from tickpipe_shared.db.coverage import coverage, daily_coverage, status_report
 from tickpipe_shared.db.ohlcv import source_candle_sides, source_candles
 from tickpipe_shared.instruments.schedule import default_schedule_for
 from tickpipe_shared.kafka.records import InRecord, OutRecord
-from tickpipe_shared.units import HOUR_MS, Unit, plan_units
+from tickpipe_shared.units import HOUR_MS, Unit, parse_unit_key, plan_units
 from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch, encode_batch
 from tickpipe_shared.wire.progress import decode_progress
-from tickpipe_writer.failures import FailedUnit, parse_unit_key, record_failures
+from tickpipe_writer.failures import FailedUnit, record_failures
 from tickpipe_writer.stage import Writer
 from tickpipe_writer.store import write
 from typer.testing import CliRunner
@@ -65,13 +65,21 @@ def day_batch(
     volumes = np.full(n, volume)
     candles = Candles(start + minute * MIN, o, o + 9, o - 4, o + 3, volumes)
     meta = BatchMeta(
-        source=source, instrument=instrument, kind=kind, unit_start_ms=start,
-        unit_end_ms=unit_end or start + DAY, part=part, part_count=parts, rows=n,
-        price_scale=scale, payload_sha256=sha, request_id="r-candles", fetched_at_ms=start,
-        decoded_at_ms=start, volume_unit="none" if np.isnan(volume) else "millions",
-        source_code=source_code, asset_class=asset_class, suspect_empty=suspect_empty,
+        unit=Unit(source, instrument, kind, start, unit_end or start + DAY),
+        part=part,
+        part_count=parts,
+        rows=n,
+        price_scale=scale,
+        payload_sha256=sha,
+        request_id="r-candles",
+        fetched_at_ms=start,
+        decoded_at_ms=start,
+        volume_unit="none" if np.isnan(volume) else "millions",
+        source_code=source_code,
+        asset_class=asset_class,
+        suspect_empty=suspect_empty,
         columns=list(CANDLE_COLUMNS),
-    )  # fmt: skip
+    )
     return CandleBatch(meta, candles)
 
 
@@ -207,11 +215,19 @@ async def test_deriv_ticks_without_volume_store_null(conn: asyncpg.Connection) -
     t = Ticks(D0 + np.arange(n, dtype=np.int64) * 2000, np.full(n, 251_234, dtype=np.int64),
               np.full(n, 251_234, dtype=np.int64), np.full(n, NAN), np.full(n, NAN))  # fmt: skip
     meta = BatchMeta(
-        source="deriv", instrument="R50", kind="ticks", unit_start_ms=D0,
-        unit_end_ms=D0 + HOUR_MS, part=0, part_count=1, rows=n, price_scale=4,
-        payload_sha256="t" * 64, request_id="r", fetched_at_ms=D0, decoded_at_ms=D0,
-        volume_unit="none", source_code="R_50", asset_class="synthetic",
-    )  # fmt: skip
+        unit=Unit("deriv", "R50", "ticks", D0, D0 + HOUR_MS),
+        part=0,
+        part_count=1,
+        rows=n,
+        price_scale=4,
+        payload_sha256="t" * 64,
+        request_id="r",
+        fetched_at_ms=D0,
+        decoded_at_ms=D0,
+        volume_unit="none",
+        source_code="R_50",
+        asset_class="synthetic",
+    )
     await write(conn, [TickBatch(meta, t)])
     rows = await conn.fetch("SELECT bid, ask, bid_volume, ask_volume FROM ticks")
     assert [tuple(r) for r in rows] == [(25.1234, 25.1234, None, None)] * 3

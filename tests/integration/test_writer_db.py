@@ -15,7 +15,7 @@ from tickpipe_shared.columns import Ticks
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import RetryableError
-from tickpipe_shared.units import HOUR_MS
+from tickpipe_shared.units import HOUR_MS, Unit
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch, decode_batch
 from tickpipe_shared.wire.raw import RawPayloadMeta
 from tickpipe_writer.stage import Writer
@@ -42,11 +42,7 @@ def make_batch(
     bid = first_point + np.arange(n, dtype=np.int64)
     ticks = Ticks(ts, bid, bid + 7, np.full(n, 1.25), np.full(n, 0.5))
     meta = BatchMeta(
-        source="dukascopy-bi5",
-        instrument=instrument,
-        kind="ticks",
-        unit_start_ms=start,
-        unit_end_ms=start + HOUR_MS,
+        unit=Unit("dukascopy-bi5", instrument, "ticks", start, start + HOUR_MS),
         part=part,
         part_count=parts,
         rows=n,
@@ -164,12 +160,14 @@ async def test_real_sample_decoded_and_written_equals_golden(
         payload = (dukascopy_dir / rel).read_bytes()
         start = int(g.hour.timestamp() * 1000)
         meta = RawPayloadMeta(
-            source="dukascopy-bi5" if rel.startswith("bi5") else "dukascopy-json",
+            unit=Unit(
+                "dukascopy-bi5" if rel.startswith("bi5") else "dukascopy-json",
+                g.instrument,
+                "ticks",
+                start,
+                start + HOUR_MS,
+            ),
             format="dukascopy-bi5-ticks" if rel.startswith("bi5") else "dukascopy-json-ticks",
-            instrument=g.instrument,
-            kind="ticks",
-            unit_start_ms=start,
-            unit_end_ms=start + HOUR_MS,
             url=rel,
             sha256=hashlib.sha256(payload).hexdigest(),
             fetched_at_ms=start,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.db.ohlcv import CANDLE_COLUMNS, TIMEFRAMES
-from tickpipe_shared.units import HOUR_MS
+from tickpipe_shared.units import HOUR_MS, Unit
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch
 
 #: 2021-03-01T22:00Z: the synthetic hours cross midnight, so every timeframe has several buckets.
@@ -40,11 +40,7 @@ def hour_batch(
     vols = np.array([0.5, 1.0, 1.25, 2.06, 0.01, 3.3])
     ticks = Ticks(ms, bid, ask, vols[rng.integers(0, 6, size=n)], vols[rng.integers(0, 6, size=n)])
     meta = BatchMeta(
-        source="dukascopy-bi5",
-        instrument=instrument,
-        kind="ticks",
-        unit_start_ms=start_ms,
-        unit_end_ms=start_ms + HOUR_MS,
+        unit=Unit("dukascopy-bi5", instrument, "ticks", start_ms, start_ms + HOUR_MS),
         part=0,
         part_count=1,
         rows=n,
@@ -73,7 +69,7 @@ def stored_ticks(batches: Iterable[TickBatch]) -> dict[str, list[TickRow]]:
     unit): per instrument, ``(ts_ms, bid, ask, bid_volume, ask_volume)`` by time."""
     units: dict[tuple[str, int], TickBatch] = {}
     for b in batches:
-        units[(b.meta.instrument, b.meta.unit_start_ms)] = b
+        units[(b.meta.unit.instrument, b.meta.unit.start_ms)] = b
     out: dict[str, list[TickRow]] = {}
     for (instrument, _), b in sorted(units.items()):
         t, s = b.ticks, b.meta.price_scale

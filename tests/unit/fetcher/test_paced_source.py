@@ -33,6 +33,7 @@ from tickpipe_fetcher.sources import (
 )
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import OutRecord
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
@@ -136,8 +137,9 @@ def run(fake: FakeDeriv, clock: Clock, **settings: Any) -> Downloader:
 
 
 def unit(market_open: bool | None = True) -> Rec:
-    u = FetchUnit("req-d", "deriv", "R_50", "ticks", T0, T0 + HOUR, "R_50", -1, "synthetic",
-                  market_open)  # fmt: skip
+    u = FetchUnit(
+        "req-d", Unit("deriv", "R_50", "ticks", T0, T0 + HOUR), "R_50", -1, "synthetic", market_open
+    )
     return Rec(u.to_json())
 
 

@@ -25,7 +25,7 @@ from tickpipe_shared.instruments.schedule import (
     HOUR_MS,
     TradingSchedule,
 )
-from tickpipe_shared.units import plan_units
+from tickpipe_shared.units import Unit, plan_units
 from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch
 from tickpipe_validator.rules import RULES, TICK_RULES
 from tickpipe_validator.validate import ConfiguredRule, configure, validate
@@ -44,9 +44,16 @@ def hours(dukascopy_dir: Path) -> list[TickBatch]:
         start = hour_start(p.relative_to(dukascopy_dir))
         ticks: Ticks = decode_bi5_ticks(p.read_bytes(), start)
         meta = BatchMeta(
-            "dukascopy-bi5", "EURUSD", "ticks", start, start + HOUR_MS, 0, 1, len(ticks), 5,
-            "00" * 32, "r", start + HOUR_MS, start + HOUR_MS,
-        )  # fmt: skip
+            Unit("dukascopy-bi5", "EURUSD", "ticks", start, start + HOUR_MS),
+            0,
+            1,
+            len(ticks),
+            5,
+            "00" * 32,
+            "r",
+            start + HOUR_MS,
+            start + HOUR_MS,
+        )
         out.append(TickBatch(meta, ticks))
     return out
 
@@ -107,10 +114,19 @@ def candle_batch(
         source, instrument, kind, int(candles.ts_ms.min()), int(candles.ts_ms.max()) + 1
     )
     meta = BatchMeta(
-        source, instrument, kind, unit.start_ms, unit.end_ms, 0, 1, len(candles), scale,
-        "00" * 32, "r", unit.end_ms, unit.end_ms, volume_unit=volume_unit,
-        columns=list(CANDLE_COLUMNS), asset_class=asset_class,
-    )  # fmt: skip
+        Unit(source, instrument, kind, unit.start_ms, unit.end_ms),
+        0,
+        1,
+        len(candles),
+        scale,
+        "00" * 32,
+        "r",
+        unit.end_ms,
+        unit.end_ms,
+        volume_unit=volume_unit,
+        columns=list(CANDLE_COLUMNS),
+        asset_class=asset_class,
+    )
     return CandleBatch(meta, candles)
 
 
@@ -181,7 +197,7 @@ def test_default_rules_on_recorded_candles(shared_dir: Path) -> None:
         *polygon_candles(data / "polygon"),
         *deriv_candles(data / "deriv"),
     ]
-    sources = Counter(b.meta.source for b in batches)
+    sources = Counter(b.meta.unit.source for b in batches)
     assert sources == {"dukascopy-bi5": 9, "dukascopy-json": 1, "polygon": 7, "deriv": 3}
     n = sum(len(b.candles) for b in batches)
     rules = every_rule_flags()

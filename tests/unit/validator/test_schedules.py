@@ -24,6 +24,7 @@ from tickpipe_shared.instruments.schedule import (
     WEEK_MS,
     TradingSchedule,
 )
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta
 from tickpipe_validator.schedules import (
     ALWAYS_OPEN,
@@ -79,9 +80,18 @@ def meta(
     asset_class: str = "",
 ) -> BatchMeta:
     return BatchMeta(
-        source, instrument, "ticks", T0, T0 + HOUR_MS, 0, 1, 0, 5, "00" * 32, "r", T0, T0,
-        source_code=source_code, asset_class=asset_class,
-    )  # fmt: skip
+        Unit(source, instrument, "ticks", T0, T0 + HOUR_MS),
+        0,
+        1,
+        0,
+        5,
+        "00" * 32,
+        "r",
+        T0,
+        T0,
+        source_code=source_code,
+        asset_class=asset_class,
+    )
 
 
 class FakeDetails:

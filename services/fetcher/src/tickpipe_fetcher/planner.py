@@ -205,11 +205,7 @@ class Planner:
                     u.key.encode(),
                     FetchUnit(
                         request_id=request.request_id,
-                        source=u.source,
-                        instrument=u.instrument,
-                        kind=u.kind,
-                        start_ms=u.start_ms,
-                        end_ms=u.end_ms,
+                        unit=u,
                         source_code=target.source_code,
                         price_scale=target.price_scale,
                         asset_class=target.asset_class,

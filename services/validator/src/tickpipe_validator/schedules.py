@@ -64,7 +64,7 @@ def fallback_schedule(instrument: str, asset_class: str) -> TradingSchedule | No
 
 def is_dukascopy(meta: BatchMeta) -> bool:
     """True for batches from a Dukascopy source (JSON API or legacy ``.bi5``)."""
-    return meta.source.startswith("dukascopy")
+    return meta.unit.source.startswith("dukascopy")
 
 
 @runtime_checkable
@@ -92,8 +92,8 @@ class StaticSchedules:
     def schedule_for(self, meta: BatchMeta) -> TradingSchedule | None:
         """See the class docstring."""
         if self.lookup is not None:
-            return self.lookup(meta.instrument)
-        return fallback_schedule(meta.instrument, meta.asset_class)
+            return self.lookup(meta.unit.instrument)
+        return fallback_schedule(meta.unit.instrument, meta.asset_class)
 
 
 class DetailSource(Protocol):
@@ -158,9 +158,9 @@ class DetailSchedules:
     def schedule_for(self, meta: BatchMeta) -> TradingSchedule | None:
         """The loaded schedule of a Dukascopy instrument (the fallback until it is loaded);
         :func:`fallback_schedule` for other sources. No I/O."""
-        entry = self._entries.get(meta.instrument) if is_dukascopy(meta) else None
+        entry = self._entries.get(meta.unit.instrument) if is_dukascopy(meta) else None
         if entry is None:
-            return fallback_schedule(meta.instrument, meta.asset_class)
+            return fallback_schedule(meta.unit.instrument, meta.asset_class)
         return entry.schedule
 
     def origin_of(self, instrument: str) -> str | None:
@@ -175,14 +175,14 @@ class DetailSchedules:
         now = self._clock()
         new: dict[str, asyncio.Task[tuple[TradingSchedule | None, str]]] = {}
         for meta in metas:
-            if not is_dukascopy(meta) or meta.instrument in new:
+            if not is_dukascopy(meta) or meta.unit.instrument in new:
                 continue
-            entry = self._entries.get(meta.instrument)
+            entry = self._entries.get(meta.unit.instrument)
             if entry is None:
                 task = self._start(meta)
-                fallback = fallback_schedule(meta.instrument, meta.asset_class)
-                self._entries[meta.instrument] = _Entry(fallback, "fallback", now, task)
-                new[meta.instrument] = task
+                fallback = fallback_schedule(meta.unit.instrument, meta.asset_class)
+                self._entries[meta.unit.instrument] = _Entry(fallback, "fallback", now, task)
+                new[meta.unit.instrument] = task
             elif entry.task is None and now - entry.loaded_at >= self.refresh_s:
                 entry.task = self._start(meta)
         if not new:
@@ -200,8 +200,8 @@ class DetailSchedules:
                 )
 
     def _start(self, meta: BatchMeta) -> asyncio.Task[tuple[TradingSchedule | None, str]]:
-        task = asyncio.create_task(self._resolve(meta), name=f"schedule {meta.instrument}")
-        task.add_done_callback(lambda t: self._finish(meta.instrument, t))
+        task = asyncio.create_task(self._resolve(meta), name=f"schedule {meta.unit.instrument}")
+        task.add_done_callback(lambda t: self._finish(meta.unit.instrument, t))
         return task
 
     def _finish(
@@ -238,23 +238,25 @@ class DetailSchedules:
             return detail.schedule, f"detail {code}"
         if code:
             why = "no detail" if detail is None else "detail without a usable schedule"
-            self._log_once(meta.instrument, why, f"instrument {why}; using the fallback", code=code)
+            self._log_once(
+                meta.unit.instrument, why, f"instrument {why}; using the fallback", code=code
+            )
         detail_class = detail.asset_class if detail is not None else ""
         asset_class = meta.asset_class or detail_class or registry_class
-        return fallback_schedule(meta.instrument, asset_class), "fallback"
+        return fallback_schedule(meta.unit.instrument, asset_class), "fallback"
 
     async def _code_of(self, meta: BatchMeta) -> tuple[str | None, str]:
         """The instrument's JSON API code (``None``: unknown) and its asset class from the
         registry (``""`` when not looked up)."""
-        if meta.source == "dukascopy-json" and meta.source_code:
+        if meta.unit.source == "dukascopy-json" and meta.source_code:
             return meta.source_code, ""
         registry = await self._registry_now()
         if registry is None:
             return None, ""
         try:
-            instrument = registry.get(meta.instrument)
+            instrument = registry.get(meta.unit.instrument)
         except UnknownInstrumentError as e:
-            self._log_once(meta.instrument, "unknown", "not in the registry", error=str(e))
+            self._log_once(meta.unit.instrument, "unknown", "not in the registry", error=str(e))
             return None, ""
         return instrument.json_code, instrument.asset_class
 

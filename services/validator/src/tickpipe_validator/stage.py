@@ -81,7 +81,7 @@ class Validator:
                 continue
             meta = validated.meta
             for rule, count in meta.quality.items():
-                RULE_HITS.labels(rule, meta.instrument).inc(count)
+                RULE_HITS.labels(rule, meta.unit.instrument).inc(count)
             if isinstance(validated, TickBatch):
                 TICKS.labels("validator").inc(len(validated.ticks))
             else:

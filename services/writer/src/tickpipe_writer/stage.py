@@ -82,7 +82,7 @@ class Writer:
         for record in records:
             try:
                 batch = decode_batch(record.value or b"")
-                Kind.parse(batch.meta.kind)  # a malformed kind fails its record, not the DB
+                Kind.parse(batch.meta.unit.kind)  # a malformed kind fails its record, not the DB
             except (BatchFormatError, KindError) as e:
                 out.append(self.failure(record, e))
                 continue
@@ -122,7 +122,7 @@ class Writer:
             event = UnitFinished(
                 request_id=batch.meta.request_id,
                 unit_key=batch.meta.unit.key,
-                instrument=batch.meta.instrument,
+                instrument=batch.meta.unit.instrument,
                 outcome=outcome_of(state.state),
                 rows=state.rows,
             )

@@ -38,7 +38,7 @@ def alignment_step_ms(meta: BatchMeta) -> int | None:
     step = None if timeframe is None else timeframe.duration_ms
     if step is None or step >= DAY_MS or DAY_MS % step:
         return None
-    if meta.source in LOCAL_DAY_SOURCES and meta.asset_class not in UTC_DAY_CLASSES:
+    if meta.unit.source in LOCAL_DAY_SOURCES and meta.asset_class not in UTC_DAY_CLASSES:
         return math.gcd(step, HOUR_MS)
     return step
 
