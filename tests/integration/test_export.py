@@ -62,7 +62,8 @@ def batches() -> list[TickBatch]:
     out = []
     for i, (start, source) in enumerate(hours):
         b = hour_batch("EURUSD", start, 400 + 37 * i, seed=100 + i)
-        out.append(dataclasses.replace(b, meta=dataclasses.replace(b.meta, source=source)))
+        unit = dataclasses.replace(b.meta.unit, source=source)
+        out.append(dataclasses.replace(b, meta=dataclasses.replace(b.meta, unit=unit)))
     out.append(hour_batch("USDJPY", _ms(2021, 2, 14, 12), 300, seed=7, scale=3,
                           first_point=110_123))  # fmt: skip
     return out

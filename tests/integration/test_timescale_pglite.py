@@ -336,7 +336,7 @@ async def test_timescaledb_schema_aggregates_and_compression_match_plain_postgre
     await compare("replace_compressed", written)
 
     # Phase 5: the late backfill was invisible until the policies ran.
-    late_day = datetime.fromtimestamp(late.meta.unit_start_ms / 1000, UTC).replace(hour=0)
+    late_day = datetime.fromtimestamp(late.meta.unit.start_ms / 1000, UTC).replace(hour=0)
     assert late_day not in [r["bucket"] for r in parsed(steps["late_unrefreshed"]["rows"])]
     await write(plain, [late])
     written.append(late)

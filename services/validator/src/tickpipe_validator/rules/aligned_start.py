@@ -32,7 +32,7 @@ def alignment_step_ms(meta: BatchMeta) -> int | None:
     """The grid (ms, from the epoch) that the candle starts of ``meta``'s batch must lie on, or
     ``None`` when the alignment is not checked (see the module docstring).
 
-    Raises :class:`~tickpipe_shared.kinds.KindError` for a malformed ``meta.kind``.
+    Raises :class:`~tickpipe_shared.kinds.KindError` for a malformed ``meta.unit.kind``.
     """
     timeframe = meta.parsed_kind.timeframe
     step = None if timeframe is None else timeframe.duration_ms
