@@ -26,7 +26,7 @@ from tickpipe_fetcher.planner import Planner
 from tickpipe_fetcher.sources import DukascopyBi5, DukascopyJson, PolygonSource, Source
 from tickpipe_shared.config import Settings
 from tickpipe_shared.instruments import InstrumentRegistry
-from tickpipe_shared.instruments.loader import load_registry
+from tickpipe_shared.instruments.catalog import load_registry
 from tickpipe_shared.kafka.records import OutRecord
 from tickpipe_shared.units import Unit, plan_units
 from tickpipe_shared.wire.fetch_units import FetchUnit

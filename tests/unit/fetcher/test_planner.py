@@ -13,8 +13,8 @@ import pytest
 from tickpipe_fetcher.planner import Planner
 from tickpipe_shared.config import Settings
 from tickpipe_shared.instruments import InstrumentRegistry, UnknownInstrumentError
+from tickpipe_shared.instruments.catalog import RegistryUnavailableError
 from tickpipe_shared.instruments.details import InstrumentDetail
-from tickpipe_shared.instruments.loader import RegistryUnavailableError
 from tickpipe_shared.instruments.schedule import TradingSchedule
 from tickpipe_shared.kafka.records import OutRecord, RetryableError
 from tickpipe_shared.units import Unit

@@ -7,12 +7,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tickpipe_shared.columns import Ticks
-from tickpipe_shared.instruments.schedule import DAY_MS, FX_DEFAULT_SCHEDULE, HOUR_MS
+from tickpipe_shared.instruments.schedule import ALWAYS_OPEN, DAY_MS, FX_DEFAULT_SCHEDULE, HOUR_MS
 from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch
 from tickpipe_validator.rules import RuleParams
 from tickpipe_validator.rules.gap import GAP, gap_mask
-from tickpipe_validator.schedules import ALWAYS_OPEN
 from tickpipe_validator.validate import configure, validate
 
 T0 = 1_549_238_400_000  # 2019-02-04T00:00:00Z, a Monday

@@ -14,10 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 from tickpipe_shared.config import Settings
+from tickpipe_shared.instruments.catalog import RegistryUnavailableError, fallback_schedule
 from tickpipe_shared.instruments.details import InstrumentDetail
-from tickpipe_shared.instruments.loader import RegistryUnavailableError
 from tickpipe_shared.instruments.registry import InstrumentRegistry
 from tickpipe_shared.instruments.schedule import (
+    ALWAYS_OPEN,
     DAY_MS,
     FX_DEFAULT_SCHEDULE,
     HOUR_MS,
@@ -26,13 +27,7 @@ from tickpipe_shared.instruments.schedule import (
 )
 from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta
-from tickpipe_validator.schedules import (
-    ALWAYS_OPEN,
-    DetailSchedules,
-    ScheduleProvider,
-    StaticSchedules,
-    fallback_schedule,
-)
+from tickpipe_validator.schedules import DetailSchedules, ScheduleProvider, StaticSchedules
 
 T0 = 1_549_238_400_000  # 2019-02-04T00:00:00Z, a Monday
 SAT = T0 + 5 * DAY_MS

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from tickpipe_shared.columns import Ticks
-from tickpipe_shared.instruments.schedule import FX_DEFAULT_SCHEDULE
+from tickpipe_shared.instruments.schedule import ALWAYS_OPEN, FX_DEFAULT_SCHEDULE
 from tickpipe_shared.kinds import DAY_MS, HOUR_MS
 from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch
@@ -14,7 +14,6 @@ from tickpipe_validator.rules.crossed_quote import CROSSED_QUOTE
 from tickpipe_validator.rules.duplicate import DUPLICATE
 from tickpipe_validator.rules.non_negative_volume import NON_NEGATIVE_VOLUME
 from tickpipe_validator.rules.spread_outlier import SPREAD_OUTLIER, spread_outlier_mask
-from tickpipe_validator.schedules import ALWAYS_OPEN
 from tickpipe_validator.validate import configure, validate
 
 SAT = 1_549_670_400_000  # 2019-02-09T00:00:00Z, a Saturday: synthetic indices trade anyway

@@ -9,7 +9,7 @@ import structlog
 from tickpipe_shared import service
 from tickpipe_shared.config import Settings
 from tickpipe_shared.instruments import InstrumentRegistry
-from tickpipe_shared.instruments.loader import load_registry
+from tickpipe_shared.instruments.catalog import load_registry
 from tickpipe_shared.kafka.failure_records import FailureRecords
 from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
 from tickpipe_shared.kafka.topics import FETCH_REQUESTS, FETCH_UNITS
