@@ -19,11 +19,12 @@ from tickpipe_fetcher.downloader import Downloader
 from tickpipe_fetcher.http import AiohttpTransport
 from tickpipe_fetcher.planner import Planner
 from tickpipe_fetcher.sources import (
+    DerivSource,
     DukascopyBi5,
     DukascopyJson,
+    PacedSource,
     PolygonSource,
     Source,
-    load_deriv,
 )
 
 log = structlog.get_logger()
@@ -41,9 +42,7 @@ def configured_sources(settings: Settings) -> dict[str, Source]:
             settings.polygon_url, settings.polygon_api_key, settings.polygon_page_limit
         )
     if settings.deriv_url:
-        deriv = load_deriv(settings)
-        if deriv is not None:
-            sources["deriv"] = deriv
+        sources["deriv"] = PacedSource(DerivSource(settings))
     return sources
 
 
