@@ -26,6 +26,7 @@ import pytest
 from support.database import scratch_database
 from support.ohlcv import hour_batch
 from tickpipe_cli import export as ex
+from tickpipe_cli.export import writers
 from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
 from tickpipe_shared.config import Settings, get_settings
 from tickpipe_shared.db.migrate import migrate
@@ -178,7 +179,7 @@ async def test_ticks_csv_equal_the_stored_ticks(conn: asyncpg.Connection, tmp_pa
 async def test_ticks_parquet_equal_the_stored_ticks(
     conn: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ex, "ROW_GROUP_ROWS", 500)
+    monkeypatch.setattr(writers, "ROW_GROUP_ROWS", 500)
     await ex.export(conn, "EURUSD", FROM, TO, tmp_path, fmt="parquet", chunk_rows=128)
     base = tmp_path / "EURUSD" / "ticks" / "2021"
     bs = batches()
@@ -401,7 +402,7 @@ async def test_interrupted_export_keeps_the_previous_files_consistent(
 ) -> None:
     await ex.export(conn, "EURUSD", FROM, TO, tmp_path)
     calls = 0
-    original = ex._CsvWriter.write
+    original = writers._CsvWriter.write
 
     def failing(self: Any, rows: list[tuple[Any, ...]]) -> None:
         nonlocal calls
@@ -410,7 +411,7 @@ async def test_interrupted_export_keeps_the_previous_files_consistent(
             raise KeyboardInterrupt
         original(self, rows)
 
-    monkeypatch.setattr(ex._CsvWriter, "write", failing)
+    monkeypatch.setattr(writers._CsvWriter, "write", failing)
     with pytest.raises(KeyboardInterrupt):
         await ex.export(conn, "EURUSD", FROM, TO, tmp_path, chunk_rows=200)
     assert not leftover_temps(tmp_path)
