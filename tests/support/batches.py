@@ -1,5 +1,5 @@
-"""Batch metadata for tests and benches: one single-part unit, the fields a test does not care
-about filled in."""
+"""Batch metadata for tests and benches: a unit's part, the fields a test does not care about
+filled in."""
 
 from __future__ import annotations
 
@@ -14,19 +14,22 @@ def unit_meta(
     rows: int,
     price_scale: int,
     *,
+    part: int = 0,
+    part_count: int = 1,
     request_id: str = "test",
     sha: str = "0" * 64,
     fetched_at_ms: int | None = None,
     **fields: Any,
 ) -> BatchMeta:
-    """The metadata of ``unit`` as one part of ``rows`` rows at ``price_scale``, fetched and
+    """The metadata of part ``part`` of ``part_count`` (default: the only one) of ``unit``,
+    ``rows`` rows at ``price_scale``, fetched and
     decoded at ``fetched_at_ms`` (default: the unit's end, so it is closed); ``fields`` sets any
     other :class:`BatchMeta` field (``columns``, ``source_code``, ``asset_class`` …)."""
     at = unit.end_ms if fetched_at_ms is None else fetched_at_ms
     return BatchMeta(
         unit=unit,
-        part=0,
-        part_count=1,
+        part=part,
+        part_count=part_count,
         rows=rows,
         price_scale=price_scale,
         payload_sha256=sha,

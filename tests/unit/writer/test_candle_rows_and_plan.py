@@ -8,10 +8,11 @@ import struct
 
 import numpy as np
 import pytest
+from support.batches import unit_meta
 from tickpipe_shared.candles import Candles
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.units import HOUR_MS, Unit
-from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch
+from tickpipe_shared.wire.batch import CandleBatch, TickBatch
 from tickpipe_writer.aggregates import written_windows
 from tickpipe_writer.copy_binary import (
     CANDLE_COPY_COLUMNS,
@@ -50,16 +51,15 @@ def candle_batch(
         start + np.arange(n, dtype=np.int64) * 60_000, o, o + 7, o - 3, o + 2,
         np.array(volumes, dtype=np.float64),
     )  # fmt: skip
-    meta = BatchMeta(
-        unit=Unit(source, instrument, kind, start, start + DAY),
+    meta = unit_meta(
+        Unit(source, instrument, kind, start, start + DAY),
+        n,
+        scale,
         part=part,
         part_count=parts,
-        rows=n,
-        price_scale=scale,
-        payload_sha256=sha,
+        sha=sha,
         request_id="r",
         fetched_at_ms=start,
-        decoded_at_ms=start,
         volume_unit="none" if all(np.isnan(volumes)) and n else "millions",
         source_code=source_code,
         asset_class=asset_class,
@@ -76,16 +76,13 @@ def tick_batch(n: int, volume: float, *, scale: int = 2, start: int = D0) -> Tic
         np.full(n, volume),
         np.full(n, volume),
     )
-    meta = BatchMeta(
-        unit=Unit("deriv", "R_50", "ticks", start, start + HOUR_MS),
-        part=0,
-        part_count=1,
-        rows=n,
-        price_scale=scale,
-        payload_sha256="d" * 64,
+    meta = unit_meta(
+        Unit("deriv", "R_50", "ticks", start, start + HOUR_MS),
+        n,
+        scale,
+        sha="d" * 64,
         request_id="r",
         fetched_at_ms=start,
-        decoded_at_ms=start,
         volume_unit="none",
         source_code="R_50",
         asset_class="synthetic",

@@ -241,7 +241,7 @@ class StageRunner:
             raise
         except Exception as e:
             if len(records) == 1:
-                return [self.failure_record(records[0], e)]
+                return [self.failures.record(records[0], e)]
             # A bug or unforeseen input somewhere in the batch: find the record(s) that raise so
             # the others go through and the partition keeps moving.
             log.warning("batch failed, isolating records", error=repr(e), records=len(records))
@@ -249,16 +249,6 @@ class StageRunner:
             for r in records:
                 outputs += await self._process_isolating_poison([r])
             return outputs
-
-    def failure_record(
-        self,
-        record: InRecord,
-        error: BaseException,
-        attempt: int = 1,
-        request_id: str | None = None,
-    ) -> OutRecord:
-        """A failures-topic record about ``record`` (:meth:`FailureRecords.record`)."""
-        return self.failures.record(record, error, attempt, request_id)
 
     async def _rewind(
         self, consumer: AIOKafkaConsumer, records: Sequence[Any], e: Exception
