@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
-import os
 import struct
-import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from common import best, dukascopy_dir
+from support.shared_data import bi5_candle_unit, bi5_hour_start
 from tickpipe_decoder.decode import decode_payload
 from tickpipe_decoder.formats.dukascopy_bi5 import (
     decode_bi5_candle_records,
@@ -31,6 +30,7 @@ from tickpipe_decoder.formats.dukascopy_bi5 import (
     decode_bi5_ticks,
 )
 from tickpipe_decoder.formats.dukascopy_json import decode_json_candles, decode_json_ticks
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,59 +38,16 @@ TICK = struct.Struct(">IIIff")
 ALONE = lzma.FORMAT_ALONE
 
 
-def data_dir() -> Path:
-    env = os.environ.get("TICKPIPE_SHARED_DIR")
-    shared = Path(env) if env else REPO.parent / "shared"
-    d = shared / "data" / "dukascopy"
-    if not d.is_dir():
-        sys.exit(f"{d} not found: the benchmark needs ../shared (set TICKPIPE_SHARED_DIR)")
-    return d
-
-
-def hour_start(rel: Path) -> int:
-    y, m0, d = (int(x) for x in rel.parts[-4:-1])
-    h = int(rel.name[:2])
-    return int(datetime(y, m0 + 1, d, h, tzinfo=UTC).timestamp() * 1000)
-
-
-def candle_unit(rel: Path) -> tuple[str, int, int]:
-    """(timeframe, unit start ms, unit end ms) of ``bi5/<SYMBOL>/…/BID_candles_<tf>_1.bi5``."""
-    tf = {"min": "1m", "hour": "1h", "day": "1d"}[rel.name.split("_")[2]]
-    nums = [int(x) for x in rel.parts[2:-1]]
-    y, m0, d = nums[0], nums[1] if len(nums) > 1 else 0, nums[2] if len(nums) > 2 else 1
-    start = datetime(y, m0 + 1, d, tzinfo=UTC)
-    if tf == "1m":
-        end = datetime.fromtimestamp(start.timestamp() + 86_400, tz=UTC)
-    elif tf == "1h":
-        end = datetime(y + (m0 == 11), (m0 + 1) % 12 + 1, 1, tzinfo=UTC)
-    else:
-        end = datetime(y + 1, 1, 1, tzinfo=UTC)
-    return tf, int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-
-
 def candle_meta(fmt: str, kind: str, start: int, end: int) -> RawPayloadMeta:
     return RawPayloadMeta(
-        source=fmt.rsplit("-", 1)[0],
+        unit=Unit(fmt.rsplit("-", 1)[0], "EURUSD", kind, start, end),
         format=fmt,
-        instrument="EURUSD",
-        kind=kind,
-        unit_start_ms=start,
-        unit_end_ms=end,
         url="bench",
         sha256="0" * 64,
         fetched_at_ms=end,
         price_scale=5,
         request_id="bench",
     )
-
-
-def best(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
-    times, n = [], 0
-    for _ in range(repeat):
-        t = time.perf_counter()
-        n = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), n
 
 
 def naive_bi5(payload: bytes, start: int) -> list[tuple[int, int, int, float, float]]:
@@ -114,19 +71,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    d = data_dir()
+    d = dukascopy_dir()
     files = sorted(p for p in (d / "bi5").glob("*/**/*_ticks.bi5"))
-    payloads = [(p.read_bytes(), hour_start(p.relative_to(d))) for p in files]
+    payloads = [(p.read_bytes(), bi5_hour_start(p.relative_to(d))) for p in files]
     raws = [(lzma.decompress(b, format=lzma.FORMAT_ALONE), s) for b, s in payloads]
     body = (d / "json/ticks/EUR-USD/2026/7/13/12.json").read_bytes()
     json_reps = 50
     candle_files = sorted(p for p in (d / "bi5").glob("*/**/*_candles_*.bi5"))
     bi5_candles = []
     for p in candle_files:
-        tf, start, end = candle_unit(p.relative_to(d))
+        tf, start, end = bi5_candle_unit(p.relative_to(d))
         meta = candle_meta("dukascopy-bi5-candles", f"candles:{tf}:bid", start, end)
         bi5_candles.append((p.read_bytes(), meta))
-    candle_raws = [(lzma.decompress(b, format=ALONE), m.unit_start_ms) for b, m in bi5_candles]
+    candle_raws = [(lzma.decompress(b, format=ALONE), m.unit.start_ms) for b, m in bi5_candles]
     day = datetime(2026, 7, 10, tzinfo=UTC).timestamp() * 1000
     candle_body = (d / "json/candles/minute/EUR-USD/BID/2026/7/10.json").read_bytes()
     day_meta = candle_meta(
@@ -155,7 +112,7 @@ def main() -> None:
         lambda: sum(len(naive_json(body)) for _ in range(json_reps)))  # fmt: skip
 
     def bi5_c_decoder() -> int:
-        return sum(len(decode_bi5_candles(b, m.unit_start_ms)) for b, m in bi5_candles)
+        return sum(len(decode_bi5_candles(b, m.unit.start_ms)) for b, m in bi5_candles)
 
     def bi5_c_payload() -> int:
         return sum(decode_payload(m, b, 900_000).rows for b, m in bi5_candles)

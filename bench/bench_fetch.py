@@ -36,6 +36,7 @@ from tickpipe_fetcher.http import AiohttpTransport
 from tickpipe_fetcher.sources import DukascopyBi5
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import OutRecord
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.fetch_units import FetchUnit
 
 START = datetime(2019, 2, 4, tzinfo=UTC)
@@ -74,8 +75,9 @@ def records(n: int, hours: int) -> list[Rec]:
     out = []
     for i in range(n):
         start = int((START + timedelta(hours=i % hours)).timestamp() * 1000)
-        unit = FetchUnit("bench", "dukascopy-bi5", "EURUSD", "ticks", start, start + 3_600_000,
-                         "EURUSD", 5)  # fmt: skip
+        unit = FetchUnit(
+            "bench", Unit("dukascopy-bi5", "EURUSD", "ticks", start, start + 3_600_000), "EURUSD", 5
+        )
         out.append(Rec(unit.to_json()))
     return out
 

@@ -25,29 +25,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import sys
 import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import asyncpg
+import common  # noqa: F401  (puts tests/ on sys.path: the support builds the sample's batches)
 import structlog
+from bench_writer import synthetic_batches
+from support.golden_db import golden_tick_hours, sample_tick_batches
+from support.shared_data import locate_shared_dir
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.db.ohlcv import candles_sql
 from tickpipe_shared.wire.batch import TickBatch
 from tickpipe_writer.copy_binary import SIGNATURE, TICK_COPY_COLUMNS, TRAILER, encode_tick_rows
 from tickpipe_writer.store import write
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the test support builds the recorded sample's batches
-sys.path.insert(0, str(ROOT / "bench"))
-
-from bench_writer import synthetic_batches  # noqa: E402
-from support.golden_db import golden_tick_hours, sample_tick_batches  # noqa: E402
-from support.shared_data import locate_shared_dir  # noqa: E402
 
 #: 1h candles computed from raw ticks, the query the aggregate saves: ``$1`` instrument,
 #: ``$2``/``$3`` the range.

@@ -19,57 +19,25 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from common import best, dukascopy_dir
+from support.batches import unit_meta
+from support.shared_data import bi5_candle_unit, bi5_hour_start
 from tickpipe_decoder.formats.dukascopy_bi5 import decode_bi5_candles, decode_bi5_ticks
 from tickpipe_shared.candles import CANDLE_COLUMNS
 from tickpipe_shared.instruments.schedule import FX_DEFAULT_SCHEDULE, TradingSchedule
-from tickpipe_shared.units import plan_units
-from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch
+from tickpipe_shared.units import Unit
+from tickpipe_shared.wire.batch import CandleBatch, TickBatch
 from tickpipe_validator.rules import TICK_RULES, RuleParams
 from tickpipe_validator.validate import configure, validate
 
 REPO = Path(__file__).resolve().parents[1]
 HOUR_MS = 3_600_000
-
-
-def data_dir() -> Path:
-    env = os.environ.get("TICKPIPE_SHARED_DIR")
-    shared = Path(env) if env else REPO.parent / "shared"
-    d = shared / "data" / "dukascopy"
-    if not d.is_dir():
-        sys.exit(f"{d} not found: the benchmark needs ../shared (set TICKPIPE_SHARED_DIR)")
-    return d
-
-
-def hour_start(rel: Path) -> int:
-    y, m0, d = (int(x) for x in rel.parts[-4:-1])
-    return int(datetime(y, m0 + 1, d, int(rel.name[:2]), tzinfo=UTC).timestamp() * 1000)
-
-
-def candle_start(rel: Path) -> tuple[int, str]:
-    """Start (ms) of a ``.bi5`` candle file's period and its timeframe."""
-    y, *rest = (int(x) for x in rel.parts[2:-1])
-    month = rest[0] + 1 if rest else 1
-    day = rest[1] if len(rest) > 1 else 1
-    tf = {"min": "1m", "hour": "1h", "day": "1d"}[rel.stem.split("_")[2]]
-    return int(datetime(y, month, day, tzinfo=UTC).timestamp() * 1000), tf
-
-
-def best(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
-    times, n = [], 0
-    for _ in range(repeat):
-        t = time.perf_counter()
-        n = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), n
 
 
 def same_vol(a: float, b: float) -> bool:
@@ -90,7 +58,7 @@ def naive_validate(b: TickBatch, schedule: TradingSchedule) -> dict[str, int]:
     run_start, stale = 0, [False] * n
     gap_at: set[int] = set()
     for i in range(n):
-        counts["inside_unit"] += not (m.unit_start_ms <= ts[i] < m.unit_end_ms)
+        counts["inside_unit"] += not (m.unit.start_ms <= ts[i] < m.unit.end_ms)
         counts["non_decreasing"] += i > 0 and ts[i] < ts[i - 1]
         counts["positive_price"] += bid[i] <= 0 or ask[i] <= 0
         counts["crossed_quote"] += bid[i] > ask[i]
@@ -115,13 +83,13 @@ def naive_validate(b: TickBatch, schedule: TradingSchedule) -> dict[str, int]:
         elif i - run_start + 1 >= 500:
             for k in range(run_start + 1, i + 1):
                 stale[k] = True
-        prev = ts[i - 1] if i else m.unit_start_ms
+        prev = ts[i - 1] if i else m.unit.start_ms
         # The open-time check only where the wall-clock one fires.
         if ts[i] - prev > 300_000 and int(schedule.open_ms_between(prev, ts[i])) > 300_000:
             gap_at.add(i)
     if n:  # the trailing silence, from the latest tick (the last of equal maxima)
         latest = max(range(n), key=lambda k: (ts[k], k))
-        end = min(m.unit_end_ms, m.fetched_at_ms)
+        end = min(m.unit.end_ms, m.fetched_at_ms)
         if end - ts[latest] > 300_000 and int(schedule.open_ms_between(ts[latest], end)) > 300_000:
             gap_at.add(latest)
     counts["gap"] = len(gap_at)
@@ -133,15 +101,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    d = data_dir()
+    d = dukascopy_dir()
     files = sorted((d / "bi5").glob("*/**/*_ticks.bi5"))
-    payloads = [(p.read_bytes(), hour_start(p.relative_to(d))) for p in files]
+    payloads = [(p.read_bytes(), bi5_hour_start(p.relative_to(d))) for p in files]
     batches = []
     for payload, start in payloads:
         ticks = decode_bi5_ticks(payload, start)
-        meta = BatchMeta("dukascopy-bi5", "EURUSD", "ticks", start, start + HOUR_MS, 0, 1,
-                         len(ticks), 5, "00" * 32, "bench", start + HOUR_MS,
-                         start + HOUR_MS)  # fmt: skip
+        unit = Unit("dukascopy-bi5", "EURUSD", "ticks", start, start + HOUR_MS)
+        meta = unit_meta(unit, len(ticks), 5, request_id="bench")
         batches.append(TickBatch(meta, ticks))
     total = sum(len(b.ticks) for b in batches)
     rules = configure({})
@@ -194,14 +161,11 @@ def main() -> None:
     # Candles: every recorded .bi5 candle file, one unit each.
     candle_files = []
     for p in sorted((d / "bi5").glob("*/**/*_candles_*.bi5")):
-        start, tf = candle_start(p.relative_to(d))
+        tf, start, end = bi5_candle_unit(p.relative_to(d))
         candle_files.append((p.read_bytes(), start))
         c = decode_bi5_candles(candle_files[-1][0], start)
-        kind = f"candles:{tf}:bid"
-        [u] = plan_units("dukascopy-bi5", "EURUSD", kind, start, start + 1)
-        meta = BatchMeta("dukascopy-bi5", "EURUSD", kind, u.start_ms, u.end_ms, 0, 1, len(c), 5,
-                         "00" * 32, "bench", u.end_ms, u.end_ms,
-                         columns=list(CANDLE_COLUMNS))  # fmt: skip
+        unit = Unit("dukascopy-bi5", "EURUSD", f"candles:{tf}:bid", start, end)
+        meta = unit_meta(unit, len(c), 5, request_id="bench", columns=list(CANDLE_COLUMNS))
         candle_batches.append(CandleBatch(meta, c))
     n_candles = sum(len(b.candles) for b in candle_batches)
     rows.clear()

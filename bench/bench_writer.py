@@ -52,13 +52,16 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
+import common  # noqa: F401  (puts tests/ on sys.path for support)
 import numpy as np
 import structlog
+from support.batches import unit_meta
 from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
-from tickpipe_shared.wire.batch import Batch, BatchMeta, CandleBatch, TickBatch, rows_of
+from tickpipe_shared.units import Unit
+from tickpipe_shared.wire.batch import Batch, CandleBatch, TickBatch, rows_of
 from tickpipe_writer.aggregates import OhlcvRefresher
 from tickpipe_writer.copy_binary import (
     CANDLE_COPY_COLUMNS,
@@ -104,21 +107,9 @@ def synthetic_batches(total: int, seed: int = 7) -> list[TickBatch]:
             vols[rng.integers(0, len(vols), size=n)],
         )
         flags = np.where(rng.random(n) < 0.005, 1 << int(rng.integers(0, 10)), 0).astype(np.uint16)
-        meta = BatchMeta(
-            source="dukascopy-bi5",
-            instrument=name,
-            kind="ticks",
-            unit_start_ms=unit_start,
-            unit_end_ms=unit_start + HOUR_MS,
-            part=0,
-            part_count=1,
-            rows=n,
-            price_scale=scale,
-            payload_sha256=f"{hour:064x}",
-            request_id="bench-writer",
-            fetched_at_ms=unit_start + 2 * HOUR_MS,
-            decoded_at_ms=unit_start + 2 * HOUR_MS,
-        )
+        unit = Unit("dukascopy-bi5", name, "ticks", unit_start, unit_start + HOUR_MS)
+        meta = unit_meta(unit, n, scale, request_id="bench-writer", sha=f"{hour:064x}",
+                         fetched_at_ms=unit_start + 2 * HOUR_MS)  # fmt: skip
         out.append(TickBatch(meta, ticks).with_flags(flags, {"gap": 0}, unit_start + 2 * HOUR_MS))
         left -= n
         hour += 1
@@ -149,12 +140,10 @@ def synthetic_candle_batches(total: int, seed: int = 7) -> list[CandleBatch]:
             np.minimum(o, c) - 2, c, vol,
         )  # fmt: skip
         flags = np.where(rng.random(n) < 0.005, 1 << int(rng.integers(0, 10)), 0).astype(np.uint16)
-        meta = BatchMeta(
-            source="dukascopy-json", instrument=name, kind=f"candles:1m:{side}",
-            unit_start_ms=day, unit_end_ms=day + DAY_MS, part=0, part_count=1, rows=n,
-            price_scale=scale, payload_sha256=f"{unit:064x}", request_id="bench-writer",
-            fetched_at_ms=day + DAY_MS, decoded_at_ms=day + DAY_MS,
-            columns=list(CANDLE_COLUMNS), source_code=name, asset_class="fx",
+        meta = unit_meta(
+            Unit("dukascopy-json", name, f"candles:1m:{side}", day, day + DAY_MS), n, scale,
+            request_id="bench-writer", sha=f"{unit:064x}", columns=list(CANDLE_COLUMNS),
+            source_code=name, asset_class="fx",
         )  # fmt: skip
         out.append(CandleBatch(meta, candles).with_flags(flags, {}, day + DAY_MS))
         unit += 1

@@ -233,4 +233,4 @@ def test_status_reports_every_kind(pipeline: Pipeline) -> None:
 def test_metrics_count_candles_and_sources(pipeline: Pipeline) -> None:
     fetcher = pipeline.metrics("fetcher")
     assert 'source="polygon"' in fetcher and 'source="deriv"' in fetcher
-    assert "tickpipe_writer_candles_total" in pipeline.metrics("writer")
+    assert 'tickpipe_candles_total{stage="writer"}' in pipeline.metrics("writer")

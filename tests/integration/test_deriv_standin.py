@@ -23,6 +23,7 @@ from tickpipe_dev.standin.deriv import DerivFaults, DerivStandinServer, start_de
 from tickpipe_fetcher.http import PermanentFetchError, RetryableFetchError
 from tickpipe_fetcher.sources.deriv import DerivAnswer, DerivSource, RateLimitedError
 from tickpipe_shared.config import Settings
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.fetch_units import FetchUnit
 
 HOUR_MS = 3_600_000
@@ -70,7 +71,7 @@ def source(server: DerivStandinServer, url: str | None = None, **overrides: Any)
 
 
 def unit(kind: str, start_ms: int, end_ms: int, code: str = "R_50") -> FetchUnit:
-    return FetchUnit("req", "deriv", code, kind, start_ms, end_ms, code, -1)
+    return FetchUnit("req", Unit("deriv", code, kind, start_ms, end_ms), code, -1)
 
 
 def pages(answer: DerivAnswer) -> list[dict[str, Any]]:

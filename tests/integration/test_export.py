@@ -28,10 +28,12 @@ from support.database import scratch_database
 from support.ohlcv import hour_batch
 from support.storage import storage_mode
 from tickpipe_cli import export as ex
+from tickpipe_cli.export import writers
 from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
 from tickpipe_shared.config import Settings, get_settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.db.ohlcv import candles
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch
 from tickpipe_writer.store import write
 from typer.testing import CliRunner
@@ -63,7 +65,8 @@ def batches() -> list[TickBatch]:
     out = []
     for i, (start, source) in enumerate(hours):
         b = hour_batch("EURUSD", start, 400 + 37 * i, seed=100 + i)
-        out.append(dataclasses.replace(b, meta=dataclasses.replace(b.meta, source=source)))
+        unit = dataclasses.replace(b.meta.unit, source=source)
+        out.append(dataclasses.replace(b, meta=dataclasses.replace(b.meta, unit=unit)))
     out.append(hour_batch("USDJPY", _ms(2021, 2, 14, 12), 300, seed=7, scale=3,
                           first_point=110_123))  # fmt: skip
     return out
@@ -73,7 +76,7 @@ def expected_tick_rows(bs: list[TickBatch], month: str) -> list[list[str]]:
     """The CSV rows the export must hold for EURUSD in ``month`` ∩ [FROM, TO), from the points."""
     rows = []
     for b in bs:
-        if b.meta.instrument != "EURUSD":
+        if b.meta.unit.instrument != "EURUSD":
             continue
         t, s = b.ticks, b.meta.price_scale
         for i in range(len(t)):
@@ -178,7 +181,7 @@ async def test_ticks_csv_equal_the_stored_ticks(conn: asyncpg.Connection, tmp_pa
 async def test_ticks_parquet_equal_the_stored_ticks(
     conn: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ex, "ROW_GROUP_ROWS", 500)
+    monkeypatch.setattr(writers, "ROW_GROUP_ROWS", 500)
     await ex.export(conn, "EURUSD", FROM, TO, tmp_path, fmt="parquet", chunk_rows=128)
     base = tmp_path / "EURUSD" / "ticks" / "2021"
     bs = batches()
@@ -263,11 +266,18 @@ def source_candle_units() -> list[CandleBatch]:
         vol = np.where(np.arange(n) % 3 == 1, np.nan, 0.5 + np.arange(n))
         c = Candles(start + np.arange(n, dtype=np.int64) * 60_000, o, o + 8, o - 5, o + 1, vol)
         meta = BatchMeta(
-            source="dukascopy-json", instrument="EURUSD", kind=f"candles:1m:{side}",
-            unit_start_ms=start, unit_end_ms=start + 86_400_000, part=0, part_count=1, rows=n,
-            price_scale=5, payload_sha256=f"{i:064x}", request_id="r", fetched_at_ms=start,
-            decoded_at_ms=start, columns=list(CANDLE_COLUMNS), source_code="EUR-USD",
-        )  # fmt: skip
+            unit=Unit("dukascopy-json", "EURUSD", f"candles:1m:{side}", start, start + 86_400_000),
+            part=0,
+            part_count=1,
+            rows=n,
+            price_scale=5,
+            payload_sha256=f"{i:064x}",
+            request_id="r",
+            fetched_at_ms=start,
+            decoded_at_ms=start,
+            columns=list(CANDLE_COLUMNS),
+            source_code="EUR-USD",
+        )
         flags = np.zeros(n, dtype=np.uint16)
         flags[2] = 4
         out.append(CandleBatch(meta, c).with_flags(flags, {"rule": 1}, start))
@@ -396,7 +406,7 @@ async def test_interrupted_export_keeps_the_previous_files_consistent(
 ) -> None:
     await ex.export(conn, "EURUSD", FROM, TO, tmp_path)
     calls = 0
-    original = ex._CsvWriter.write
+    original = writers._CsvWriter.write
 
     def failing(self: Any, rows: list[tuple[Any, ...]]) -> None:
         nonlocal calls
@@ -405,7 +415,7 @@ async def test_interrupted_export_keeps_the_previous_files_consistent(
             raise KeyboardInterrupt
         original(self, rows)
 
-    monkeypatch.setattr(ex._CsvWriter, "write", failing)
+    monkeypatch.setattr(writers._CsvWriter, "write", failing)
     with pytest.raises(KeyboardInterrupt):
         await ex.export(conn, "EURUSD", FROM, TO, tmp_path, chunk_rows=200)
     assert not leftover_temps(tmp_path)

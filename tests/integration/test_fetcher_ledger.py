@@ -129,5 +129,5 @@ async def test_planner_resumes_from_the_ledger(conn: asyncpg.Connection, dsn: st
         await ledger.close()
     planned = decode_progress(out[0].value)
     assert isinstance(planned, RequestPlanned) and (planned.units, planned.skipped) == (2, 2)
-    starts = [FetchUnit.from_json(o.value).start_ms for o in out[1:]]
+    starts = [FetchUnit.from_json(o.value).unit.start_ms for o in out[1:]]
     assert starts == [ms(T0 + H), ms(T0 + 3 * H)]  # the open-when-fetched hour and the new one

@@ -33,6 +33,7 @@ from tickpipe_fetcher.http import AiohttpTransport
 from tickpipe_fetcher.sources import DukascopyBi5
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import OutRecord
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
@@ -86,8 +87,12 @@ def unit_records(n: int, offset: int = 0) -> list[Rec]:
     out = []
     for i in range(offset, offset + n):
         start = int((START + timedelta(hours=i)).timestamp() * 1000)
-        unit = FetchUnit("req-res", "dukascopy-bi5", "EURUSD", "ticks", start,
-                         start + 3_600_000, "EURUSD", 5)  # fmt: skip
+        unit = FetchUnit(
+            "req-res",
+            Unit("dukascopy-bi5", "EURUSD", "ticks", start, start + 3_600_000),
+            "EURUSD",
+            5,
+        )
         out.append(Rec(unit.to_json(), key=unit.unit.key.encode()))
     return out
 
@@ -167,7 +172,7 @@ def check_payloads(outs: Sequence[OutRecord], files: dict[int, bytes], n: int) -
         assert out.topic == "tickpipe.raw-payloads", out.value
         expected = files.get(i, b"")  # missing hours are 0-byte (closed-market) answers
         assert out.value == expected, f"hour {i}: body differs from the file"
-        assert RawPayloadMeta.from_headers(out.headers).unit_start_ms == int(
+        assert RawPayloadMeta.from_headers(out.headers).unit.start_ms == int(
             (START + timedelta(hours=i)).timestamp() * 1000
         )
     assert len(outs) == n

@@ -26,9 +26,9 @@ from tickpipe_fetcher.planner import Planner
 from tickpipe_fetcher.sources import DukascopyBi5, DukascopyJson, PolygonSource, Source
 from tickpipe_shared.config import Settings
 from tickpipe_shared.instruments import InstrumentRegistry
-from tickpipe_shared.instruments.loader import load_registry
+from tickpipe_shared.instruments.catalog import load_registry
 from tickpipe_shared.kafka.records import OutRecord
-from tickpipe_shared.units import plan_units
+from tickpipe_shared.units import Unit, plan_units
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.progress import RequestPlanned, decode_progress
 from tickpipe_shared.wire.raw import RawPayloadMeta
@@ -70,8 +70,14 @@ class Rec:
 def unit(source: str, kind: str, day: tuple[int, int, int], code: str,
          market_open: bool | None = None) -> Rec:  # fmt: skip
     [u] = plan_units(source, "EURUSD", kind, ms(*day), ms(*day) + 1)
-    fu = FetchUnit("req-int", source, u.instrument, kind, u.start_ms, u.end_ms, code, 5, "fx",
-                   market_open)  # fmt: skip
+    fu = FetchUnit(
+        "req-int",
+        Unit(source, u.instrument, kind, u.start_ms, u.end_ms),
+        code,
+        5,
+        "fx",
+        market_open,
+    )
     return Rec(fu.to_json())
 
 
@@ -130,8 +136,13 @@ async def test_dukascopy_candle_units(server: standin.StandinServer, data: Path)
 async def test_polygon_pages_with_bearer_key(server: standin.StandinServer) -> None:
     src = PolygonSource(server.polygon_url, SecretStr(KEY))
     day = ms(2023, 7, 31)
-    fu = FetchUnit("req-pg", "polygon", "AAPL", "candles:1m:trade", day, day + 86_400_000,
-                   "AAPL", -1, "stock")  # fmt: skip
+    fu = FetchUnit(
+        "req-pg",
+        Unit("polygon", "AAPL", "candles:1m:trade", day, day + 86_400_000),
+        "AAPL",
+        -1,
+        "stock",
+    )
     [out], failed = await download(server, {"polygon": src}, [Rec(fu.to_json())])
     assert failed == []
     pages = json.loads(out.value)
@@ -147,8 +158,14 @@ async def test_polygon_pages_with_bearer_key(server: standin.StandinServer) -> N
 async def test_polygon_wrong_key_fails_at_once(server: standin.StandinServer) -> None:
     src = PolygonSource(server.polygon_url, SecretStr("wrong-key"))
     day = ms(2023, 1, 1)
-    fu = FetchUnit("req-pg", "polygon", "X:BTCUSD", "candles:1d:trade", day, ms(2024, 1, 1),
-                   "X:BTCUSD", -1, "crypto", True)  # fmt: skip
+    fu = FetchUnit(
+        "req-pg",
+        Unit("polygon", "X:BTCUSD", "candles:1d:trade", day, ms(2024, 1, 1)),
+        "X:BTCUSD",
+        -1,
+        "crypto",
+        True,
+    )
     [out], failed = await download(server, {"polygon": src}, [Rec(fu.to_json())])
     assert out.topic == "tickpipe.failures"
     [error] = failed
@@ -176,7 +193,7 @@ async def test_planner_uses_instrument_details_from_the_standin(
     assert isinstance(planned, RequestPlanned)
     units = [FetchUnit.from_json(o.value) for o in out[1:]]
     # The detail's TICK history starts 2003-05-04 19:00:00.048: the hours before are left out.
-    assert units[0].start_ms == ms(2003, 5, 4, 19) and planned.units == len(units) == 5
+    assert units[0].unit.start_ms == ms(2003, 5, 4, 19) and planned.units == len(units) == 5
     # Sunday 2003-05-04: the FX week opens at 17:00 New York (21:00 UTC in summer).
     assert [u.market_open for u in units] == [False, False, True, True, True]
     assert {(u.source_code, u.price_scale, u.asset_class) for u in units} == {("EUR-USD", 5, "fx")}
@@ -188,10 +205,13 @@ async def test_deriv_units_through_the_generic_interface(server: standin.Standin
     assert set(sources) == {"deriv"}
     start = ms(2018, 7, 23, 10)
     records = [
-        Rec(FetchUnit("req-dv", "deriv", "R_50", kind, start, end, "R_50", -1, "synthetic",
-                      True).to_json())
+        Rec(
+            FetchUnit(
+                "req-dv", Unit("deriv", "R_50", kind, start, end), "R_50", -1, "synthetic", True
+            ).to_json()
+        )
         for kind, end in (("ticks", start + 3_600_000), ("candles:1m:mid", ms(2018, 7, 24)))
-    ]  # fmt: skip
+    ]
     try:
         outs, failed = await download(server, sources, records)
     finally:

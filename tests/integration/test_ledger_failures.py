@@ -26,11 +26,7 @@ def batch(n: int, start: int = H0, *, part: int = 0, parts: int = 1) -> TickBatc
     ts = start + part * 1000 * n + np.arange(n, dtype=np.int64) * 1000
     bid = 110_123 + np.arange(n, dtype=np.int64)
     meta = BatchMeta(
-        source="dukascopy-bi5",
-        instrument="USDJPY",
-        kind="ticks",
-        unit_start_ms=start,
-        unit_end_ms=start + HOUR_MS,
+        unit=Unit("dukascopy-bi5", "USDJPY", "ticks", start, start + HOUR_MS),
         part=part,
         part_count=parts,
         rows=n,

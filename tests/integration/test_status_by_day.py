@@ -52,11 +52,7 @@ def hour_batch(instrument: str, hour: datetime, n: int) -> TickBatch:
     ts = start + np.arange(n, dtype=np.int64) * 1000
     bid = 120_000 + np.arange(n, dtype=np.int64)
     meta = BatchMeta(
-        source="dukascopy-bi5",
-        instrument=instrument,
-        kind="ticks",
-        unit_start_ms=start,
-        unit_end_ms=start + HOUR_MS,
+        unit=Unit("dukascopy-bi5", instrument, "ticks", start, start + HOUR_MS),
         part=0,
         part_count=1,
         rows=n,

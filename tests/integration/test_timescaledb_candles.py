@@ -21,7 +21,7 @@ from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.db.ohlcv import source_candles
 from tickpipe_shared.kinds import Kind
-from tickpipe_shared.units import plan_units
+from tickpipe_shared.units import Unit, plan_units
 from tickpipe_shared.wire.batch import BatchMeta, CandleBatch
 from tickpipe_writer.copy_binary import CANDLE_COPY_COLUMNS, SIGNATURE, TRAILER, encode_candle_rows
 from tickpipe_writer.stage import session_settings
@@ -52,12 +52,17 @@ def candle_unit(instrument: str, kind: str, day: datetime, n: int, seed: int) ->
         np.minimum(o, c) - 2, c, vol,
     )  # fmt: skip
     meta = BatchMeta(
-        source="dukascopy-json", instrument=instrument, kind=kind, unit_start_ms=unit.start_ms,
-        unit_end_ms=unit.end_ms, part=0, part_count=1, rows=n,
-        price_scale=3 if instrument == "USDJPY" else 5, payload_sha256=f"{seed:064x}",
-        request_id="tsdb", fetched_at_ms=unit.start_ms, decoded_at_ms=unit.start_ms,
+        unit=Unit("dukascopy-json", instrument, kind, unit.start_ms, unit.end_ms),
+        part=0,
+        part_count=1,
+        rows=n,
+        price_scale=3 if instrument == "USDJPY" else 5,
+        payload_sha256=f"{seed:064x}",
+        request_id="tsdb",
+        fetched_at_ms=unit.start_ms,
+        decoded_at_ms=unit.start_ms,
         columns=list(CANDLE_COLUMNS),
-    )  # fmt: skip
+    )
     flags = np.zeros(n, dtype=np.uint16)
     flags[n // 2] = 1 << 5
     return CandleBatch(meta, candles_).with_flags(flags, {"rule": 1}, unit.start_ms)

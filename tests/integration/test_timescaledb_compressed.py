@@ -12,6 +12,7 @@ tests run on the plain-PostgreSQL pass too).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -179,7 +180,7 @@ async def test_a_database_error_that_does_not_go_away_is_bounded(
     writer = Writer(settings.model_copy(update={"writer_db_error_attempts": 3}), _no_failures)
     good = Rec(encode_batch(unit("EURUSD", 0, seed=1)), offset=0)
     bad_batch = unit("EURUSD", 1, seed=2)
-    bad_meta = bad_batch.meta.__class__(**{**_fields(bad_batch.meta), "instrument": "GBPJPY"})
+    bad_meta = replace(bad_batch.meta, unit=replace(bad_batch.meta.unit, instrument="GBPJPY"))
     bad = Rec(encode_batch(TickBatch(bad_meta, bad_batch.ticks)), offset=1)
 
     for attempt in (1, 2):
@@ -194,10 +195,6 @@ async def test_a_database_error_that_does_not_go_away_is_bounded(
         await writer.process([bad])
     assert len(await ticks_of(conn, "EURUSD")) == TICKS_PER_HOUR
     assert await ticks_of(conn, "GBPJPY") == []
-
-
-def _fields(meta: Any) -> dict[str, Any]:
-    return {name: getattr(meta, name) for name in meta.__dataclass_fields__}
 
 
 async def test_availability_errors_are_retried_without_bound(

@@ -13,7 +13,7 @@ from tickpipe_shared.columns import Ticks
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import RetryableError
-from tickpipe_shared.units import HOUR_MS
+from tickpipe_shared.units import HOUR_MS, Unit
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch
 from tickpipe_writer.stage import Writer
 from tickpipe_writer.store import write
@@ -39,11 +39,7 @@ def make_batch(
     bid = first_point + np.arange(n, dtype=np.int64)
     ticks = Ticks(ts, bid, bid + 7, np.full(n, 1.25), np.full(n, 0.5))
     meta = BatchMeta(
-        source="dukascopy-bi5",
-        instrument=instrument,
-        kind="ticks",
-        unit_start_ms=start,
-        unit_end_ms=start + HOUR_MS,
+        unit=Unit("dukascopy-bi5", instrument, "ticks", start, start + HOUR_MS),
         part=part,
         part_count=parts,
         rows=n,

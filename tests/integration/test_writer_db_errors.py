@@ -26,6 +26,7 @@ from support.ohlcv import hour_batch
 from support.storage import storage_mode
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
+from tickpipe_shared.kafka.failure_records import FailureRecords
 from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
 from tickpipe_shared.kafka.topics import FAILURES, PROGRESS, VALIDATED_BATCHES
 from tickpipe_shared.metrics import Health
@@ -150,15 +151,14 @@ async def test_a_unit_the_database_keeps_refusing_goes_to_failures_and_the_ledge
     settings, conn = env
     good = hour_batch("EURUSD", START, 50, seed=1)
     bad = hour_batch("EURUSD", START + HOUR_MS, 40, seed=2)
-    bad = TickBatch(replace(bad.meta, instrument="GBPJPY"), bad.ticks)
+    bad = TickBatch(replace(bad.meta, unit=replace(bad.meta.unit, instrument="GBPJPY")), bad.ticks)
     await produce(settings, [good, bad])
     errors_before = persistent_errors()
 
-    runner: StageRunner
-    writer = Writer(settings, lambda r, e: runner.failure_record(r, e))
+    failures = FailureRecords(settings, "writer")
     runner = StageRunner(
-        settings, "writer", VALIDATED_BATCHES, writer, Health(),
-        policy=BatchPolicy(max_records=10, max_wait_s=0.2),
+        settings, failures.stage, VALIDATED_BATCHES, Writer(settings, failures.record), Health(),
+        policy=BatchPolicy(max_records=10, max_wait_s=0.2), failures=failures,
     )  # fmt: skip
     topic = settings.topic(VALIDATED_BATCHES)
     group = settings.group("writer")

@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 from tickpipe_decoder.decode import decode_payload
 from tickpipe_shared.instruments import canonical_name
-from tickpipe_shared.units import HOUR_MS
+from tickpipe_shared.units import HOUR_MS, Unit
 from tickpipe_shared.wire.batch import TickBatch, decode_batch
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
@@ -130,12 +130,14 @@ def sample_tick_batches(
         payload = (dukascopy_dir / rel).read_bytes()
         start = int(g.hour.timestamp() * 1000)
         meta = RawPayloadMeta(
-            source="dukascopy-bi5" if rel.startswith("bi5") else "dukascopy-json",
+            unit=Unit(
+                "dukascopy-bi5" if rel.startswith("bi5") else "dukascopy-json",
+                g.instrument,
+                "ticks",
+                start,
+                start + HOUR_MS,
+            ),
             format="dukascopy-bi5-ticks" if rel.startswith("bi5") else "dukascopy-json-ticks",
-            instrument=g.instrument,
-            kind="ticks",
-            unit_start_ms=start,
-            unit_end_ms=start + HOUR_MS,
             url=rel,
             sha256=hashlib.sha256(payload).hexdigest(),
             fetched_at_ms=start,

@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.db.ohlcv import BUCKET_ORIGIN, CANDLE_COLUMNS, parse_timeframe
-from tickpipe_shared.units import HOUR_MS
-from tickpipe_shared.wire.batch import BatchMeta, TickBatch
+from tickpipe_shared.units import HOUR_MS, Unit
+from tickpipe_shared.wire.batch import TickBatch
+
+from support.batches import unit_meta
 
 #: 2021-03-01T22:00Z: the synthetic hours cross midnight, so every timeframe has several buckets.
 T0 = int(datetime(2021, 3, 1, 22, tzinfo=UTC).timestamp() * 1000)
@@ -39,21 +41,8 @@ def hour_batch(
     ask = bid + rng.integers(0, 6, size=n).astype(np.int64)
     vols = np.array([0.5, 1.0, 1.25, 2.06, 0.01, 3.3])
     ticks = Ticks(ms, bid, ask, vols[rng.integers(0, 6, size=n)], vols[rng.integers(0, 6, size=n)])
-    meta = BatchMeta(
-        source="dukascopy-bi5",
-        instrument=instrument,
-        kind="ticks",
-        unit_start_ms=start_ms,
-        unit_end_ms=start_ms + HOUR_MS,
-        part=0,
-        part_count=1,
-        rows=n,
-        price_scale=scale,
-        payload_sha256=sha,
-        request_id="ohlcv-test",
-        fetched_at_ms=start_ms,
-        decoded_at_ms=start_ms,
-    )
+    unit = Unit("dukascopy-bi5", instrument, "ticks", start_ms, start_ms + HOUR_MS)
+    meta = unit_meta(unit, n, scale, request_id="ohlcv-test", sha=sha, fetched_at_ms=start_ms)
     return TickBatch(meta, ticks)
 
 
@@ -73,7 +62,7 @@ def stored_ticks(batches: Iterable[TickBatch]) -> dict[str, list[TickRow]]:
     unit): per instrument, ``(ts_ms, bid, ask, bid_volume, ask_volume)`` by time."""
     units: dict[tuple[str, int], TickBatch] = {}
     for b in batches:
-        units[(b.meta.instrument, b.meta.unit_start_ms)] = b
+        units[(b.meta.unit.instrument, b.meta.unit.start_ms)] = b
     out: dict[str, list[TickRow]] = {}
     for (instrument, _), b in sorted(units.items()):
         t, s = b.ticks, b.meta.price_scale

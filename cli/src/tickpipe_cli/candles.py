@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import sys
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ import typer
 from rich import box
 from rich.table import Table
 from tickpipe_shared.config import get_settings
+from tickpipe_shared.db.ledger import source_candle_sides
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.db.ohlcv import (
     CANDLE_COLUMNS,
@@ -26,7 +28,6 @@ from tickpipe_shared.db.ohlcv import (
     candles,
     parse_timeframe,
     price_scale,
-    source_candle_sides,
     source_candles,
     source_series,
 )
@@ -40,6 +41,17 @@ _PRICE = {c for c in CANDLE_COLUMNS if c.startswith(("bid_", "ask_", "mid_"))} -
     "bid_volume",
     "ask_volume",
 }
+#: The terminal table of OHLCV candles: (column, header).
+_BID_TABLE = (
+    ("bucket", "bucket"),
+    ("bid_open", "open"),
+    ("bid_high", "high"),
+    ("bid_low", "low"),
+    ("bid_close", "close"),
+    ("tick_count", "ticks"),
+    ("bid_volume", "bid vol"),
+    ("ask_volume", "ask vol"),
+)
 
 
 def _values(c: Candle, scale: int | None) -> dict[str, Any]:
@@ -61,6 +73,56 @@ def _fmt(value: Any, col: str, scale: int | None) -> str:
     if col in _PRICE and scale is not None:
         return f"{value:.{scale + (1 if col.startswith('mid_') else 0)}f}"
     return str(value)
+
+
+Format = Callable[[Any, str], str]
+
+
+def emit(
+    values: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    fmt: Format,
+    *,
+    as_json: bool,
+    as_csv: bool,
+    nothing: str,
+) -> bool:
+    """Print the rows ``values`` as a JSON array (``as_json``) or as CSV with a header of
+    ``columns``, each value through ``fmt(value, column)`` (``as_csv``), or ``nothing`` on
+    stderr when there are none. True when printed: otherwise the caller prints its table."""
+    if as_json:
+        sys.stdout.write(json.dumps(list(values), indent=2) + "\n")
+        return True
+    if as_csv:
+        buf = io.StringIO()
+        out = csv.writer(buf, lineterminator="\n")
+        out.writerow(columns)
+        for d in values:
+            out.writerow(fmt(d[col], col) for col in columns)
+        sys.stdout.write(buf.getvalue())
+        return True
+    if not values:
+        err.print(nothing)
+        return True
+    return False
+
+
+def print_table(
+    title: str,
+    headers: Sequence[tuple[str, str]],
+    values: Sequence[dict[str, Any]],
+    fmt: Format,
+) -> None:
+    """A terminal table of ``values``: one column per ``(column, header)``, the first one (the
+    time) left-aligned, the others right-aligned, each value through ``fmt(value, column)``."""
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True
+    )
+    for i, (_, header) in enumerate(headers):
+        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+    for d in values:
+        table.add_row(*(fmt(d[col], col) for col, _ in headers))
+    console.print(table)
 
 
 def command(
@@ -128,44 +190,23 @@ def command(
 
     rows, scale = asyncio.run(run())
     name = names[0]
-    if as_json:
-        sys.stdout.write(json.dumps([_values(c, scale) for c in rows], indent=2) + "\n")
+    values = [_values(c, scale) for c in rows]
+
+    def fmt(value: Any, col: str) -> str:
+        return _fmt(value, col, scale)
+
+    nothing = f"no {timeframe} candles for {name} in [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})"
+    if emit(values, CANDLE_COLUMNS, fmt, as_json=as_json, as_csv=as_csv, nothing=nothing):
         return
-    if as_csv:
-        buf = io.StringIO()
-        out = csv.writer(buf, lineterminator="\n")
-        out.writerow(CANDLE_COLUMNS)
-        for c in rows:
-            d = _values(c, scale)
-            out.writerow(_fmt(d[col], col, scale) for col in CANDLE_COLUMNS)
-        sys.stdout.write(buf.getvalue())
-        return
-    if not rows:
-        err.print(
-            f"no {timeframe} candles for {name} in [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})"
-        )
-        return
-    # Bid candles, the FX charting convention, fit a terminal; --json/--csv have every column.
-    table = Table(
-        title=f"{name} {timeframe} bid candles, UTC (ask and mid: --json or --csv)",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    shown = ["bucket", "bid_open", "bid_high", "bid_low", "bid_close", "tick_count"]
-    shown += ["bid_volume", "ask_volume"]
-    for col in shown:
-        title = col.removeprefix("bid_") if col in _PRICE else col.replace("_", " ")
-        title = {"tick count": "ticks", "bid volume": "bid vol", "ask volume": "ask vol"}.get(
-            title, title
-        )
-        table.add_column(title, justify="left" if col == "bucket" else "right", no_wrap=True)
-    for c in rows:
-        d = _values(c, scale)
+    for d, c in zip(values, rows, strict=True):
         d["bucket"] = f"{c.bucket.astimezone(UTC):%Y-%m-%d %H:%M}"
-        table.add_row(*(_fmt(d[col], col, scale) for col in shown))
-    console.print(table)
+    # Bid candles, the FX charting convention, fit a terminal; --json/--csv have every column.
+    print_table(
+        f"{name} {timeframe} bid candles, UTC (ask and mid: --json or --csv)",
+        _BID_TABLE,
+        values,
+        fmt,
+    )
 
 
 # --------------------------------------------------------------------------- source candles
@@ -250,36 +291,20 @@ def source_command(
     read_side, rows, scale = asyncio.run(run())
     name = names[0]
     tf = str(Timeframe.parse(timeframe))
-    if as_json:
-        sys.stdout.write(json.dumps([_source_values(c, scale) for c in rows], indent=2) + "\n")
-        return
-    if as_csv:
-        buf = io.StringIO()
-        out = csv.writer(buf, lineterminator="\n")
-        out.writerow(SOURCE_CANDLE_COLUMNS)
-        for c in rows:
-            d = _source_values(c, scale)
-            out.writerow(_source_fmt(d[col], col, scale) for col in SOURCE_CANDLE_COLUMNS)
-        sys.stdout.write(buf.getvalue())
-        return
-    if not rows:
-        err.print(
-            f"no {tf} {read_side} source candles for {name} in "
-            f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})"
-        )
-        return
-    table = Table(
-        title=f"{name} {tf} {read_side} source candles, UTC",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
+    values = [_source_values(c, scale) for c in rows]
+
+    def fmt(value: Any, col: str) -> str:
+        return _source_fmt(value, col, scale)
+
+    nothing = (
+        f"no {tf} {read_side} source candles for {name} in "
+        f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})"
     )
-    shown = ["ts", "open", "high", "low", "close", "volume", "flags"]
-    for col in shown:
-        table.add_column(col, justify="left" if col == "ts" else "right", no_wrap=True)
-    for c in rows:
-        d = _source_values(c, scale)
+    if emit(values, SOURCE_CANDLE_COLUMNS, fmt, as_json=as_json, as_csv=as_csv, nothing=nothing):
+        return
+    for d, c in zip(values, rows, strict=True):
         d["ts"] = f"{c.ts.astimezone(UTC):%Y-%m-%d %H:%M}"
-        table.add_row(*(_source_fmt(d[col], col, scale) for col in shown))
-    console.print(table)
+    shown = ("ts", "open", "high", "low", "close", "volume", "flags")
+    print_table(
+        f"{name} {tf} {read_side} source candles, UTC", [(c, c) for c in shown], values, fmt
+    )

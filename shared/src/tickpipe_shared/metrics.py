@@ -16,6 +16,7 @@ UNITS = Counter(
     "tickpipe_units_total", "Units of work finished by a stage, by outcome", ["stage", "outcome"]
 )
 TICKS = Counter("tickpipe_ticks_total", "Ticks handled by a stage", ["stage"])
+CANDLES = Counter("tickpipe_candles_total", "Candles handled by a stage", ["stage"])
 BYTES = Counter("tickpipe_bytes_total", "Payload bytes handled by a stage", ["stage", "direction"])
 ERRORS = Counter("tickpipe_errors_total", "Errors by stage and error class", ["stage", "error"])
 RECORDS_CONSUMED = Counter(

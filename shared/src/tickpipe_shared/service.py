@@ -35,7 +35,6 @@ async def serve(service: str, build: Build, settings: Settings | None = None) ->
     port = settings.port_for(service)
     http = await start_http(settings.metrics_host, port, health)
     log.info("metrics endpoint listening", port=port, kafka=settings.kafka_bootstrap)
-    cleanup: list[Callable[[], Awaitable[None]]] = []
     try:
         runners = await build(settings, health)
         loop = asyncio.get_running_loop()
@@ -50,8 +49,6 @@ async def serve(service: str, build: Build, settings: Settings | None = None) ->
             if t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
     finally:
-        for c in cleanup:
-            await c()
         await http.cleanup()
 
 

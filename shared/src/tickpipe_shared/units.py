@@ -10,26 +10,52 @@ all its records stay in one partition, in order; the database identifies it by
 
 from __future__ import annotations
 
+import re
+from collections.abc import MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tickpipe_shared.kinds import DAY_MS, HOUR_MS, MINUTE_MS, Kind
 
-__all__ = ["HOUR_MS", "Unit", "dt_to_ms", "hour_units", "ms_to_iso", "plan_units", "unit_span"]
+__all__ = [
+    "HOUR_MS",
+    "Unit",
+    "dt_to_ms",
+    "hour_units",
+    "ms_to_dt",
+    "ms_to_iso",
+    "parse_unit_key",
+    "plan_units",
+    "unit_span",
+]
 
 SPANS = ("hour", "day", "month", "year")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_ISO = "%Y-%m-%dT%H:%M:%SZ"
+_KEY_START = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_KEY_NAME = re.compile(r"^[^\s|]+$")
 
 
 def ms_to_iso(ms: int) -> str:
     """``1549238400000`` → ``"2019-02-04T00:00:00Z"`` (UTC, second precision)."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime(_ISO)
+
+
+def ms_to_dt(ms: int) -> datetime:
+    """Milliseconds since the epoch → an aware UTC datetime (exact: integer arithmetic), the
+    form the database's ``timestamptz`` columns take."""
+    return _EPOCH + ms * _MS
 
 
 def dt_to_ms(dt: datetime) -> int:
-    """Milliseconds since the epoch of an aware datetime (naive ones are taken as UTC)."""
+    """Milliseconds since the epoch of an aware datetime (naive ones are taken as UTC), floored
+    to the millisecond (exact: integer arithmetic)."""
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+    return (dt - _EPOCH) // _MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +73,65 @@ class Unit:
 
     @property
     def key(self) -> str:
-        """The Kafka key of every record about this unit."""
+        """The Kafka key of every record about this unit (:func:`parse_unit_key` reads it)."""
         return f"{self.source}|{self.instrument}|{self.kind}|{ms_to_iso(self.start_ms)}"
+
+    def to_fields(self, start: str = "start_ms", end: str = "end_ms") -> dict[str, str | int]:
+        """The unit as the flat fields of a wire record: ``source``, ``instrument``, ``kind``,
+        then its start and end (ms) under the names ``start`` and ``end``."""
+        return {
+            "source": self.source,
+            "instrument": self.instrument,
+            "kind": self.kind,
+            start: self.start_ms,
+            end: self.end_ms,
+        }
+
+    @classmethod
+    def take_fields(
+        cls, data: MutableMapping[str, Any], start: str = "start_ms", end: str = "end_ms"
+    ) -> Unit:
+        """The unit whose :meth:`to_fields` are in ``data``, removing them from ``data``.
+
+        Raises :class:`KeyError` naming the first field that is missing (values are taken
+        as they are: the caller has checked or converted their types)."""
+        names = ("source", "instrument", "kind", start, end)
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise KeyError(missing[0])
+        return cls(*(data.pop(n) for n in names))
+
+
+def parse_unit_key(key: str | None) -> Unit | None:
+    """The :class:`Unit` of a unit key ``source|instrument|kind|YYYY-MM-DDTHH:MM:SSZ`` (the form
+    :attr:`Unit.key` writes), or ``None`` when ``key`` is not one: wrong number of fields, an
+    empty or blank field, a kind that is not ``ticks`` or ``candles:<timeframe>:<side>`` in its
+    canonical spelling (the database knows units by that string), a start that is not that
+    exact UTC form or not the start of a unit of the kind.
+
+    The unit's end follows from its kind and start (:func:`plan_units`): an hour for ticks; an
+    hour, day, month or year for candles by timeframe (:func:`unit_span`). Pure."""
+    if not key:
+        return None
+    fields = key.split("|")
+    if len(fields) != 4:
+        return None
+    source, instrument, kind, start = fields
+    if not all(_KEY_NAME.match(f) for f in (source, instrument, kind)):
+        return None
+    if not _KEY_START.match(start):
+        return None
+    try:
+        if str(Kind.parse(kind)) != kind:
+            return None
+        dt = datetime.strptime(start, _ISO).replace(tzinfo=UTC)
+    except ValueError:  # a malformed kind (KindError), or e.g. month 13
+        return None
+    start_ms = dt_to_ms(dt)
+    if ms_to_iso(start_ms) != start:
+        return None
+    unit = plan_units(source, instrument, kind, start_ms, start_ms + 1)[0]
+    return unit if unit.start_ms == start_ms else None
 
 
 def hour_units(source: str, instrument: str, from_ms: int, to_ms: int) -> list[Unit]:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from tickpipe_cli import export as ex
 from tickpipe_cli import main as cli_main
+from tickpipe_cli.export import writers
 from tickpipe_shared.db.export import TICK_COLUMNS, Month, months
 from typer.testing import CliRunner
 
@@ -35,15 +36,15 @@ def test_iso_ms_and_csv_formatting_are_exact() -> None:
     assert ex.iso_ms(0) == "1970-01-01T00:00:00.000Z"
     assert ex.iso_ms(1_614_556_800_123) == "2021-03-01T00:00:00.123Z"
     assert ex.iso_ms(d(2021, 3, 1, 10)) == "2021-03-01T10:00:00.000Z"
-    assert ex._csv_column("ts", [1_614_556_800_123], 5) == ["2021-03-01T00:00:00.123Z"]
+    assert writers._csv_column("ts", [1_614_556_800_123], 5) == ["2021-03-01T00:00:00.123Z"]
     # float8 points / 10^scale, formatted at the scale: the exact decimal, zeros kept.
-    assert ex._csv_column("bid", [112345 / 10**5, 112300 / 10**5], 5) == ["1.12345", "1.12300"]
-    assert ex._csv_column("bid", [110130 / 10**3], 3) == ["110.130"]
-    assert ex._csv_column("ask", [0.1 + 0.2], 3) == ["0.300"]
-    assert ex._csv_column("mid_open", [(1.12345 + 1.12346) / 2], 5) == ["1.123455"]
-    assert ex._csv_column("bid_volume", [1.25, None, 2.06, 1e-05], 5) == ["1.25", "", "2.06",
+    assert writers._csv_column("bid", [112345 / 10**5, 112300 / 10**5], 5) == ["1.12345", "1.12300"]
+    assert writers._csv_column("bid", [110130 / 10**3], 3) == ["110.130"]
+    assert writers._csv_column("ask", [0.1 + 0.2], 3) == ["0.300"]
+    assert writers._csv_column("mid_open", [(1.12345 + 1.12346) / 2], 5) == ["1.123455"]
+    assert writers._csv_column("bid_volume", [1.25, None, 2.06, 1e-05], 5) == ["1.25", "", "2.06",
                                                                             "1e-05"]  # fmt: skip
-    assert ex._csv_column("flags", [0, 3], 5) == ["0", "3"]
+    assert writers._csv_column("flags", [0, 3], 5) == ["0", "3"]
 
 
 def write_month(root: Path, fmt: str, rows: list[tuple[Any, ...]]) -> Path:
@@ -51,7 +52,7 @@ def write_month(root: Path, fmt: str, rows: list[tuple[Any, ...]]) -> Path:
     month = Month(2021, 3, d(2021, 3, 1), d(2021, 4, 1))
     path = ex.data_path(root, "EURUSD", "ticks", None, fmt, month)
     path.parent.mkdir(parents=True)
-    w = ex._WRITERS[fmt](path, TICK_COLUMNS, 5, {"tickpipe.price_scale": "5"})
+    w = writers.WRITERS[fmt](path, TICK_COLUMNS, 5, {"tickpipe.price_scale": "5"})
     w.write(rows)
     w.close()
     side = {
@@ -156,10 +157,10 @@ def test_source_candle_kinds_folders_and_formatting(tmp_path: Path) -> None:
     )
     # Source candles: prices at the scale (no extra mid decimal: a Deriv mid is a quote),
     # volume empty when NULL.
-    assert ex._csv_column("open", [112345 / 10**5], 5) == ["1.12345"]
-    assert ex._csv_column("close", [12.3], 2) == ["12.30"]
-    assert ex._csv_column("volume", [None, 2.5], 5) == ["", "2.5"]
-    assert ex._arrow_type("volume") == ex._arrow_type("open") == ex.pa.float64()
+    assert writers._csv_column("open", [112345 / 10**5], 5) == ["1.12345"]
+    assert writers._csv_column("close", [12.3], 2) == ["12.30"]
+    assert writers._csv_column("volume", [None, 2.5], 5) == ["", "2.5"]
+    assert writers._arrow_type("volume") == writers._arrow_type("open") == writers.pa.float64()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -170,7 +171,7 @@ def test_source_candle_files_verify(tmp_path: Path, fmt: str) -> None:
     path = ex.data_path(tmp_path, "R50", "candles:1m:mid", "1m", fmt, month)
     path.parent.mkdir(parents=True)
     rows = [(1_614_556_800_000 + i * 60_000, 25.12, 25.2, 25.1, 25.15, None, 0) for i in range(5)]
-    w = ex._WRITERS[fmt](path, SOURCE_CANDLE_EXPORT_COLUMNS, 2, {"tickpipe.price_scale": "2"})
+    w = writers.WRITERS[fmt](path, SOURCE_CANDLE_EXPORT_COLUMNS, 2, {"tickpipe.price_scale": "2"})
     w.write(rows)
     w.close()
     side = {

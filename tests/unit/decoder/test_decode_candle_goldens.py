@@ -22,6 +22,7 @@ from support.shared_data import GoldenCsv, format_points
 from tickpipe_decoder.decode import decode_payload
 from tickpipe_decoder.formats.dukascopy_bi5 import BI5_CANDLE_DTYPE
 from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import CandleBatch, decode_batch
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
@@ -75,12 +76,8 @@ def meta_for(
     payload: bytes, source: str, kind: str, start: int, end: int, *, scale: int, fetched: int
 ) -> RawPayloadMeta:
     return RawPayloadMeta(
-        source=source,
+        unit=Unit(source, "EURUSD", kind, start, end),
         format=f"{source}-candles",
-        instrument="EURUSD",
-        kind=kind,
-        unit_start_ms=start,
-        unit_end_ms=end,
         url="https://x.test/unit",
         sha256=hashlib.sha256(payload).hexdigest(),
         fetched_at_ms=fetched,

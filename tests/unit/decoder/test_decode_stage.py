@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from tickpipe_decoder.stage import Decoder
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import InRecord, OutRecord
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import CandleBatch, TickBatch, decode_batch
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
@@ -31,12 +32,8 @@ class Record:
 
 def record(body: bytes, kind: str, offset: int, fetched: int) -> Record:
     meta = RawPayloadMeta(
-        source="deriv",
+        unit=Unit("deriv", "R_50", kind, DAY0, DAY0 + 86_400_000),
         format="deriv-ticks-history",
-        instrument="R_50",
-        kind=kind,
-        unit_start_ms=DAY0,
-        unit_end_ms=DAY0 + 86_400_000,
         url="wss://x.test/websockets/v3?app_id=1",
         sha256=hashlib.sha256(body).hexdigest(),
         fetched_at_ms=fetched,
@@ -69,7 +66,7 @@ async def test_process_candles_ticks_and_failures() -> None:
 
     decoder = Decoder(Settings(), failure, threads=1)
     before = (
-        counter("tickpipe_decoder_candles_total"),
+        counter("tickpipe_candles_total", {"stage": "decoder"}),
         counter("tickpipe_decoder_candles_dropped_total", {"reason": "open"}),
         counter("tickpipe_ticks_total", {"stage": "decoder"}),
     )
@@ -88,7 +85,7 @@ async def test_process_candles_ticks_and_failures() -> None:
     [(bad, error)] = failures
     assert bad.offset == 2 and "unknown msg_type 'ohlc'" in str(error)
     after = (
-        counter("tickpipe_decoder_candles_total"),
+        counter("tickpipe_candles_total", {"stage": "decoder"}),
         counter("tickpipe_decoder_candles_dropped_total", {"reason": "open"}),
         counter("tickpipe_ticks_total", {"stage": "decoder"}),
     )

@@ -26,6 +26,7 @@ from tickpipe_fetcher.sources.deriv import (
 from tickpipe_fetcher.ws import WsClosedError, WsConnection
 from tickpipe_shared.config import Settings
 from tickpipe_shared.logging import configure_logging
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.fetch_units import FetchUnit
 
 HOUR_MS = 3_600_000
@@ -40,8 +41,12 @@ Answer = Callable[[dict[str, Any]], object]
 
 def unit(kind: str = "ticks", start_ms: int = T0, end_ms: int | None = None,
          code: str = "R_50") -> FetchUnit:  # fmt: skip
-    return FetchUnit("req-1", "deriv", "R_50", kind, start_ms,
-                     end_ms if end_ms is not None else start_ms + HOUR_MS, code, 4)  # fmt: skip
+    return FetchUnit(
+        "req-1",
+        Unit("deriv", "R_50", kind, start_ms, end_ms if end_ms is not None else start_ms + HOUR_MS),
+        code,
+        4,
+    )
 
 
 def settings(**overrides: Any) -> Settings:

@@ -20,6 +20,7 @@ from tickpipe_fetcher.http import HttpResponse, RetryPolicy
 from tickpipe_fetcher.sources import DukascopyBi5, DukascopyJson
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import OutRecord
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
@@ -131,7 +132,12 @@ def fetch_unit(
 ) -> bytes:
     code = "EURUSD" if source == "dukascopy-bi5" else "EUR-USD"
     return FetchUnit(
-        "req-42", source, "EURUSD", "ticks", start, start + HOUR, code, scale, "fx", market_open
+        "req-42",
+        Unit(source, "EURUSD", "ticks", start, start + HOUR),
+        code,
+        scale,
+        "fx",
+        market_open,
     ).to_json()
 
 
@@ -147,12 +153,8 @@ async def test_success_raw_payload_record() -> None:
     assert out.value == LZMA_BODY
     meta = RawPayloadMeta.from_headers(out.headers)
     assert meta == RawPayloadMeta(
-        source="dukascopy-bi5",
+        unit=Unit("dukascopy-bi5", "EURUSD", "ticks", T0, T0 + HOUR),
         format="dukascopy-bi5-ticks",
-        instrument="EURUSD",
-        kind="ticks",
-        unit_start_ms=T0,
-        unit_end_ms=T0 + HOUR,
         url=BI5_URL,
         sha256=hashlib.sha256(LZMA_BODY).hexdigest(),
         fetched_at_ms=int(NOW * 1000),
@@ -175,7 +177,11 @@ async def test_json_source_success_uses_json_url_and_format() -> None:
     transport = FakeTransport({url: [ok(JSON_BODY)]})
     [out] = await make(transport).process([Rec(fetch_unit(source="dukascopy-json"))])
     meta = RawPayloadMeta.from_headers(out.headers)
-    assert (meta.format, meta.url, meta.source) == ("dukascopy-json-ticks", url, "dukascopy-json")
+    assert (meta.format, meta.url, meta.unit.source) == (
+        "dukascopy-json-ticks",
+        url,
+        "dukascopy-json",
+    )
     assert out.value == JSON_BODY
 
 
@@ -306,7 +312,7 @@ async def test_concurrency_limited_and_order_kept() -> None:
     downloader = make(FakeTransport({}), concurrency=3)
     script = {
         DukascopyBi5(BI5_BASE).url_for(
-            FetchUnit("r", "dukascopy-bi5", "EURUSD", "ticks", s, s + HOUR, "EURUSD", 5), 0
+            FetchUnit("r", Unit("dukascopy-bi5", "EURUSD", "ticks", s, s + HOUR), "EURUSD", 5), 0
         ): [ok(LZMA_BODY + bytes([i]))]
         for i, s in enumerate(starts)
     }
@@ -315,7 +321,7 @@ async def test_concurrency_limited_and_order_kept() -> None:
     outs = await downloader.process([Rec(fetch_unit(s)) for s in starts])
     assert transport.max_active == 3
     assert [o.value[-1] for o in outs] == list(range(10))
-    assert [RawPayloadMeta.from_headers(o.headers).unit_start_ms for o in outs] == starts
+    assert [RawPayloadMeta.from_headers(o.headers).unit.start_ms for o in outs] == starts
 
 
 async def test_mixed_batch_keeps_order() -> None:
@@ -425,19 +431,25 @@ async def test_json_empty_bucket_is_suspect_when_open_and_published_as_served() 
 
 async def test_candle_unit_uses_candle_url_and_format() -> None:
     day = int(datetime(2019, 2, 4, tzinfo=UTC).timestamp() * 1000)
-    unit = FetchUnit("r", "dukascopy-bi5", "EURUSD", "candles:1m:ask", day, day + 24 * HOUR,
-                     "EURUSD", 5)  # fmt: skip
+    unit = FetchUnit(
+        "r", Unit("dukascopy-bi5", "EURUSD", "candles:1m:ask", day, day + 24 * HOUR), "EURUSD", 5
+    )
     url = f"{BI5_BASE}/EURUSD/2019/01/04/ASK_candles_min_1.bi5"
     transport = FakeTransport({url: [ok()]})
     [out] = await make(transport).process([Rec(unit.to_json())])
     meta = RawPayloadMeta.from_headers(out.headers)
-    assert (meta.url, meta.format, meta.kind) == (url, "dukascopy-bi5-candles", "candles:1m:ask")
+    assert (meta.url, meta.format, meta.unit.kind) == (
+        url,
+        "dukascopy-bi5-candles",
+        "candles:1m:ask",
+    )
     assert out.key == b"dukascopy-bi5|EURUSD|candles:1m:ask|2019-02-04T00:00:00Z"
 
 
 async def test_unit_that_is_not_one_span_is_a_permanent_failure() -> None:
-    unit = FetchUnit("r", "dukascopy-bi5", "EURUSD", "candles:1m:bid", T0, T0 + HOUR,
-                     "EURUSD", 5)  # fmt: skip
+    unit = FetchUnit(
+        "r", Unit("dukascopy-bi5", "EURUSD", "candles:1m:bid", T0, T0 + HOUR), "EURUSD", 5
+    )
     transport = FakeTransport({})
     [out] = await make(transport).process([Rec(unit.to_json())])
     assert out.topic == "tickpipe.failures" and transport.calls == []

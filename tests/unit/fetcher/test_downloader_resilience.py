@@ -18,6 +18,7 @@ from tickpipe_fetcher.http import HttpResponse
 from tickpipe_fetcher.sources import DukascopyBi5
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import OutRecord
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
@@ -99,11 +100,7 @@ def units(n: int) -> list[Rec]:
         Rec(
             FetchUnit(
                 "r",
-                "dukascopy-bi5",
-                "EURUSD",
-                "ticks",
-                T0 + i * HOUR,
-                T0 + (i + 1) * HOUR,
+                Unit("dukascopy-bi5", "EURUSD", "ticks", T0 + i * HOUR, T0 + (i + 1) * HOUR),
                 "EURUSD",
                 5,
             ).to_json()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from tickpipe_fetcher.http import HttpResponse, PermanentFetchError, RetryableFetchError
 from tickpipe_fetcher.sources import DukascopyBi5, DukascopyJson, Outcome
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.fetch_units import FetchUnit
 
 HOUR = 3_600_000
@@ -21,7 +22,7 @@ def ms(*args: int) -> int:
 
 
 def unit(start: int, source: str = "dukascopy-bi5", code: str = "EURUSD") -> FetchUnit:
-    return FetchUnit("r", source, "EURUSD", "ticks", start, start + HOUR, code, 5)
+    return FetchUnit("r", Unit(source, "EURUSD", "ticks", start, start + HOUR), code, 5)
 
 
 # --- URLs -------------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ DAY = 24 * HOUR
 
 def candles(kind: str, start: int, end: int, source: str = "dukascopy-bi5") -> FetchUnit:
     code = "EURUSD" if source == "dukascopy-bi5" else "EUR-USD"
-    return FetchUnit("r", source, "EURUSD", kind, start, end, code, 5)
+    return FetchUnit("r", Unit(source, "EURUSD", kind, start, end), code, 5)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +105,7 @@ def test_bi5_candle_urls_zero_based_month(
     closed = BI5.url_for(u, now_ms=ms(2026, 1, 1))
     assert closed == f"https://datafeed.test/datafeed/EURUSD/{path}"
     # The datafeed has one name per file: an open period is asked the same way.
-    assert BI5.url_for(u, now_ms=u.start_ms + 1) == closed
+    assert BI5.url_for(u, now_ms=u.unit.start_ms + 1) == closed
 
 
 @pytest.mark.parametrize(
@@ -121,7 +122,7 @@ def test_json_candle_urls_closed(
     kind: str, start: tuple[int, int, int], end: tuple[int, int, int], path: str
 ) -> None:
     u = candles(kind, ms(*start), ms(*end), "dukascopy-json")
-    assert JSON.url_for(u, now_ms=u.end_ms) == f"https://json.test/v1/{path}"
+    assert JSON.url_for(u, now_ms=u.unit.end_ms) == f"https://json.test/v1/{path}"
 
 
 @pytest.mark.parametrize(
@@ -136,8 +137,8 @@ def test_json_candle_url_open_bucket(
     kind: str, start: tuple[int, int, int], end: tuple[int, int, int], period: str, side: str
 ) -> None:
     u = candles(kind, ms(*start), ms(*end), "dukascopy-json")
-    url = JSON.url_for(u, now_ms=u.end_ms - 1)
-    assert url == f"https://json.test/v1/candles/{period}/EUR-USD/{side}?from={u.start_ms}"
+    url = JSON.url_for(u, now_ms=u.unit.end_ms - 1)
+    assert url == f"https://json.test/v1/candles/{period}/EUR-USD/{side}?from={u.unit.start_ms}"
 
 
 @pytest.mark.parametrize("kind", ["candles:5m:bid", "candles:1m:mid", "candles:1w:ask", "tick"])

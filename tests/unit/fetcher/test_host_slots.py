@@ -19,6 +19,7 @@ from tickpipe_fetcher.http import HttpResponse, RetryableFetchError
 from tickpipe_fetcher.sources.base import Answer, Requests
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import OutRecord
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.fetch_units import FetchUnit
 
 HOUR = 3_600_000
@@ -53,7 +54,7 @@ class UrlSource:
         self.host = host
 
     async def fetch(self, unit: FetchUnit, now_ms: int, requests: Requests) -> Answer:
-        url = f"http://{self.host}/{unit.start_ms}"
+        url = f"http://{self.host}/{unit.unit.start_ms}"
         response = await requests.get(url)
         if response.status != 200:
             raise RetryableFetchError(f"HTTP {response.status} from {url}")
@@ -105,7 +106,7 @@ class Rec:
 
 
 def records(source: str, n: int) -> list[Rec]:
-    units = [FetchUnit("r", source, "X", "ticks", T0 + i * HOUR, T0 + (i + 1) * HOUR, "X", -1)
+    units = [FetchUnit("r", Unit(source, "X", "ticks", T0 + i * HOUR, T0 + (i + 1) * HOUR), "X", -1)
              for i in range(n)]  # fmt: skip
     return [Rec(u.to_json()) for u in units]
 

@@ -5,8 +5,6 @@ for ``tickpipe_fetcher.sources.deriv``."""
 from __future__ import annotations
 
 import asyncio
-import sys
-import types
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +31,7 @@ from tickpipe_fetcher.sources import (
 )
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import OutRecord
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
@@ -136,8 +135,9 @@ def run(fake: FakeDeriv, clock: Clock, **settings: Any) -> Downloader:
 
 
 def unit(market_open: bool | None = True) -> Rec:
-    u = FetchUnit("req-d", "deriv", "R_50", "ticks", T0, T0 + HOUR, "R_50", -1, "synthetic",
-                  market_open)  # fmt: skip
+    u = FetchUnit(
+        "req-d", Unit("deriv", "R_50", "ticks", T0, T0 + HOUR), "R_50", -1, "synthetic", market_open
+    )
     return Rec(u.to_json())
 
 
@@ -230,9 +230,7 @@ async def test_close_closes_the_client() -> None:
 
 
 def test_sources_by_configured_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = types.ModuleType("tickpipe_fetcher.sources.deriv")
-    module.DerivSource = FakeDeriv  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tickpipe_fetcher.sources.deriv", module)
+    monkeypatch.setattr("tickpipe_fetcher.main.DerivSource", FakeDeriv)
     settings = Settings(
         dukascopy_json_url="https://json.test/v1",
         dukascopy_bi5_url="https://feed.test/datafeed",
@@ -253,16 +251,8 @@ def test_sources_by_configured_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert configured_sources(Settings()) == {}
 
 
-def test_deriv_module_missing_is_logged_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "tickpipe_fetcher.sources.deriv", None)
-    sources = configured_sources(Settings(deriv_url="wss://ws.deriv.test/websockets/v3"))
-    assert sources == {}
-
-
 def test_source_proxies_by_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = types.ModuleType("tickpipe_fetcher.sources.deriv")
-    module.DerivSource = FakeDeriv  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tickpipe_fetcher.sources.deriv", module)
+    monkeypatch.setattr("tickpipe_fetcher.main.DerivSource", FakeDeriv)
     settings = Settings(
         polygon_url="https://api.polygon.test/",
         deriv_url="wss://ws.deriv.test/websockets/v3",

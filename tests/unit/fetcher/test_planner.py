@@ -13,10 +13,11 @@ import pytest
 from tickpipe_fetcher.planner import Planner
 from tickpipe_shared.config import Settings
 from tickpipe_shared.instruments import InstrumentRegistry, UnknownInstrumentError
+from tickpipe_shared.instruments.catalog import RegistryUnavailableError
 from tickpipe_shared.instruments.details import InstrumentDetail
-from tickpipe_shared.instruments.loader import RegistryUnavailableError
 from tickpipe_shared.instruments.schedule import TradingSchedule
 from tickpipe_shared.kafka.records import OutRecord, RetryableError
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.headers import decode_headers
 from tickpipe_shared.wire.progress import RequestPlanned, decode_progress
@@ -154,17 +155,13 @@ async def test_valid_json_request_gives_planned_event_then_fetch_units() -> None
     units = [FetchUnit.from_json(o.value) for o in out]
     assert units[0] == FetchUnit(
         request_id="req-1",
-        source="dukascopy-json",
-        instrument="EURUSD",
-        kind="ticks",
-        start_ms=T0,
-        end_ms=T0 + HOUR,
+        unit=Unit("dukascopy-json", "EURUSD", "ticks", T0, T0 + HOUR),
         source_code="EUR-USD",
         price_scale=5,
         asset_class="",
-        market_open=True,  # the default FX week: Monday 00:00 UTC is open
+        market_open=True,
     )
-    assert [u.start_ms for u in units] == [T0, T0 + HOUR, T0 + 2 * HOUR]
+    assert [u.unit.start_ms for u in units] == [T0, T0 + HOUR, T0 + 2 * HOUR]
     assert all(decode_headers(o.headers) == {"request_id": "req-1"} for o in out)
     assert all(o.key == u.unit.key.encode() for o, u in zip(out, units, strict=True))
     assert failures == []
@@ -187,7 +184,7 @@ async def test_bi5_request_uses_legacy_symbol_and_scale() -> None:
     assert len(units) == 2
     assert {u.source_code for u in units} == {"USA500IDXUSD"}
     assert {u.price_scale for u in units} == {1}  # legacy scale from pipValue 1
-    assert {u.instrument for u in units} == {"USA500IDXUSD"}
+    assert {u.unit.instrument for u in units} == {"USA500IDXUSD"}
     assert fetch_units(out)[0].key == b"dukascopy-bi5|USA500IDXUSD|ticks|2019-02-04T00:00:00Z"
 
 
@@ -336,9 +333,9 @@ async def test_candle_requests_give_calendar_units(
         ]
     )
     units = units_of(out)
-    assert {u.kind for u in units} == {kind} and planned_of(out).kind == kind
+    assert {u.unit.kind for u in units} == {kind} and planned_of(out).kind == kind
     edges = [ms(*b) for b in bounds]
-    assert [(u.start_ms, u.end_ms) for u in units] == list(itertools.pairwise(edges))
+    assert [(u.unit.start_ms, u.unit.end_ms) for u in units] == list(itertools.pairwise(edges))
     assert (fetch_units(out)[0].key or b"").decode().startswith(f"dukascopy-json|EURUSD|{kind}|")
 
 
@@ -346,7 +343,7 @@ async def test_range_clamped_to_the_history_start_of_the_kind() -> None:
     starts = {"TICK": ms(2019, 2, 4, 1, 30), "MINUTE": ms(2019, 2, 5, 12)}
     p, _ = planner(details=Details({"EUR-USD": detail(starts=starts)}))
     ticks = units_of(await p.process([Rec(request())]))  # 00:30 – 03:00
-    assert [u.start_ms for u in ticks] == [ms(2019, 2, 4, 1), ms(2019, 2, 4, 2)]
+    assert [u.unit.start_ms for u in ticks] == [ms(2019, 2, 4, 1), ms(2019, 2, 4, 2)]
     out = await p.process(
         [
             Rec(
@@ -359,7 +356,7 @@ async def test_range_clamped_to_the_history_start_of_the_kind() -> None:
             )
         ]
     )
-    assert [u.start_ms for u in units_of(out)] == [ms(2019, 2, 5), ms(2019, 2, 6)]
+    assert [u.unit.start_ms for u in units_of(out)] == [ms(2019, 2, 5), ms(2019, 2, 6)]
 
 
 async def test_request_entirely_before_history_plans_nothing() -> None:
@@ -398,7 +395,7 @@ async def test_range_ends_now_and_the_open_unit_is_judged_up_to_now() -> None:
     now = ms(2019, 2, 4, 1, 30) / 1000
     p, _ = planner(details=Details({"EUR-USD": detail(schedule)}), now_s=now)
     units = units_of(await p.process([Rec(request())]))  # to 03:00, but now is 01:30
-    assert [u.start_ms for u in units] == [T0, T0 + HOUR]
+    assert [u.unit.start_ms for u in units] == [T0, T0 + HOUR]
     # Hour 01 is open at 01:45, but only [01:00, 01:30) has happened: no open time yet.
     assert [u.market_open for u in units] == [False, False]
 
@@ -462,7 +459,7 @@ async def test_deriv_and_polygon_units_without_registry(
     units = units_of(out)
     assert units and loader.calls == 0 and details.calls == []
     for u in units:
-        assert (u.instrument, u.source_code, u.price_scale) == (instrument, instrument, -1)
+        assert (u.unit.instrument, u.source_code, u.price_scale) == (instrument, instrument, -1)
         assert (u.asset_class, u.market_open) == (asset_class, market_open)
     assert planned_of(out).instrument == instrument
     assert (fetch_units(out)[0].key or b"").decode().startswith(f"{source}|{instrument}|")
@@ -485,7 +482,11 @@ async def test_polygon_day_candles_are_year_units() -> None:
         ]
     )
     [u] = units_of(out)
-    assert (u.kind, u.start_ms, u.end_ms) == ("candles:1d:trade", ms(2023, 1, 1), ms(2024, 1, 1))
+    assert (u.unit.kind, u.unit.start_ms, u.unit.end_ms) == (
+        "candles:1d:trade",
+        ms(2023, 1, 1),
+        ms(2024, 1, 1),
+    )
 
 
 # --- skip_existing ----------------------------------------------------------------------------
@@ -495,7 +496,7 @@ async def test_skip_existing_leaves_out_done_units() -> None:
     ledger = Ledger({T0, T0 + 2 * HOUR})
     p, _ = planner(ledger=ledger)
     out = await p.process([Rec(request(skip_existing=True))])
-    assert [u.start_ms for u in units_of(out)] == [T0 + HOUR]
+    assert [u.unit.start_ms for u in units_of(out)] == [T0 + HOUR]
     planned = planned_of(out)
     assert (planned.units, planned.skipped) == (1, 2)
     assert ledger.calls == [("EURUSD", "ticks", T0, T0 + 3 * HOUR)]
@@ -518,7 +519,7 @@ async def test_skip_existing_with_candles_asks_for_the_kind() -> None:
             )
         ]
     )
-    assert [u.start_ms for u in units_of(out)] == [ms(2019, 2, 5)]
+    assert [u.unit.start_ms for u in units_of(out)] == [ms(2019, 2, 5)]
     assert ledger.calls == [("EURUSD", "candles:1m:ask", ms(2019, 2, 4), ms(2019, 2, 6))]
 
 

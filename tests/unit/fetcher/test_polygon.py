@@ -22,6 +22,7 @@ from tickpipe_fetcher.http import HttpResponse, PermanentFetchError, RetryableFe
 from tickpipe_fetcher.sources.polygon import PolygonSource, polygon_range
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import OutRecord
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
@@ -61,8 +62,9 @@ def source(key: str | None = KEY, **kw: Any) -> PolygonSource:
 
 def unit(kind: str = "candles:1m:trade", start: int = JULY_31, end: int = JULY_31 + DAY_MS,
          ticker: str = "AAPL", market_open: bool | None = None) -> FetchUnit:  # fmt: skip
-    return FetchUnit("req-p", "polygon", ticker, kind, start, end, ticker, -1, "stock",
-                     market_open)  # fmt: skip
+    return FetchUnit(
+        "req-p", Unit("polygon", ticker, kind, start, end), ticker, -1, "stock", market_open
+    )
 
 
 def ok(body: bytes, **headers: str) -> HttpResponse:

@@ -18,6 +18,7 @@ from tickpipe_decoder.decode import DECODER_VERSION, decode_payload
 from tickpipe_decoder.errors import DecodeError
 from tickpipe_shared.candles import CANDLE_COLUMNS
 from tickpipe_shared.columns import TICK_COLUMNS
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import (
     VALIDATED_CANDLE_ROW_BYTES,
     CandleBatch,
@@ -47,12 +48,8 @@ def bi5_payload(n: int) -> tuple[bytes, np.ndarray]:
 
 def meta_for(payload: bytes, fmt: str = "dukascopy-bi5-ticks") -> RawPayloadMeta:
     return RawPayloadMeta(
-        source="dukascopy-bi5",
+        unit=Unit("dukascopy-bi5", "EURUSD", "ticks", T0, T0 + HOUR),
         format=fmt,
-        instrument="EURUSD",
-        kind="ticks",
-        unit_start_ms=T0,
-        unit_end_ms=T0 + HOUR,
         url="https://x.test/EURUSD/2019/01/04/05h_ticks.bi5",
         sha256=hashlib.sha256(payload).hexdigest(),
         fetched_at_ms=T0 + 99,
@@ -93,8 +90,8 @@ def test_split_into_parts_with_identity() -> None:
     assert [p.meta.rows for p in parts] == [10, 10, 5]
     for p in parts:
         assert p.meta.unit == parts[0].meta.unit
-        assert (p.meta.unit_start_ms, p.meta.unit_end_ms) == (T0, T0 + HOUR)
-        assert (p.meta.instrument, p.meta.source, p.meta.kind) == (
+        assert (p.meta.unit.start_ms, p.meta.unit.end_ms) == (T0, T0 + HOUR)
+        assert (p.meta.unit.instrument, p.meta.unit.source, p.meta.unit.kind) == (
             "EURUSD",
             "dukascopy-bi5",
             "ticks",
@@ -189,12 +186,8 @@ def candle_meta(
         fmt, fmt.rsplit("-", 1)[0]
     )
     return RawPayloadMeta(
-        source=source,
+        unit=Unit(source, "EURUSD", kind, start, end),
         format=fmt,
-        instrument="EURUSD",
-        kind=kind,
-        unit_start_ms=start,
-        unit_end_ms=end,
         url="https://x.test/unit",
         sha256=hashlib.sha256(payload).hexdigest(),
         fetched_at_ms=end + 1000 if fetched is None else fetched,
@@ -226,7 +219,12 @@ def test_bi5_candles_round_trip_without_flats() -> None:
     assert b.candles.close.tolist() == rec["close"][keep].tolist()
     assert b.candles.volume.tolist() == [1.25] * int(keep.sum())
     m = b.meta
-    assert (m.kind, m.price_scale, m.volume_unit, m.rows) == ("candles:1m:bid", 5, "millions", 960)
+    assert (m.unit.kind, m.price_scale, m.volume_unit, m.rows) == (
+        "candles:1m:bid",
+        5,
+        "millions",
+        960,
+    )
     assert m.columns == list(CANDLE_COLUMNS)
     assert (m.source_code, m.asset_class, m.suspect_empty) == ("EURUSD", "fx", True)
     assert (m.decoder_version, m.payload_sha256) == (DECODER_VERSION, meta.sha256)
@@ -293,8 +291,9 @@ def test_deriv_ticks_through_decode_payload() -> None:
         [{"msg_type": "history", "pip_size": 2,
           "history": {"times": [T0 // 1000 + 2, T0 // 1000], "prices": ["184.79", 184.5]}}]
     ).encode()  # fmt: skip
+    base = meta_for(body, "deriv-ticks-history")
     meta = replace(
-        meta_for(body, "deriv-ticks-history"), source="deriv", source_code="R_50", price_scale=-1
+        base, unit=replace(base.unit, source="deriv"), source_code="R_50", price_scale=-1
     )
     unit = decode_payload(meta, body, 900_000)
     [b] = [decode_batch(v) for v in unit.batches]

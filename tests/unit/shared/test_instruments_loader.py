@@ -1,4 +1,4 @@
-"""``tickpipe_shared.instruments.loader``: download, on-disk cache, stale fallback."""
+"""``tickpipe_shared.instruments.catalog``, the instrument list: download, cache, stale fallback."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from tickpipe_shared.config import Settings
-from tickpipe_shared.instruments import loader
-from tickpipe_shared.instruments.loader import RegistryUnavailableError, load_registry
+from tickpipe_shared.instruments import catalog
+from tickpipe_shared.instruments.catalog import RegistryUnavailableError, load_registry
 
 DATA: dict[str, Any] = {
     "instruments": [
@@ -64,7 +64,7 @@ class FakeDownload:
 
 async def test_downloads_and_writes_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeDownload(DATA)
-    monkeypatch.setattr(loader, "_download", fake)
+    monkeypatch.setattr(catalog, "_download", fake)
     reg = await load_registry(settings(tmp_path))
     assert fake.urls == ["https://json.test/v1/instruments"]
     assert "EURUSD" in reg and "XAUUSD" in reg and len(reg) == 2
@@ -77,7 +77,7 @@ async def test_fresh_cache_is_reused_without_download(
 ) -> None:
     write_cache(tmp_path, DATA, age_s=10)
     fake = FakeDownload(AssertionError("must not download"))
-    monkeypatch.setattr(loader, "_download", fake)
+    monkeypatch.setattr(catalog, "_download", fake)
     reg = await load_registry(settings(tmp_path))
     assert fake.urls == []
     assert "EURUSD" in reg
@@ -85,7 +85,7 @@ async def test_fresh_cache_is_reused_without_download(
 
 async def test_cache_written_then_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeDownload(DATA)
-    monkeypatch.setattr(loader, "_download", fake)
+    monkeypatch.setattr(catalog, "_download", fake)
     s = settings(tmp_path)
     await load_registry(s)
     reg = await load_registry(s)
@@ -95,7 +95,7 @@ async def test_cache_written_then_reused(tmp_path: Path, monkeypatch: pytest.Mon
 
 async def test_stale_cache_refreshed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_cache(tmp_path, OLD_DATA, age_s=7200)
-    monkeypatch.setattr(loader, "_download", FakeDownload(DATA))
+    monkeypatch.setattr(catalog, "_download", FakeDownload(DATA))
     reg = await load_registry(settings(tmp_path))
     assert "EURUSD" in reg and "GBPUSD" not in reg
     assert json.loads(cache_file(tmp_path).read_text()) == DATA
@@ -112,7 +112,7 @@ async def test_stale_cache_used_when_download_fails(
 ) -> None:
     path = write_cache(tmp_path, OLD_DATA, age_s=7200)
     fake = FakeDownload(error)
-    monkeypatch.setattr(loader, "_download", fake)
+    monkeypatch.setattr(catalog, "_download", fake)
     reg = await load_registry(settings(tmp_path))
     assert len(fake.urls) == 1
     assert "GBPUSD" in reg
@@ -122,7 +122,7 @@ async def test_stale_cache_used_when_download_fails(
 async def test_unavailable_when_download_fails_and_no_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loader, "_download", FakeDownload(aiohttp.ClientConnectionError("x")))
+    monkeypatch.setattr(catalog, "_download", FakeDownload(aiohttp.ClientConnectionError("x")))
     with pytest.raises(RegistryUnavailableError) as info:
         await load_registry(settings(tmp_path))
     assert "TICKPIPE_DUKASCOPY_JSON_URL" in str(info.value)
@@ -141,7 +141,7 @@ async def test_cache_used_without_url_even_when_stale(tmp_path: Path) -> None:
 
 
 async def test_settings_overrides_applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loader, "_download", FakeDownload(DATA))
+    monkeypatch.setattr(catalog, "_download", FakeDownload(DATA))
     reg = await load_registry(settings(tmp_path, bi5_scale_overrides={"XAUUSD": 2}))
     assert reg.get("XAUUSD").bi5_scale == 2
 
@@ -150,7 +150,7 @@ async def test_unusable_download_does_not_replace_good_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_cache(tmp_path, OLD_DATA, age_s=7200)
-    monkeypatch.setattr(loader, "_download", FakeDownload({"error": "maintenance"}))
+    monkeypatch.setattr(catalog, "_download", FakeDownload({"error": "maintenance"}))
     reg = await load_registry(settings(tmp_path))
     assert "GBPUSD" in reg
 
@@ -196,6 +196,6 @@ async def test_download_rejects_bad_answers(status: int, body: bytes, message: s
     try:
         async with aiohttp.ClientSession() as session:
             with pytest.raises(ValueError, match=message):
-                await loader._download(str(server.make_url("/v1/instruments")), session)
+                await catalog._download(str(server.make_url("/v1/instruments")), session)
     finally:
         await server.close()

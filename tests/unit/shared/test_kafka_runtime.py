@@ -250,7 +250,7 @@ async def test_commit_failure_does_not_raise(events: list[Any], error: BaseExcep
 
 async def test_failure_record_explicit_request_id_and_attempts(events: list[Any]) -> None:
     r = runner(EchoProcessor(), "fetcher")
-    out = r.failure_record(
+    out = r.failures.record(
         Rec(3, 99, key=b"k", headers=[("tp-request_id", b"from-header")]),
         RuntimeError("gave up after 5 attempts; token=abc"),
         attempt=5,

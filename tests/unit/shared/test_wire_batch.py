@@ -41,11 +41,7 @@ def make_ticks(n: int, start: int = T0) -> Ticks:
 
 def make_meta(rows: int, **kw: object) -> BatchMeta:
     base: dict[str, object] = dict(
-        source="dukascopy-bi5",
-        instrument="EURUSD",
-        kind="ticks",
-        unit_start_ms=T0,
-        unit_end_ms=T0 + HOUR,
+        unit=Unit("dukascopy-bi5", "EURUSD", "ticks", T0, T0 + HOUR),
         part=0,
         part_count=1,
         rows=rows,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import pytest
 from tickpipe_shared.units import Unit
@@ -46,12 +45,8 @@ def test_headers_round_trip_utf8() -> None:
 
 def raw_meta(**kw: object) -> RawPayloadMeta:
     base: dict[str, object] = dict(
-        source="dukascopy-bi5",
+        unit=Unit("dukascopy-bi5", "EURUSD", "ticks", T0, T0 + HOUR),
         format="dukascopy-bi5-ticks",
-        instrument="EURUSD",
-        kind="ticks",
-        unit_start_ms=T0,
-        unit_end_ms=T0 + HOUR,
         url="https://example.test/datafeed/EURUSD/2019/01/04/00h_ticks.bi5",
         sha256="cd" * 32,
         fetched_at_ms=T0 + 5,
@@ -70,7 +65,7 @@ def test_raw_headers_round_trip() -> None:
     assert dict(headers)["tp-attempts"] == b"3"
     back = RawPayloadMeta.from_headers(headers)
     assert back == meta
-    assert isinstance(back.unit_start_ms, int) and isinstance(back.price_scale, int)
+    assert isinstance(back.unit.start_ms, int) and isinstance(back.price_scale, int)
     assert back.unit == Unit("dukascopy-bi5", "EURUSD", "ticks", T0, T0 + HOUR)
 
 
@@ -110,9 +105,21 @@ def test_raw_headers_not_integer(name: str) -> None:
 
 
 def test_fetch_unit_round_trip_and_unit() -> None:
-    fu = FetchUnit("r", "dukascopy-json", "EURUSD", "ticks", T0, T0 + HOUR, "EUR-USD", 5)
+    fu = FetchUnit("r", Unit("dukascopy-json", "EURUSD", "ticks", T0, T0 + HOUR), "EUR-USD", 5)
     value = fu.to_json()
-    assert json.loads(value) == {**asdict(fu), "schema": 1}
+    assert json.loads(value) == {
+        "request_id": "r",
+        "source": "dukascopy-json",
+        "instrument": "EURUSD",
+        "kind": "ticks",
+        "start_ms": T0,
+        "end_ms": T0 + HOUR,
+        "source_code": "EUR-USD",
+        "price_scale": 5,
+        "asset_class": "",
+        "market_open": None,
+        "schema": 1,
+    }
     assert b" " not in value  # compact
     assert FetchUnit.from_json(value) == fu
     assert fu.unit.key == "dukascopy-json|EURUSD|ticks|2019-02-04T00:00:00Z"

@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.kinds import DAY_MS, HOUR_MS, MINUTE_MS, KindError
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import (
     FLAGS_COLUMN,
     BatchMeta,
@@ -68,11 +69,7 @@ def cmeta(
     part: int = 0,
 ) -> BatchMeta:
     return BatchMeta(
-        source=source,
-        instrument="EURUSD",
-        kind=kind,
-        unit_start_ms=start,
-        unit_end_ms=end,
+        unit=Unit(source, "EURUSD", kind, start, end),
         part=part,
         part_count=part + 1,
         rows=rows,
@@ -348,8 +345,17 @@ def test_tick_only_rules_skip_candles_and_candle_only_rules_skip_ticks() -> None
         np.ones(n),
         np.ones(n),
     )
-    tm = BatchMeta("dukascopy-bi5", "EURUSD", "ticks", T0, T0 + HOUR_MS, 0, 1, n, 5, "00" * 32,
-                   "r", T0, T0)  # fmt: skip
+    tm = BatchMeta(
+        Unit("dukascopy-bi5", "EURUSD", "ticks", T0, T0 + HOUR_MS),
+        0,
+        1,
+        n,
+        5,
+        "00" * 32,
+        "r",
+        T0,
+        T0,
+    )
     rules = configure({"candle_high_low": "reject", "aligned_start": "reject"})
     assert validate(TickBatch(tm, t), rules, AT).meta.quality == {}
 

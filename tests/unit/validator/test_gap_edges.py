@@ -7,11 +7,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tickpipe_shared.columns import Ticks
-from tickpipe_shared.instruments.schedule import DAY_MS, FX_DEFAULT_SCHEDULE, HOUR_MS
+from tickpipe_shared.instruments.schedule import ALWAYS_OPEN, DAY_MS, FX_DEFAULT_SCHEDULE, HOUR_MS
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch
 from tickpipe_validator.rules import RuleParams
 from tickpipe_validator.rules.gap import GAP, gap_mask
-from tickpipe_validator.schedules import ALWAYS_OPEN
 from tickpipe_validator.validate import configure, validate
 
 T0 = 1_549_238_400_000  # 2019-02-04T00:00:00Z, a Monday
@@ -35,9 +35,16 @@ def meta(
     fetched_at: int | None = None,
 ) -> BatchMeta:
     return BatchMeta(
-        "dukascopy-json", "EURUSD", "ticks", start, start + HOUR_MS, part, part_count, rows, 5,
-        "00" * 32, "r", fetched_at if fetched_at is not None else start + DAY_MS, start,
-    )  # fmt: skip
+        Unit("dukascopy-json", "EURUSD", "ticks", start, start + HOUR_MS),
+        part,
+        part_count,
+        rows,
+        5,
+        "00" * 32,
+        "r",
+        fetched_at if fetched_at is not None else start + DAY_MS,
+        start,
+    )
 
 
 def every_10s(start: int, until: int) -> list[int]:

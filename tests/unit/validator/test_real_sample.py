@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from support.batches import unit_meta
+from support.shared_data import bi5_candle_unit, bi5_hour_start
 from tickpipe_decoder.formats.dukascopy_bi5 import decode_bi5_candles, decode_bi5_ticks
 from tickpipe_decoder.formats.dukascopy_json import decode_json_candles
 from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
@@ -25,15 +26,10 @@ from tickpipe_shared.instruments.schedule import (
     HOUR_MS,
     TradingSchedule,
 )
-from tickpipe_shared.units import plan_units
-from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch
+from tickpipe_shared.units import Unit, plan_units
+from tickpipe_shared.wire.batch import CandleBatch, TickBatch
 from tickpipe_validator.rules import RULES, TICK_RULES
 from tickpipe_validator.validate import ConfiguredRule, configure, validate
-
-
-def hour_start(rel: Path) -> int:
-    y, m0, d = (int(x) for x in rel.parts[-4:-1])
-    return int(datetime(y, m0 + 1, d, int(rel.name[:2]), tzinfo=UTC).timestamp() * 1000)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +37,10 @@ def hours(dukascopy_dir: Path) -> list[TickBatch]:
     files = sorted((dukascopy_dir / "bi5").glob("*/**/*_ticks.bi5"))
     out = []
     for p in files:
-        start = hour_start(p.relative_to(dukascopy_dir))
+        start = bi5_hour_start(p.relative_to(dukascopy_dir))
         ticks: Ticks = decode_bi5_ticks(p.read_bytes(), start)
-        meta = BatchMeta(
-            "dukascopy-bi5", "EURUSD", "ticks", start, start + HOUR_MS, 0, 1, len(ticks), 5,
-            "00" * 32, "r", start + HOUR_MS, start + HOUR_MS,
-        )  # fmt: skip
+        unit = Unit("dukascopy-bi5", "EURUSD", "ticks", start, start + HOUR_MS)
+        meta = unit_meta(unit, len(ticks), 5, request_id="r")
         out.append(TickBatch(meta, ticks))
     return out
 
@@ -89,10 +83,6 @@ def test_default_rules_on_real_hours(hours: list[TickBatch], dukascopy_dir: Path
 # --- candles -------------------------------------------------------------------------------------
 
 
-def utc_ms(year: int, month: int = 1, day: int = 1) -> int:
-    return int(datetime(year, month, day, tzinfo=UTC).timestamp() * 1000)
-
-
 def candle_batch(
     source: str,
     instrument: str,
@@ -106,21 +96,22 @@ def candle_batch(
     [unit] = plan_units(
         source, instrument, kind, int(candles.ts_ms.min()), int(candles.ts_ms.max()) + 1
     )
-    meta = BatchMeta(
-        source, instrument, kind, unit.start_ms, unit.end_ms, 0, 1, len(candles), scale,
-        "00" * 32, "r", unit.end_ms, unit.end_ms, volume_unit=volume_unit,
-        columns=list(CANDLE_COLUMNS), asset_class=asset_class,
-    )  # fmt: skip
+    meta = unit_meta(
+        unit,
+        len(candles),
+        scale,
+        request_id="r",
+        volume_unit=volume_unit,
+        columns=list(CANDLE_COLUMNS),
+        asset_class=asset_class,
+    )
     return CandleBatch(meta, candles)
 
 
 def dukascopy_candles(dukascopy_dir: Path) -> list[CandleBatch]:
     out = []
     for p in sorted((dukascopy_dir / "bi5").glob("*/**/*_candles_*.bi5")):
-        parts = p.relative_to(dukascopy_dir).parts  # bi5/EURUSD/YYYY[/MM[/DD]]/<file>
-        y, *rest = (int(x) for x in parts[2:-1])
-        start = utc_ms(y, rest[0] + 1 if rest else 1, rest[1] if len(rest) > 1 else 1)
-        tf = {"min": "1m", "hour": "1h", "day": "1d"}[p.stem.split("_")[2]]
+        tf, start, _ = bi5_candle_unit(p.relative_to(dukascopy_dir))
         c = decode_bi5_candles(p.read_bytes(), start)
         out.append(candle_batch("dukascopy-bi5", "EURUSD", f"candles:{tf}:bid", c, 5, "millions"))
     for p in sorted((dukascopy_dir / "json" / "candles").glob("**/*.json")):
@@ -181,7 +172,7 @@ def test_default_rules_on_recorded_candles(shared_dir: Path) -> None:
         *polygon_candles(data / "polygon"),
         *deriv_candles(data / "deriv"),
     ]
-    sources = Counter(b.meta.source for b in batches)
+    sources = Counter(b.meta.unit.source for b in batches)
     assert sources == {"dukascopy-bi5": 9, "dukascopy-json": 1, "polygon": 7, "deriv": 3}
     n = sum(len(b.candles) for b in batches)
     rules = every_rule_flags()

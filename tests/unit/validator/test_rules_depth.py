@@ -15,6 +15,7 @@ from tickpipe_shared.instruments.schedule import (
     HOUR_MS,
     TradingSchedule,
 )
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch
 from tickpipe_validator.rules import RULES, RuleParams
 from tickpipe_validator.rules.candle_high_low import candle_high_low
@@ -50,9 +51,16 @@ def ticks(
 
 def meta(rows: int, start: int = T0, part: int = 0) -> BatchMeta:
     return BatchMeta(
-        "dukascopy-bi5", "EURUSD", "ticks", start, start + HOUR_MS, part, part + 1, rows, 5,
-        "00" * 32, "r", start, start,
-    )  # fmt: skip
+        Unit("dukascopy-bi5", "EURUSD", "ticks", start, start + HOUR_MS),
+        part,
+        part + 1,
+        rows,
+        5,
+        "00" * 32,
+        "r",
+        start,
+        start,
+    )
 
 
 def where(mask: np.ndarray) -> list[int]:

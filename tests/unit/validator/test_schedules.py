@@ -14,24 +14,20 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 from tickpipe_shared.config import Settings
+from tickpipe_shared.instruments.catalog import RegistryUnavailableError, fallback_schedule
 from tickpipe_shared.instruments.details import InstrumentDetail
-from tickpipe_shared.instruments.loader import RegistryUnavailableError
 from tickpipe_shared.instruments.registry import InstrumentRegistry
 from tickpipe_shared.instruments.schedule import (
+    ALWAYS_OPEN,
     DAY_MS,
     FX_DEFAULT_SCHEDULE,
     HOUR_MS,
     WEEK_MS,
     TradingSchedule,
 )
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta
-from tickpipe_validator.schedules import (
-    ALWAYS_OPEN,
-    DetailSchedules,
-    ScheduleProvider,
-    StaticSchedules,
-    fallback_schedule,
-)
+from tickpipe_validator.schedules import DetailSchedules, ScheduleProvider, StaticSchedules
 
 T0 = 1_549_238_400_000  # 2019-02-04T00:00:00Z, a Monday
 SAT = T0 + 5 * DAY_MS
@@ -79,9 +75,18 @@ def meta(
     asset_class: str = "",
 ) -> BatchMeta:
     return BatchMeta(
-        source, instrument, "ticks", T0, T0 + HOUR_MS, 0, 1, 0, 5, "00" * 32, "r", T0, T0,
-        source_code=source_code, asset_class=asset_class,
-    )  # fmt: skip
+        Unit(source, instrument, "ticks", T0, T0 + HOUR_MS),
+        0,
+        1,
+        0,
+        5,
+        "00" * 32,
+        "r",
+        T0,
+        T0,
+        source_code=source_code,
+        asset_class=asset_class,
+    )
 
 
 class FakeDetails:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 from tickpipe_shared.columns import Ticks
-from tickpipe_shared.instruments.schedule import FX_DEFAULT_SCHEDULE
+from tickpipe_shared.instruments.schedule import ALWAYS_OPEN, FX_DEFAULT_SCHEDULE
 from tickpipe_shared.kinds import DAY_MS, HOUR_MS
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch
 from tickpipe_validator.rules import RULES
 from tickpipe_validator.rules.crossed_quote import CROSSED_QUOTE
 from tickpipe_validator.rules.duplicate import DUPLICATE
 from tickpipe_validator.rules.non_negative_volume import NON_NEGATIVE_VOLUME
 from tickpipe_validator.rules.spread_outlier import SPREAD_OUTLIER, spread_outlier_mask
-from tickpipe_validator.schedules import ALWAYS_OPEN
 from tickpipe_validator.validate import configure, validate
 
 SAT = 1_549_670_400_000  # 2019-02-09T00:00:00Z, a Saturday: synthetic indices trade anyway
@@ -21,11 +21,7 @@ SAT = 1_549_670_400_000  # 2019-02-09T00:00:00Z, a Saturday: synthetic indices t
 
 def deriv_meta(rows: int, start: int = SAT, volume_unit: str = "none") -> BatchMeta:
     return BatchMeta(
-        source="deriv",
-        instrument="R_50",
-        kind="ticks",
-        unit_start_ms=start,
-        unit_end_ms=start + HOUR_MS,
+        unit=Unit("deriv", "R_50", "ticks", start, start + HOUR_MS),
         part=0,
         part_count=1,
         rows=rows,

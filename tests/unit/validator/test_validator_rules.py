@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from tickpipe_shared.columns import TICK_COLUMNS, Ticks
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import FLAGS_COLUMN, BatchMeta, TickBatch
 from tickpipe_validator.rules import ACTIONS, CANDLE_RULES, RULES, TICK_RULES, Rule
 from tickpipe_validator.rules.crossed_quote import CROSSED_QUOTE
@@ -49,11 +50,7 @@ def ticks(
 
 def meta(rows: int, part: int = 0) -> BatchMeta:
     return BatchMeta(
-        source="dukascopy-bi5",
-        instrument="EURUSD",
-        kind="ticks",
-        unit_start_ms=T0,
-        unit_end_ms=T0 + HOUR,
+        unit=Unit("dukascopy-bi5", "EURUSD", "ticks", T0, T0 + HOUR),
         part=part,
         part_count=part + 1,
         rows=rows,

@@ -11,6 +11,7 @@ import pytest
 from tickpipe_shared.columns import Ticks
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import OutRecord
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import (
     BatchFormatError,
     BatchMeta,
@@ -58,7 +59,7 @@ def encoded(bid: list[int], ask: list[int], ts: list[int] | None = None) -> byte
         np.ones(n),
     )
     meta = BatchMeta(
-        "dukascopy-bi5", "EURUSD", "ticks", T0, T0 + HOUR, 0, 1, n, 5, "aa" * 32, "r", T0, T0
+        Unit("dukascopy-bi5", "EURUSD", "ticks", T0, T0 + HOUR), 0, 1, n, 5, "aa" * 32, "r", T0, T0
     )
     return encode_batch(TickBatch(meta, t))
 

@@ -15,7 +15,8 @@ from tickpipe_shared.instruments.details import InstrumentDetail
 from tickpipe_shared.instruments.schedule import FX_DEFAULT_SCHEDULE, TradingSchedule
 from tickpipe_shared.kafka.records import OutRecord
 from tickpipe_shared.kinds import DAY_MS, HOUR_MS, MINUTE_MS, KindError
-from tickpipe_shared.metrics import TICKS, UNITS
+from tickpipe_shared.metrics import CANDLES, TICKS, UNITS
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import (
     BatchMeta,
     CandleBatch,
@@ -23,7 +24,7 @@ from tickpipe_shared.wire.batch import (
     decode_batch,
     encode_batch,
 )
-from tickpipe_validator.metrics import CANDLES, RULE_HITS
+from tickpipe_validator.metrics import RULE_HITS
 from tickpipe_validator.rules.candle_high_low import CANDLE_HIGH_LOW
 from tickpipe_validator.rules.gap import GAP
 from tickpipe_validator.schedules import DetailSchedules, StaticSchedules
@@ -62,9 +63,17 @@ def tick_record(
     bid = 113_000 + np.arange(n, dtype=np.int64) % 3  # a quiet market, never stale
     t = Ticks(np.array(ts, dtype=np.int64), bid, bid + 2, np.ones(n), np.ones(n))
     meta = BatchMeta(
-        source, instrument, "ticks", H10, H10 + HOUR_MS, 0, 1, n, 5, "aa" * 32, "r",
-        H10 + DAY_MS, H10 + DAY_MS, source_code="EUR-USD",
-    )  # fmt: skip
+        Unit(source, instrument, "ticks", H10, H10 + HOUR_MS),
+        0,
+        1,
+        n,
+        5,
+        "aa" * 32,
+        "r",
+        H10 + DAY_MS,
+        H10 + DAY_MS,
+        source_code="EUR-USD",
+    )
     return Rec(encode_batch(TickBatch(meta, t)))
 
 
@@ -81,9 +90,18 @@ def candle_record(
         np.full(n, np.nan),
     )
     meta = BatchMeta(
-        "dukascopy-bi5", "EURUSD", kind, T0, T0 + DAY_MS, 0, 1, n, 5, "bb" * 32, "r",
-        T0 + 2 * DAY_MS, T0 + 2 * DAY_MS, volume_unit="none", columns=list(CANDLE_COLUMNS),
-    )  # fmt: skip
+        Unit("dukascopy-bi5", "EURUSD", kind, T0, T0 + DAY_MS),
+        0,
+        1,
+        n,
+        5,
+        "bb" * 32,
+        "r",
+        T0 + 2 * DAY_MS,
+        T0 + 2 * DAY_MS,
+        volume_unit="none",
+        columns=list(CANDLE_COLUMNS),
+    )
     return Rec(encode_batch(CandleBatch(meta, c)))
 
 
@@ -95,10 +113,10 @@ class Recording:
         self.asked: list[str] = []
 
     async def prepare(self, metas: Iterable[BatchMeta]) -> None:
-        self.prepared.append([f"{m.instrument} {m.kind}" for m in metas])
+        self.prepared.append([f"{m.unit.instrument} {m.unit.kind}" for m in metas])
 
     def schedule_for(self, meta: BatchMeta) -> TradingSchedule | None:
-        self.asked.append(meta.kind)
+        self.asked.append(meta.unit.kind)
         return FX_DEFAULT_SCHEDULE
 
 
@@ -113,7 +131,7 @@ async def test_mixed_tick_and_candle_records() -> None:
     v = Validator(Settings(), failures, provider)
     before = {
         "hl": value(RULE_HITS, "candle_high_low", "EURUSD"),
-        "candles": value(CANDLES),
+        "candles": value(CANDLES, "validator"),
         "ticks": value(TICKS, "validator"),
         "passed": value(UNITS, "validator", "passed"),
         "rejected": value(UNITS, "validator", "rejected"),
@@ -146,7 +164,7 @@ async def test_mixed_tick_and_candle_records() -> None:
     assert provider.prepared == [["EURUSD ticks"]]
     assert provider.asked == ["ticks"]
     assert value(RULE_HITS, "candle_high_low", "EURUSD") == before["hl"] + 1
-    assert value(CANDLES) == before["candles"] + 6
+    assert value(CANDLES, "validator") == before["candles"] + 6
     assert value(TICKS, "validator") == before["ticks"] + 3600
     assert value(UNITS, "validator", "passed") == before["passed"] + 3
     assert value(UNITS, "validator", "rejected") == before["rejected"] + 3

@@ -11,6 +11,7 @@ from tickpipe_shared.columns import Ticks
 from tickpipe_shared.config import Settings
 from tickpipe_shared.instruments.schedule import FX_DEFAULT_SCHEDULE, TradingSchedule
 from tickpipe_shared.kafka.records import OutRecord
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch, decode_batch, encode_batch
 from tickpipe_validator.metrics import RULE_HITS
 from tickpipe_validator.stage import Validator
@@ -44,7 +45,15 @@ def encoded(instrument: str, ts: list[int], bid: list[int]) -> bytes:
         np.ones(n),
     )
     meta = BatchMeta(
-        "dukascopy-bi5", instrument, "ticks", T0, T0 + HOUR, 0, 1, n, 5, "aa" * 32, "r", T0, T0
+        Unit("dukascopy-bi5", instrument, "ticks", T0, T0 + HOUR),
+        0,
+        1,
+        n,
+        5,
+        "aa" * 32,
+        "r",
+        T0,
+        T0,
     )
     return encode_batch(TickBatch(meta, t))
 

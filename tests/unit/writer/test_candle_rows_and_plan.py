@@ -8,10 +8,11 @@ import struct
 
 import numpy as np
 import pytest
+from support.batches import unit_meta
 from tickpipe_shared.candles import Candles
 from tickpipe_shared.columns import Ticks
-from tickpipe_shared.units import HOUR_MS
-from tickpipe_shared.wire.batch import BatchMeta, CandleBatch, TickBatch
+from tickpipe_shared.units import HOUR_MS, Unit
+from tickpipe_shared.wire.batch import CandleBatch, TickBatch
 from tickpipe_writer.aggregates import written_windows
 from tickpipe_writer.copy_binary import (
     CANDLE_COPY_COLUMNS,
@@ -50,13 +51,20 @@ def candle_batch(
         start + np.arange(n, dtype=np.int64) * 60_000, o, o + 7, o - 3, o + 2,
         np.array(volumes, dtype=np.float64),
     )  # fmt: skip
-    meta = BatchMeta(
-        source=source, instrument=instrument, kind=kind, unit_start_ms=start,
-        unit_end_ms=start + DAY, part=part, part_count=parts, rows=n, price_scale=scale,
-        payload_sha256=sha, request_id="r", fetched_at_ms=start, decoded_at_ms=start,
+    meta = unit_meta(
+        Unit(source, instrument, kind, start, start + DAY),
+        n,
+        scale,
+        part=part,
+        part_count=parts,
+        sha=sha,
+        request_id="r",
+        fetched_at_ms=start,
         volume_unit="none" if all(np.isnan(volumes)) and n else "millions",
-        source_code=source_code, asset_class=asset_class, suspect_empty=suspect_empty,
-    )  # fmt: skip
+        source_code=source_code,
+        asset_class=asset_class,
+        suspect_empty=suspect_empty,
+    )
     return CandleBatch(meta, candles)
 
 
@@ -68,12 +76,17 @@ def tick_batch(n: int, volume: float, *, scale: int = 2, start: int = D0) -> Tic
         np.full(n, volume),
         np.full(n, volume),
     )
-    meta = BatchMeta(
-        source="deriv", instrument="R_50", kind="ticks", unit_start_ms=start,
-        unit_end_ms=start + HOUR_MS, part=0, part_count=1, rows=n, price_scale=scale,
-        payload_sha256="d" * 64, request_id="r", fetched_at_ms=start, decoded_at_ms=start,
-        volume_unit="none", source_code="R_50", asset_class="synthetic",
-    )  # fmt: skip
+    meta = unit_meta(
+        Unit("deriv", "R_50", "ticks", start, start + HOUR_MS),
+        n,
+        scale,
+        sha="d" * 64,
+        request_id="r",
+        fetched_at_ms=start,
+        volume_unit="none",
+        source_code="R_50",
+        asset_class="synthetic",
+    )
     return TickBatch(meta, t)
 
 
@@ -143,7 +156,9 @@ def test_candle_rows_refuse_a_negative_scale_and_a_tick_kind() -> None:
     from dataclasses import replace
 
     with pytest.raises(ValueError, match="not a candle kind"):
-        encode_candle_rows(CandleBatch(replace(b.meta, kind="ticks"), b.candles))
+        encode_candle_rows(
+            CandleBatch(replace(b.meta, unit=replace(b.meta.unit, kind="ticks")), b.candles)
+        )
 
 
 def test_nan_tick_volumes_are_null() -> None:

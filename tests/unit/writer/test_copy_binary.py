@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from tickpipe_shared.columns import Ticks
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch
 from tickpipe_writer.copy_binary import (
     PG_EPOCH_MS,
@@ -30,11 +31,7 @@ def batch(bid: list[int], ask: list[int], scale: int, instrument: str = "EURUSD"
         np.array([2.5, 0.2, 0.0][:n] + [0.25] * max(0, n - 3)),
     )
     meta = BatchMeta(
-        "dukascopy-bi5",
-        instrument,
-        "ticks",
-        T0,
-        T0 + 3_600_000,
+        Unit("dukascopy-bi5", instrument, "ticks", T0, T0 + 3_600_000),
         0,
         1,
         n,

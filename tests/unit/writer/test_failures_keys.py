@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tickpipe_shared.units import HOUR_MS, Unit, hour_units, ms_to_iso, plan_units
+from tickpipe_shared.units import HOUR_MS, Unit, hour_units, ms_to_iso, parse_unit_key, plan_units
 from tickpipe_shared.wire.failures import Failure
-from tickpipe_writer.failures import STAGE, FailedUnit, failed_unit, latest_per_unit, parse_unit_key
+from tickpipe_writer.failures import STAGE, FailedUnit, failed_unit, latest_per_unit
 
 T0 = 1_549_238_400_000  # 2019-02-04T00:00:00Z
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.batches import unit_meta
 from tickpipe_shared.columns import Ticks
-from tickpipe_shared.units import HOUR_MS
-from tickpipe_shared.wire.batch import BatchMeta, TickBatch
+from tickpipe_shared.units import HOUR_MS, Unit
+from tickpipe_shared.wire.batch import TickBatch
 from tickpipe_writer.aggregates import (
     OhlcvRefresher,
     align,
@@ -25,11 +26,8 @@ H0 = int(datetime(2021, 3, 1, 10, tzinfo=UTC).timestamp() * 1000)  # a whole hou
 
 def batch(ts: list[int], start: int = H0) -> TickBatch:
     n = len(ts)
-    meta = BatchMeta(
-        source="dukascopy-bi5", instrument="EURUSD", kind="ticks", unit_start_ms=start,
-        unit_end_ms=start + HOUR_MS, part=0, part_count=1, rows=n, price_scale=5,
-        payload_sha256="a" * 64, request_id="r", fetched_at_ms=start, decoded_at_ms=start,
-    )  # fmt: skip
+    unit = Unit("dukascopy-bi5", "EURUSD", "ticks", start, start + HOUR_MS)
+    meta = unit_meta(unit, n, 5, sha="a" * 64, request_id="r", fetched_at_ms=start)
     a = np.arange(n, dtype=np.int64)
     ticks = Ticks(np.array(ts, dtype=np.int64), a, a, np.ones(n), np.ones(n))
     return TickBatch(meta, ticks)

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from tickpipe_shared.columns import Ticks
+from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import BatchMeta, TickBatch
 from tickpipe_writer.plan import LedgerState, plan, unit_id
 
@@ -33,11 +34,7 @@ def part(
         np.ones(rows),
     )
     meta = BatchMeta(
-        "dukascopy-bi5",
-        instrument,
-        "ticks",
-        start,
-        start + HOUR,
+        Unit("dukascopy-bi5", instrument, "ticks", start, start + HOUR),
         p,
         count,
         rows,

@@ -97,26 +97,26 @@ def _check_grid(candles: Candles, meta: RawPayloadMeta, kind: Kind, what: str) -
     step = kind.timeframe.duration_ms
     if step is None or len(candles) == 0:
         return
-    offset = candles.ts_ms - np.int64(meta.unit_start_ms)
-    bad = (offset < 0) | (candles.ts_ms >= meta.unit_end_ms) | (offset % step != 0)
+    offset = candles.ts_ms - np.int64(meta.unit.start_ms)
+    bad = (offset < 0) | (candles.ts_ms >= meta.unit.end_ms) | (offset % step != 0)
     if bad.any():
         i = int(np.argmax(bad))
         raise DecodeError(
             f"{what}: candle {i} starts at {int(candles.ts_ms[i])} ms "
             f"({ms_to_iso(int(candles.ts_ms[i]))}), not on the "
-            f"{kind.timeframe} grid of the unit {ms_to_iso(meta.unit_start_ms)} .. "
-            f"{ms_to_iso(meta.unit_end_ms)}"
+            f"{kind.timeframe} grid of the unit {ms_to_iso(meta.unit.start_ms)} .. "
+            f"{ms_to_iso(meta.unit.end_ms)}"
         )
 
 
 def _bi5_ticks(meta: RawPayloadMeta, payload: bytes, kind: Kind) -> Decoded:
-    ticks = decode_bi5_ticks(payload, meta.unit_start_ms)
+    ticks = decode_bi5_ticks(payload, meta.unit.start_ms)
     return Decoded(ticks, _bi5_scale(meta, "bi5 ticks"), VOLUME_MILLIONS)
 
 
 def _bi5_candles(meta: RawPayloadMeta, payload: bytes, kind: Kind) -> Decoded:
-    length = meta.unit_end_ms - meta.unit_start_ms
-    candles = decode_bi5_candles(payload, meta.unit_start_ms, period_ms=length)
+    length = meta.unit.end_ms - meta.unit.start_ms
+    candles = decode_bi5_candles(payload, meta.unit.start_ms, period_ms=length)
     _check_grid(candles, meta, kind, "bi5 candles")
     return Decoded(candles, _bi5_scale(meta, "bi5 candles"), VOLUME_MILLIONS)
 
@@ -133,18 +133,18 @@ def _json_candles(meta: RawPayloadMeta, payload: bytes, kind: Kind) -> Decoded:
 
 
 def _deriv_ticks(meta: RawPayloadMeta, payload: bytes, kind: Kind) -> Decoded:
-    ticks, scale = decode_deriv_ticks(payload, meta.unit_start_ms, meta.unit_end_ms)
+    ticks, scale = decode_deriv_ticks(payload, meta.unit.start_ms, meta.unit.end_ms)
     return Decoded(ticks, scale, VOLUME_NONE)
 
 
 def _deriv_candles(meta: RawPayloadMeta, payload: bytes, kind: Kind) -> Decoded:
-    candles, scale = decode_deriv_candles(payload, meta.unit_start_ms, meta.unit_end_ms)
+    candles, scale = decode_deriv_candles(payload, meta.unit.start_ms, meta.unit.end_ms)
     return Decoded(candles, scale, VOLUME_NONE)
 
 
 def _polygon(meta: RawPayloadMeta, payload: bytes, kind: Kind) -> Decoded:
     aggs = decode_polygon_aggs(
-        payload, meta.unit_start_ms, meta.unit_end_ms, ticker=meta.source_code
+        payload, meta.unit.start_ms, meta.unit.end_ms, ticker=meta.source_code
     )
     return Decoded(aggs.candles, aggs.scale, aggs.volume_unit)
 
@@ -188,7 +188,7 @@ class DecodedUnit:
 
 def _kind(meta: RawPayloadMeta) -> Kind:
     try:
-        return Kind.parse(meta.kind)
+        return Kind.parse(meta.unit.kind)
     except KindError as e:
         raise DecodeError(f"raw payload header 'tp-kind': {e}") from None
 
@@ -202,12 +202,12 @@ def _decode(meta: RawPayloadMeta, payload: bytes) -> tuple[Kind, PayloadFormat, 
     if decoder is None:
         holds = "ticks" if fmt.ticks is not None else "candles"
         raise DecodeError(
-            f"format {meta.format!r} holds {holds}, but the unit's kind is {meta.kind!r}"
+            f"format {meta.format!r} holds {holds}, but the unit's kind is {meta.unit.kind!r}"
         )
     if kind.is_candles and kind.side not in fmt.sides:
         raise DecodeError(
             f"format {meta.format!r} holds {' and '.join(fmt.sides)} candles, "
-            f"not the {kind.side} candles of kind {meta.kind!r}"
+            f"not the {kind.side} candles of kind {meta.unit.kind!r}"
         )
     if not payload:
         empty: Ticks | Candles = Candles.empty() if kind.is_candles else Ticks.empty()
@@ -256,11 +256,7 @@ def decode_payload(meta: RawPayloadMeta, payload: bytes, max_batch_bytes: int) -
     batches: list[bytes] = []
     for i, s in enumerate(slices):
         batch_meta = BatchMeta(
-            source=meta.source,
-            instrument=meta.instrument,
-            kind=meta.kind,
-            unit_start_ms=meta.unit_start_ms,
-            unit_end_ms=meta.unit_end_ms,
+            unit=meta.unit,
             part=i,
             part_count=len(slices),
             rows=s.stop - s.start,

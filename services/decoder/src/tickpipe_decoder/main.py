@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from tickpipe_shared import service
 from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.failure_records import FailureRecords
 from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
 from tickpipe_shared.kafka.topics import RAW_PAYLOADS
 from tickpipe_shared.metrics import Health
@@ -15,15 +16,15 @@ from tickpipe_decoder.stage import Decoder
 
 async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
     """The decoder runner."""
-    runner: StageRunner
-    decoder = Decoder(settings, lambda r, e: runner.failure_record(r, e))
+    failures = FailureRecords(settings, "decoder")
     runner = StageRunner(
         settings,
-        "decoder",
+        failures.stage,
         RAW_PAYLOADS,
-        decoder,
+        Decoder(settings, failures.record),
         health,
         policy=BatchPolicy(max_records=64, max_bytes=16 * 1024 * 1024, max_wait_s=0.05),
+        failures=failures,
     )
     return [runner]
 

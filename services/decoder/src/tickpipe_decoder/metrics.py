@@ -2,8 +2,7 @@
 
 from prometheus_client import Counter
 
-#: Candles decoded and passed on (ticks count in the shared ``tickpipe_ticks_total``).
-CANDLES = Counter("tickpipe_decoder_candles_total", "Candles decoded and passed on by the decoder")
+# Candles decoded and passed on count in the shared ``tickpipe_candles_total{stage="decoder"}``.
 CANDLES_DROPPED = Counter(
     "tickpipe_decoder_candles_dropped_total",
     "Decoded candles not passed on, by reason: flat (zero-volume flat of a dense .bi5 file), "

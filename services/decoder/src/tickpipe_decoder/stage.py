@@ -14,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import InRecord, OutRecord
 from tickpipe_shared.kafka.topics import DECODED_BATCHES
-from tickpipe_shared.metrics import BYTES, TICKS, UNITS
+from tickpipe_shared.metrics import BYTES, CANDLES, TICKS, UNITS
 from tickpipe_shared.wire.raw import RawPayloadMeta
 
 from tickpipe_decoder.decode import DecodedUnit, decode_payload
 from tickpipe_decoder.errors import DecodeError
-from tickpipe_decoder.metrics import CANDLES, CANDLES_DROPPED
+from tickpipe_decoder.metrics import CANDLES_DROPPED
 
 FailureFactory = Callable[[InRecord, BaseException], OutRecord]
 
@@ -58,7 +58,7 @@ class Decoder:
                 out.append(OutRecord(self.topic, record.key, value, list(record.headers or [])))
             UNITS.labels("decoder", "decoded" if result.rows else "empty").inc()
             if result.candles:
-                CANDLES.inc(result.rows)
+                CANDLES.labels("decoder").inc(result.rows)
             else:
                 TICKS.labels("decoder").inc(result.rows)
             for reason, n in result.dropped.items():

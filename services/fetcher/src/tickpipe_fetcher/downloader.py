@@ -132,10 +132,10 @@ class Downloader:
     async def _one(self, record: InRecord) -> OutRecord:
         try:
             unit = FetchUnit.from_json(record.value or b"")
-            source = self.sources.get(unit.source)
+            source = self.sources.get(unit.unit.source)
             if source is None:
                 raise PermanentFetchError(
-                    f"source {unit.source!r} is not configured on this fetcher"
+                    f"source {unit.unit.source!r} is not configured on this fetcher"
                 )
             async with self.host_slots(source.host):
                 return await self._download(unit, source)
@@ -198,7 +198,7 @@ class Downloader:
                 if not (answer.empty and unit.market_open):
                     return self._payload(unit, answer, attempt, suspect=False, asked_ms=asked_ms)
                 last_error = (
-                    f"empty answer for {_span_phrase(unit.kind)} the trading schedule has "
+                    f"empty answer for {_span_phrase(unit.unit.kind)} the trading schedule has "
                     f"open: {answer.url}"
                 )
                 if attempt == self.policy.attempts:
@@ -239,12 +239,8 @@ class Downloader:
             status=answer.status,
         )
         meta = RawPayloadMeta(
-            source=unit.source,
+            unit=unit.unit,
             format=answer.format,
-            instrument=unit.instrument,
-            kind=unit.kind,
-            unit_start_ms=unit.start_ms,
-            unit_end_ms=unit.end_ms,
             url=answer.url,
             sha256=hashlib.sha256(body).hexdigest(),
             fetched_at_ms=asked_ms,

@@ -1,30 +1,22 @@
-"""Reads the ingest log for resumed requests (``skip_existing``): which units are done.
+"""The planner's connection to the ingest log, for resumed requests (``skip_existing``).
 
-A unit is done when its ``ingest_log`` row (PK ``(instrument, kind, unit_start)``, schema in
-``shared/src/tickpipe_shared/db/migrations/``) has state ``stored`` or ``empty`` and was
-downloaded after the unit had closed (``fetched_at >= unit_end``): a closed period never
-changes, so its data is final. Units downloaded while still open, ``partial``, ``failed`` and
-``suspect-empty`` units are not done: a resumed request fetches them again.
+Which units are done is the ledger's rule and query (:func:`tickpipe_shared.db.ledger.done_units`);
+this module holds the planner's one connection and its failure policy: an unreachable ledger is
+a :class:`RetryableError` (the request waits), a ledger not created yet has nothing done.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import asyncpg
 import structlog
 from tickpipe_shared.config import Settings
+from tickpipe_shared.db import ledger
 from tickpipe_shared.kafka.records import RetryableError
 from tickpipe_shared.logging import scrub
 
 log = structlog.get_logger()
-
-_DONE = """
-SELECT unit_start FROM ingest_log
-WHERE instrument = $1 AND kind = $2 AND unit_start >= $3 AND unit_start < $4
-  AND state IN ('stored', 'empty') AND fetched_at IS NOT NULL AND fetched_at >= unit_end
-"""
 
 
 class LedgerReader(Protocol):
@@ -34,18 +26,6 @@ class LedgerReader(Protocol):
         """Start times (ms) of the done units of ``instrument``/``kind`` starting in
         ``[from_ms, to_ms)``. Raises :class:`RetryableError` when the ledger is unreachable."""
         ...
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
-def _dt(ms: int) -> datetime:
-    return _EPOCH + ms * _MS
-
-
-def _ms(dt: datetime) -> int:
-    return (dt - _EPOCH) // _MS
 
 
 class IngestLedger:
@@ -65,8 +45,8 @@ class IngestLedger:
                 self._conn = await asyncpg.connect(
                     self._dsn.get_secret_value(), timeout=self._timeout
                 )
-            rows = await self._conn.fetch(
-                _DONE, instrument, kind, _dt(from_ms), _dt(to_ms), timeout=self._timeout
+            return await ledger.done_units(
+                self._conn, instrument, kind, from_ms, to_ms, timeout_s=self._timeout
             )
         except asyncpg.UndefinedTableError:
             log.warning("no ingest_log table yet: nothing to skip", instrument=instrument)
@@ -77,7 +57,6 @@ class IngestLedger:
             raise RetryableError(
                 f"ingest log unreachable for skip_existing: {type(e).__name__}: {scrub(str(e))}"
             ) from None
-        return {_ms(r["unit_start"]) for r in rows}
 
     async def close(self) -> None:
         """Close the connection (a later call reopens it)."""

@@ -9,7 +9,8 @@ import structlog
 from tickpipe_shared import service
 from tickpipe_shared.config import Settings
 from tickpipe_shared.instruments import InstrumentRegistry
-from tickpipe_shared.instruments.loader import load_registry
+from tickpipe_shared.instruments.catalog import load_registry
+from tickpipe_shared.kafka.failure_records import FailureRecords
 from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
 from tickpipe_shared.kafka.topics import FETCH_REQUESTS, FETCH_UNITS
 from tickpipe_shared.metrics import Health
@@ -18,11 +19,12 @@ from tickpipe_fetcher.downloader import Downloader
 from tickpipe_fetcher.http import AiohttpTransport
 from tickpipe_fetcher.planner import Planner
 from tickpipe_fetcher.sources import (
+    DerivSource,
     DukascopyBi5,
     DukascopyJson,
+    PacedSource,
     PolygonSource,
     Source,
-    load_deriv,
 )
 
 log = structlog.get_logger()
@@ -40,9 +42,7 @@ def configured_sources(settings: Settings) -> dict[str, Source]:
             settings.polygon_url, settings.polygon_api_key, settings.polygon_page_limit
         )
     if settings.deriv_url:
-        deriv = load_deriv(settings)
-        if deriv is not None:
-            sources["deriv"] = deriv
+        sources["deriv"] = PacedSource(DerivSource(settings))
     return sources
 
 
@@ -68,40 +68,42 @@ async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
     async def registry() -> InstrumentRegistry:
         return await load_registry(settings)
 
-    planner_runner: StageRunner
+    planner_failures = FailureRecords(settings, "fetcher-planner")
     planner = Planner(
         settings,
         registry,
         set(sources),
-        lambda r, e, rid: planner_runner.failure_record(r, e, request_id=rid),
+        lambda r, e, rid: planner_failures.record(r, e, request_id=rid),
     )
     planner_runner = StageRunner(
         settings,
-        "fetcher-planner",
+        planner_failures.stage,
         FETCH_REQUESTS,
         planner,
         health,
-        group=settings.group("fetcher-planner"),
+        group=settings.group(planner_failures.stage),
+        failures=planner_failures,
     )
-    downloader_runner: StageRunner
+    downloader_failures = FailureRecords(settings, "fetcher")
     downloader = Downloader(
         settings,
         sources,
         AiohttpTransport(settings, source_proxies(settings, sources)),
-        lambda r, e, attempts: downloader_runner.failure_record(r, e, attempts),
+        downloader_failures.record,
     )
     downloader_runner = StageRunner(
         settings,
-        "fetcher",
+        downloader_failures.stage,
         FETCH_UNITS,
         downloader,
         health,
+        failures=downloader_failures,
         # One round of downloads per checkpoint; a round can wait long on a throttling or dead
         # host (Retry-After pauses, open breakers), so the poll interval is generous.
         policy=BatchPolicy(
             max_records=settings.fetch_concurrency, max_wait_s=0.05, max_poll_interval_s=3600.0
         ),
-        group=settings.group("fetcher"),
+        group=settings.group(downloader_failures.stage),
     )
     return [planner_runner, downloader_runner]
 

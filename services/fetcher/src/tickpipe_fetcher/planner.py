@@ -5,14 +5,17 @@ Per request (``docs/fetcher.md``, "Planning"):
 * **Units** of the request's kind (:func:`tickpipe_shared.units.plan_units`: ticks per UTC hour;
   candles per hour, day, month or year by timeframe) overlapping ``[from, min(to, now))``.
 * **Dukascopy**: the instrument comes from the registry (codes, price scale, asset class); its
-  detail (:class:`~tickpipe_shared.instruments.details.InstrumentDetails`, cached; a slow or
+  detail (:class:`~tickpipe_shared.instruments.catalog.InstrumentDetails`, cached; a slow or
   failed download falls back to defaults after :data:`DETAILS_TIMEOUT_S`) clamps ``from`` to
-  the history start of the kind and gives the trading schedule (else
-  :func:`~tickpipe_shared.instruments.schedule.default_schedule_for`).
+  the history start of the kind.
 * **Deriv, Polygon**: no registry; the instrument is the symbol or ticker as given, the price
-  scale unknown (-1), the asset class from its prefix (:mod:`tickpipe_fetcher.asset_classes`).
-* ``market_open`` per unit: True when the schedule has open time in ``[start, min(end, now))``
-  (always for synthetic indices and crypto), None without a schedule.
+  scale unknown (-1), the asset class from its prefix
+  (:func:`~tickpipe_shared.instruments.classes.asset_class_of`).
+* The trading schedule is the catalog's
+  (:func:`~tickpipe_shared.instruments.catalog.trading_schedule`): the detail's, else around
+  the clock for synthetic indices and crypto, the FX week for currency pairs, else unknown.
+* ``market_open`` per unit: True when the schedule has open time in ``[start, min(end, now))``,
+  None without a schedule.
 * ``skip_existing``: units the ingest log has as done (:mod:`tickpipe_fetcher.ledger`) are left
   out and counted in ``RequestPlanned.skipped``.
 
@@ -34,9 +37,15 @@ import numpy as np
 import structlog
 from tickpipe_shared.config import Settings
 from tickpipe_shared.instruments import InstrumentRegistry, UnknownInstrumentError
-from tickpipe_shared.instruments.details import InstrumentDetail, InstrumentDetails
-from tickpipe_shared.instruments.loader import RegistryUnavailableError
-from tickpipe_shared.instruments.schedule import TradingSchedule, default_schedule_for
+from tickpipe_shared.instruments.catalog import (
+    RETRY_AFTER_S,
+    InstrumentDetails,
+    RegistryUnavailableError,
+    trading_schedule,
+)
+from tickpipe_shared.instruments.classes import asset_class_of
+from tickpipe_shared.instruments.details import InstrumentDetail
+from tickpipe_shared.instruments.schedule import TradingSchedule
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
 from tickpipe_shared.kafka.topics import FETCH_UNITS, PROGRESS
 from tickpipe_shared.metrics import UNITS
@@ -46,7 +55,6 @@ from tickpipe_shared.wire.headers import encode_headers
 from tickpipe_shared.wire.progress import RequestPlanned, encode_progress
 from tickpipe_shared.wire.requests import FetchRequest, RequestError, parse_request
 
-from tickpipe_fetcher.asset_classes import ALWAYS_OPEN, asset_class_of
 from tickpipe_fetcher.ledger import IngestLedger, LedgerReader
 
 log = structlog.get_logger()
@@ -58,7 +66,7 @@ DUKASCOPY = frozenset({"dukascopy-json", "dukascopy-bi5"})
 #: Longest the planner waits for one instrument detail before planning with defaults.
 DETAILS_TIMEOUT_S = 10.0
 #: After a timed-out detail download, the instrument is planned with defaults this long.
-DETAILS_RETRY_S = 300.0
+DETAILS_RETRY_S = RETRY_AFTER_S
 
 
 def _request_id(value: bytes | None) -> str | None:
@@ -76,8 +84,8 @@ class Target:
     """What the planner knows about a request's instrument at its source.
 
     ``name``: stored instrument name; ``source_code``: the source's code; ``price_scale``: -1
-    when unknown; ``schedule``: None when unknown; ``always_open``: markets that never close;
-    ``history_start_ms``: first available ms of the kind, None when unknown.
+    when unknown; ``schedule``: None when unknown; ``history_start_ms``: first available ms of
+    the kind, None when unknown.
     """
 
     name: str
@@ -85,7 +93,6 @@ class Target:
     price_scale: int
     asset_class: str
     schedule: TradingSchedule | None = None
-    always_open: bool = False
     history_start_ms: int | None = None
 
 
@@ -205,11 +212,7 @@ class Planner:
                     u.key.encode(),
                     FetchUnit(
                         request_id=request.request_id,
-                        source=u.source,
-                        instrument=u.instrument,
-                        kind=u.kind,
-                        start_ms=u.start_ms,
-                        end_ms=u.end_ms,
+                        unit=u,
                         source_code=target.source_code,
                         price_scale=target.price_scale,
                         asset_class=target.asset_class,
@@ -229,20 +232,18 @@ class Planner:
                 source_code=request.instrument,
                 price_scale=-1,
                 asset_class=asset_class,
-                always_open=asset_class in ALWAYS_OPEN,
+                schedule=trading_schedule(request.instrument, asset_class),
             )
         registry = await self._registry()
         instrument = registry.get(request.instrument)
         detail = await self._detail(instrument.json_code)
-        schedule = detail.schedule if detail is not None else None
+        asset_class = instrument.asset_class or (detail.asset_class if detail else "")
         return Target(
             name=instrument.name,
-            source_code=(
-                instrument.bi5_symbol if request.source == "dukascopy-bi5" else instrument.json_code
-            ),
+            source_code=instrument.code_for(request.source),
             price_scale=instrument.scale_for(request.source),
-            asset_class=instrument.asset_class or (detail.asset_class if detail else ""),
-            schedule=schedule or default_schedule_for(instrument.name),
+            asset_class=asset_class,
+            schedule=trading_schedule(instrument.name, asset_class, detail),
             history_start_ms=detail.history_start(kind) if detail is not None else None,
         )
 
@@ -275,8 +276,6 @@ class Planner:
 
 def _market_open(target: Target, units: Sequence[Unit], now_ms: int) -> list[bool | None]:
     """Per unit: whether the market is open at some time in ``[start, min(end, now))``."""
-    if target.always_open:
-        return [True] * len(units)
     if target.schedule is None or not units:
         return [None] * len(units)
     starts = np.array([u.start_ms for u in units], dtype=np.int64)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from tickpipe_shared import service
 from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.failure_records import FailureRecords
 from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
 from tickpipe_shared.kafka.topics import DECODED_BATCHES
 from tickpipe_shared.metrics import Health
@@ -18,17 +19,15 @@ async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
     """The validator runner (configuration errors in rule actions stop start-up). Trading
     schedules come from the Dukascopy instrument details, loaded per instrument at first sight
     (:class:`~tickpipe_validator.schedules.DetailSchedules`)."""
-    runner: StageRunner
-    validator = Validator(
-        settings, lambda r, e: runner.failure_record(r, e), DetailSchedules(settings)
-    )
+    failures = FailureRecords(settings, "validator")
     runner = StageRunner(
         settings,
-        "validator",
+        failures.stage,
         DECODED_BATCHES,
-        validator,
+        Validator(settings, failures.record, DetailSchedules(settings)),
         health,
         policy=BatchPolicy(max_records=128, max_wait_s=0.05),
+        failures=failures,
     )
     return [runner]
 

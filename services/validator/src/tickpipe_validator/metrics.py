@@ -7,7 +7,5 @@ RULE_HITS = Counter(
     "Ticks or candles hit by a validation rule, by rule and instrument",
     ["rule", "instrument"],
 )
-#: Candles passed on (ticks count in the shared ``tickpipe_ticks_total{stage="validator"}``).
-CANDLES = Counter(
-    "tickpipe_validator_candles_total", "Candles validated and passed on by the validator"
-)
+# Ticks and candles passed on count in the shared ``tickpipe_ticks_total{stage="validator"}``
+# and ``tickpipe_candles_total{stage="validator"}``.

@@ -6,17 +6,16 @@ batch for :meth:`schedule_for` (no I/O). Two providers:
 
 * :class:`StaticSchedules` (the default, and what tests inject): no I/O at all. An instrument
   gets the schedule of :func:`fallback_schedule`, or of a name → schedule function.
-* :class:`DetailSchedules` (the validator service): for Dukascopy sources (``meta.source``
+* :class:`DetailSchedules` (the validator service): for Dukascopy sources (``meta.unit.source``
   starting with ``dukascopy``), the schedule and holidays of the instrument's JSON API detail
-  (``instruments/<CODE>``, ``../shared/docs/dukascopy.md`` §3.4) through
-  :class:`~tickpipe_shared.instruments.details.InstrumentDetails` (cached on disk). The code is
+  (``instruments/<CODE>``, ``../shared/docs/dukascopy.md`` §3.4) through the instrument
+  catalog (:mod:`tickpipe_shared.instruments.catalog`, cached on disk). The code is
   ``meta.source_code`` for ``dukascopy-json`` and the registry's ``json_code`` for
-  ``dukascopy-bi5`` (:func:`~tickpipe_shared.instruments.loader.load_registry`). An instrument
-  without a usable detail schedule, and every other source, gets :func:`fallback_schedule`.
-
-:func:`fallback_schedule`: 24/7 (:data:`ALWAYS_OPEN`) for synthetic indices and crypto, the FX
-week (:func:`~tickpipe_shared.instruments.schedule.default_schedule_for`) for currency pairs,
-``None`` (unknown: the ``gap`` rule is inactive) for anything else.
+  ``dukascopy-bi5``. What the schedule is — the detail's, else the catalog's
+  :func:`~tickpipe_shared.instruments.catalog.fallback_schedule` (around the clock for
+  synthetic indices and crypto, the FX week for currency pairs, ``None``: unknown, the ``gap``
+  rule inactive, for anything else) — is the catalog's rule; this module only decides when to
+  ask, so that no batch waits on I/O.
 """
 
 from __future__ import annotations
@@ -29,23 +28,25 @@ from typing import Protocol, runtime_checkable
 
 import structlog
 from tickpipe_shared.config import Settings
-from tickpipe_shared.instruments.details import InstrumentDetail, InstrumentDetails
-from tickpipe_shared.instruments.loader import RegistryUnavailableError, load_registry
+from tickpipe_shared.instruments.catalog import (
+    RETRY_AFTER_S,
+    InstrumentDetails,
+    RegistryUnavailableError,
+    fallback_schedule,
+    load_registry,
+    trading_schedule,
+)
+from tickpipe_shared.instruments.details import InstrumentDetail
 from tickpipe_shared.instruments.registry import InstrumentRegistry, UnknownInstrumentError
-from tickpipe_shared.instruments.schedule import WEEK_MS, TradingSchedule, default_schedule_for
+from tickpipe_shared.instruments.schedule import TradingSchedule
 from tickpipe_shared.wire.batch import BatchMeta
 
 log = structlog.get_logger()
 
-#: Open all the time: one weekly window from Monday 00:00 to the next Monday 00:00 (UTC); the
-#: weeks touch, so the open time between two instants is their distance.
-ALWAYS_OPEN = TradingSchedule.weekly([(0, WEEK_MS)])
-#: Asset classes (``BatchMeta.asset_class``) that trade around the clock every day.
-ALWAYS_OPEN_CLASSES = frozenset({"synthetic", "crypto"})
 #: Seconds :meth:`DetailSchedules.prepare` waits for the schedules of new instruments.
 DETAIL_TIMEOUT_S = 5.0
 #: Shortest interval between two loads of one instrument's schedule.
-MIN_REFRESH_S = 300.0
+MIN_REFRESH_S = RETRY_AFTER_S
 
 #: Instrument (canonical name) → schedule, the callable form of a static provider.
 NameLookup = Callable[[str], TradingSchedule | None]
@@ -53,18 +54,9 @@ NameLookup = Callable[[str], TradingSchedule | None]
 RegistryLoader = Callable[[Settings], Awaitable[InstrumentRegistry]]
 
 
-def fallback_schedule(instrument: str, asset_class: str) -> TradingSchedule | None:
-    """The schedule to assume without an instrument detail: :data:`ALWAYS_OPEN` for the
-    :data:`ALWAYS_OPEN_CLASSES`, else :func:`default_schedule_for` (FX week for currency pairs,
-    ``None`` otherwise)."""
-    if asset_class in ALWAYS_OPEN_CLASSES:
-        return ALWAYS_OPEN
-    return default_schedule_for(instrument)
-
-
 def is_dukascopy(meta: BatchMeta) -> bool:
     """True for batches from a Dukascopy source (JSON API or legacy ``.bi5``)."""
-    return meta.source.startswith("dukascopy")
+    return meta.unit.source.startswith("dukascopy")
 
 
 @runtime_checkable
@@ -80,7 +72,7 @@ class ScheduleProvider(Protocol):
 
 
 class StaticSchedules:
-    """A provider without I/O: ``lookup(meta.instrument)`` when given, else
+    """A provider without I/O: ``lookup(meta.unit.instrument)`` when given, else
     :func:`fallback_schedule` of the batch's instrument and asset class."""
 
     def __init__(self, lookup: NameLookup | None = None) -> None:
@@ -92,8 +84,8 @@ class StaticSchedules:
     def schedule_for(self, meta: BatchMeta) -> TradingSchedule | None:
         """See the class docstring."""
         if self.lookup is not None:
-            return self.lookup(meta.instrument)
-        return fallback_schedule(meta.instrument, meta.asset_class)
+            return self.lookup(meta.unit.instrument)
+        return fallback_schedule(meta.unit.instrument, meta.asset_class)
 
 
 class DetailSource(Protocol):
@@ -158,9 +150,9 @@ class DetailSchedules:
     def schedule_for(self, meta: BatchMeta) -> TradingSchedule | None:
         """The loaded schedule of a Dukascopy instrument (the fallback until it is loaded);
         :func:`fallback_schedule` for other sources. No I/O."""
-        entry = self._entries.get(meta.instrument) if is_dukascopy(meta) else None
+        entry = self._entries.get(meta.unit.instrument) if is_dukascopy(meta) else None
         if entry is None:
-            return fallback_schedule(meta.instrument, meta.asset_class)
+            return fallback_schedule(meta.unit.instrument, meta.asset_class)
         return entry.schedule
 
     def origin_of(self, instrument: str) -> str | None:
@@ -175,14 +167,14 @@ class DetailSchedules:
         now = self._clock()
         new: dict[str, asyncio.Task[tuple[TradingSchedule | None, str]]] = {}
         for meta in metas:
-            if not is_dukascopy(meta) or meta.instrument in new:
+            if not is_dukascopy(meta) or meta.unit.instrument in new:
                 continue
-            entry = self._entries.get(meta.instrument)
+            entry = self._entries.get(meta.unit.instrument)
             if entry is None:
                 task = self._start(meta)
-                fallback = fallback_schedule(meta.instrument, meta.asset_class)
-                self._entries[meta.instrument] = _Entry(fallback, "fallback", now, task)
-                new[meta.instrument] = task
+                fallback = fallback_schedule(meta.unit.instrument, meta.asset_class)
+                self._entries[meta.unit.instrument] = _Entry(fallback, "fallback", now, task)
+                new[meta.unit.instrument] = task
             elif entry.task is None and now - entry.loaded_at >= self.refresh_s:
                 entry.task = self._start(meta)
         if not new:
@@ -200,8 +192,8 @@ class DetailSchedules:
                 )
 
     def _start(self, meta: BatchMeta) -> asyncio.Task[tuple[TradingSchedule | None, str]]:
-        task = asyncio.create_task(self._resolve(meta), name=f"schedule {meta.instrument}")
-        task.add_done_callback(lambda t: self._finish(meta.instrument, t))
+        task = asyncio.create_task(self._resolve(meta), name=f"schedule {meta.unit.instrument}")
+        task.add_done_callback(lambda t: self._finish(meta.unit.instrument, t))
         return task
 
     def _finish(
@@ -234,27 +226,30 @@ class DetailSchedules:
         """The instrument's schedule and its origin (``detail <CODE>`` or ``fallback``)."""
         code, registry_class = await self._code_of(meta)
         detail = await self.details.get(code) if code else None
-        if detail is not None and detail.schedule is not None:
-            return detail.schedule, f"detail {code}"
-        if code:
-            why = "no detail" if detail is None else "detail without a usable schedule"
-            self._log_once(meta.instrument, why, f"instrument {why}; using the fallback", code=code)
         detail_class = detail.asset_class if detail is not None else ""
         asset_class = meta.asset_class or detail_class or registry_class
-        return fallback_schedule(meta.instrument, asset_class), "fallback"
+        schedule = trading_schedule(meta.unit.instrument, asset_class, detail)
+        if detail is not None and detail.schedule is not None:
+            return schedule, f"detail {code}"
+        if code:
+            why = "no detail" if detail is None else "detail without a usable schedule"
+            self._log_once(
+                meta.unit.instrument, why, f"instrument {why}; using the fallback", code=code
+            )
+        return schedule, "fallback"
 
     async def _code_of(self, meta: BatchMeta) -> tuple[str | None, str]:
         """The instrument's JSON API code (``None``: unknown) and its asset class from the
         registry (``""`` when not looked up)."""
-        if meta.source == "dukascopy-json" and meta.source_code:
+        if meta.unit.source == "dukascopy-json" and meta.source_code:
             return meta.source_code, ""
         registry = await self._registry_now()
         if registry is None:
             return None, ""
         try:
-            instrument = registry.get(meta.instrument)
+            instrument = registry.get(meta.unit.instrument)
         except UnknownInstrumentError as e:
-            self._log_once(meta.instrument, "unknown", "not in the registry", error=str(e))
+            self._log_once(meta.unit.instrument, "unknown", "not in the registry", error=str(e))
             return None, ""
         return instrument.json_code, instrument.asset_class
 

@@ -9,7 +9,7 @@ from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import InRecord, OutRecord
 from tickpipe_shared.kafka.topics import VALIDATED_BATCHES
 from tickpipe_shared.kinds import KindError
-from tickpipe_shared.metrics import TICKS, UNITS
+from tickpipe_shared.metrics import CANDLES, TICKS, UNITS
 from tickpipe_shared.wire.batch import (
     Batch,
     BatchFormatError,
@@ -18,7 +18,7 @@ from tickpipe_shared.wire.batch import (
     encode_batch,
 )
 
-from tickpipe_validator.metrics import CANDLES, RULE_HITS
+from tickpipe_validator.metrics import RULE_HITS
 from tickpipe_validator.schedules import NameLookup, ScheduleProvider, StaticSchedules
 from tickpipe_validator.validate import RejectedUnitError, configure, validate
 
@@ -81,11 +81,11 @@ class Validator:
                 continue
             meta = validated.meta
             for rule, count in meta.quality.items():
-                RULE_HITS.labels(rule, meta.instrument).inc(count)
+                RULE_HITS.labels(rule, meta.unit.instrument).inc(count)
             if isinstance(validated, TickBatch):
                 TICKS.labels("validator").inc(len(validated.ticks))
             else:
-                CANDLES.inc(len(validated.candles))
+                CANDLES.labels("validator").inc(len(validated.candles))
             if meta.part == meta.part_count - 1:
                 UNITS.labels("validator", "passed").inc()
             out.append(

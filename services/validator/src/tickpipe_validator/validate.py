@@ -150,7 +150,7 @@ def validate_candles(
     (tick-only rules are skipped) and ``flags`` per candle.
 
     Raises :class:`RejectedUnitError` when a ``reject`` rule hits any candle, and
-    :class:`~tickpipe_shared.kinds.KindError` when ``meta.kind`` is not a well-formed candle
+    :class:`~tickpipe_shared.kinds.KindError` when ``meta.unit.kind`` is not a well-formed candle
     kind.
     """
     candles, meta = batch.candles, batch.meta

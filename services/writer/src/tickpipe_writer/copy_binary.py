@@ -95,7 +95,7 @@ def encode_tick_rows(batch: TickBatch) -> bytes:
     negative price scale.
     """
     meta, ticks = batch.meta, batch.ticks
-    name, name_fmt = _text(meta.instrument, "instrument")
+    name, name_fmt = _text(meta.unit.instrument, "instrument")
     _check_scale(meta.price_scale, meta.unit.key)
     rows = _new_rows(
         [("instrument", name_fmt), ("ts", ">i8"), ("bid", ">f8"), ("ask", ">f8"),
@@ -125,10 +125,10 @@ def encode_candle_rows(batch: CandleBatch) -> bytes:
     negative price scale.
     """
     meta, candles = batch.meta, batch.candles
-    kind = Kind.parse(meta.kind)
+    kind = Kind.parse(meta.unit.kind)
     if not kind.is_candles:
-        raise ValueError(f"{meta.unit.key}: kind {meta.kind!r} is not a candle kind")
-    name, name_fmt = _text(meta.instrument, "instrument")
+        raise ValueError(f"{meta.unit.key}: kind {meta.unit.kind!r} is not a candle kind")
+    name, name_fmt = _text(meta.unit.instrument, "instrument")
     timeframe, tf_fmt = _text(str(kind.timeframe), "timeframe")
     side, side_fmt = _text(str(kind.side), "side")
     _check_scale(meta.price_scale, meta.unit.key)

@@ -2,10 +2,10 @@
 
 A second processor in the writer process (consumer group ``<prefix>writer-failures``). Every
 failure record that names a unit — its ``unit_key`` parses as ``source|instrument|kind|start``
-(:func:`parse_unit_key`) — becomes the unit's ledger row with state ``failed``, the failing
-stage, the reason, the attempts and the request id, so that ``tickpipe status`` shows where the
-gaps are. Failures about something else (a rejected request is keyed by its instrument) are
-skipped.
+(:func:`~tickpipe_shared.units.parse_unit_key`) — becomes the unit's ledger row with state
+``failed``, the failing stage, the reason, the attempts and the request id, so that
+``tickpipe status`` shows where the gaps are. Failures about something else (a rejected request
+is keyed by its instrument) are skipped.
 
 Rules, enforced by the single upsert in :func:`record_failures`:
 
@@ -24,19 +24,16 @@ records, failure records included: a failure about a failure would come back to 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import asyncpg
 import structlog
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
-from tickpipe_shared.kinds import Kind
 from tickpipe_shared.metrics import UNITS
-from tickpipe_shared.units import Unit, ms_to_iso, plan_units
+from tickpipe_shared.units import Unit, ms_to_dt, parse_unit_key
 from tickpipe_shared.wire.failures import Failure
 
 from tickpipe_writer.db_errors import AVAILABILITY_ERRORS
@@ -45,40 +42,6 @@ log = structlog.get_logger()
 
 #: The stage name (and consumer group suffix) of this processor.
 STAGE = "writer-failures"
-
-_START = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-_NAME = re.compile(r"^[^\s|]+$")
-
-
-def parse_unit_key(key: str | None) -> Unit | None:
-    """The :class:`Unit` of a unit key ``source|instrument|kind|YYYY-MM-DDTHH:MM:SSZ`` (the form
-    :attr:`Unit.key` writes), or ``None`` when ``key`` is not one: wrong number of fields, an
-    empty or blank field, a kind that is not ``ticks`` or ``candles:<timeframe>:<side>`` in its
-    canonical spelling (the database knows units by that string), a start that is not that
-    exact UTC form or not the start of a unit of the kind.
-
-    The unit's end follows from its kind and start (:func:`tickpipe_shared.units.plan_units`):
-    an hour for ticks; an hour, day, month or year for candles by timeframe
-    (:func:`~tickpipe_shared.units.unit_span`). Pure."""
-    if not key:
-        return None
-    fields = key.split("|")
-    if len(fields) != 4:
-        return None
-    source, instrument, kind, start = fields
-    if not all(_NAME.match(f) for f in (source, instrument, kind)) or not _START.match(start):
-        return None
-    try:
-        if str(Kind.parse(kind)) != kind:
-            return None
-        dt = datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:  # a malformed kind (KindError), or e.g. month 13
-        return None
-    start_ms = int(dt.timestamp()) * 1000
-    if ms_to_iso(start_ms) != start:
-        return None
-    unit = plan_units(source, instrument, kind, start_ms, start_ms + 1)[0]
-    return unit if unit.start_ms == start_ms else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +78,6 @@ def latest_per_unit(items: Sequence[FailedUnit]) -> list[FailedUnit]:
     return list(last.values())
 
 
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 UPSERT_FAILED = """
 INSERT INTO ingest_log (instrument, kind, unit_start, unit_end, source, state, rows, part_count,
                         parts_written, request_id, failure_stage, failure_reason, attempts,
@@ -148,8 +107,8 @@ def upsert_args(items: Sequence[FailedUnit]) -> list[list[object]]:
     return [
         [i.unit.instrument for i in items],
         [i.unit.kind for i in items],
-        [_dt(i.unit.start_ms) for i in items],
-        [_dt(i.unit.end_ms) for i in items],
+        [ms_to_dt(i.unit.start_ms) for i in items],
+        [ms_to_dt(i.unit.end_ms) for i in items],
         [i.unit.source for i in items],
         [i.request_id for i in items],
         [i.stage for i in items],

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 from tickpipe_shared import service
 from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.failure_records import FailureRecords
 from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
 from tickpipe_shared.kafka.topics import FAILURES, VALIDATED_BATCHES
 from tickpipe_shared.metrics import Health
-from tickpipe_shared.wire.batch import TICK_ROW_BYTES
+from tickpipe_shared.wire.batch import VALIDATED_ROW_BYTES
 
 from tickpipe_writer.failures import STAGE as FAILURES_STAGE
 from tickpipe_writer.failures import FailureLedger
@@ -19,21 +20,22 @@ from tickpipe_writer.stage import Writer
 
 async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
     """The writer runner, batching by rows (as bytes) and time, and the failure-ledger runner."""
-    runner: StageRunner
-    writer = Writer(settings, lambda r, e: runner.failure_record(r, e))
+    failures = FailureRecords(settings, "writer")
     runner = StageRunner(
         settings,
-        "writer",
+        failures.stage,
         VALIDATED_BATCHES,
-        writer,
+        Writer(settings, failures.record),
         health,
         policy=BatchPolicy(
             max_records=1000,
-            max_bytes=settings.writer_batch_rows * (TICK_ROW_BYTES + 2),
+            # Validated ticks are the writer's input: their row size bounds a batch's bytes.
+            max_bytes=settings.writer_batch_rows * VALIDATED_ROW_BYTES,
             max_wait_s=settings.writer_batch_seconds,
         ),
+        failures=failures,
     )
-    failures = StageRunner(
+    ledger = StageRunner(
         settings,
         FAILURES_STAGE,
         FAILURES,
@@ -41,7 +43,7 @@ async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
         health,
         policy=BatchPolicy(max_records=500, max_wait_s=0.5),
     )
-    return [runner, failures]
+    return [runner, ledger]
 
 
 def main() -> None:

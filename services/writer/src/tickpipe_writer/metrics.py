@@ -20,4 +20,5 @@ DB_ERRORS = Counter(
     "retried a bounded number of times; data: the record goes to failures) and error",
     ["class", "error"],
 )
-CANDLES = Counter("tickpipe_writer_candles_total", "Source candles written to the candles table")
+# Source candles written to the candles table count in the shared
+# ``tickpipe_candles_total{stage="writer"}``.

@@ -42,7 +42,7 @@ class UnitWindow(NamedTuple):
 
 def unit_id(meta: BatchMeta) -> UnitId:
     """The database identity of a batch's unit."""
-    return (meta.instrument, meta.kind, meta.unit_start_ms)
+    return (meta.unit.instrument, meta.unit.kind, meta.unit.start_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,9 @@ def plan(batches: Sequence[Batch], ledger: Mapping[UnitId, LedgerState]) -> Plan
         if meta.part == 0:
             if uid in ledger and uid not in deleted:
                 out.deletes.append(
-                    UnitWindow(meta.instrument, meta.kind, meta.unit_start_ms, meta.unit_end_ms)
+                    UnitWindow(
+                        meta.unit.instrument, meta.unit.kind, meta.unit.start_ms, meta.unit.end_ms
+                    )
                 )
                 deleted.add(uid)
             out.inserts = [b for b in out.inserts if unit_id(b.meta) != uid]

@@ -23,19 +23,13 @@ from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
 from tickpipe_shared.kafka.topics import PROGRESS
 from tickpipe_shared.kinds import Kind, KindError
-from tickpipe_shared.metrics import TICKS, UNITS
+from tickpipe_shared.metrics import CANDLES, TICKS, UNITS
 from tickpipe_shared.wire.batch import Batch, BatchFormatError, CandleBatch, TickBatch, decode_batch
 from tickpipe_shared.wire.progress import UnitFinished, encode_progress
 
 from tickpipe_writer.aggregates import OhlcvRefresher
 from tickpipe_writer.db_errors import AttemptCounter, PersistentDatabaseError, classify
-from tickpipe_writer.metrics import (
-    CANDLES,
-    DB_ERRORS,
-    DB_WRITE_SECONDS,
-    DUPLICATE_PARTS,
-    ORPHAN_PARTS,
-)
+from tickpipe_writer.metrics import DB_ERRORS, DB_WRITE_SECONDS, DUPLICATE_PARTS, ORPHAN_PARTS
 from tickpipe_writer.store import write
 
 log = structlog.get_logger()
@@ -145,7 +139,7 @@ class Writer:
         for record in records:
             try:
                 batch = decode_batch(record.value or b"")
-                Kind.parse(batch.meta.kind)  # a malformed kind fails its record, not the DB
+                Kind.parse(batch.meta.unit.kind)  # a malformed kind fails its record, not the DB
             except (BatchFormatError, KindError) as e:
                 out.append(self.failure(record, e))
                 continue
@@ -172,7 +166,7 @@ class Writer:
         ticks = sum(len(b.ticks) for b in work.inserts if isinstance(b, TickBatch))
         candles = sum(len(b.candles) for b in work.inserts if isinstance(b, CandleBatch))
         TICKS.labels("writer").inc(ticks)
-        CANDLES.inc(candles)
+        CANDLES.labels("writer").inc(candles)
         for uid, (state, batch) in [*work.ledger.items(), *work.reconfirmed.items()]:
             if state.state == "partial":
                 continue
@@ -183,7 +177,7 @@ class Writer:
             event = UnitFinished(
                 request_id=batch.meta.request_id,
                 unit_key=batch.meta.unit.key,
-                instrument=batch.meta.instrument,
+                instrument=batch.meta.unit.instrument,
                 outcome=outcome_of(state.state),
                 rows=state.rows,
             )

@@ -7,10 +7,10 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import asyncpg
 from tickpipe_shared.kinds import Kind
+from tickpipe_shared.units import ms_to_dt
 from tickpipe_shared.wire.batch import Batch, CandleBatch, TickBatch, rows_of
 
 from tickpipe_writer.copy_binary import (
@@ -47,10 +47,6 @@ async def lock_units(conn: asyncpg.Connection, units: Sequence[UnitId]) -> None:
         )
 
 
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 async def read_ledger(
     conn: asyncpg.Connection, units: Sequence[UnitId]
 ) -> dict[UnitId, LedgerState]:
@@ -66,7 +62,7 @@ async def read_ledger(
            FOR UPDATE OF l""",
         [u[0] for u in units],
         [u[1] for u in units],
-        [_dt(u[2]) for u in units],
+        [ms_to_dt(u[2]) for u in units],
     )
     return {
         (r["instrument"], r["kind"], int(r["unit_start"].timestamp() * 1000)): LedgerState(
@@ -104,15 +100,15 @@ def instrument_updates(batches: Sequence[Batch]) -> list[InstrumentUpdate]:
     codes: dict[str, dict[str, str]] = {}
     for b in batches:
         m = b.meta
-        scale = scales.get(m.instrument)
+        scale = scales.get(m.unit.instrument)
         if rows_of(b) or m.price_scale >= 0:
             scale = m.price_scale if scale is None else max(scale, m.price_scale)
-        scales[m.instrument] = scale
-        if m.asset_class or m.instrument not in classes:
-            classes[m.instrument] = m.asset_class or None
-        mine = codes.setdefault(m.instrument, {})
+        scales[m.unit.instrument] = scale
+        if m.asset_class or m.unit.instrument not in classes:
+            classes[m.unit.instrument] = m.asset_class or None
+        mine = codes.setdefault(m.unit.instrument, {})
         if m.source_code:
-            mine[m.source] = m.source_code
+            mine[m.unit.source] = m.source_code
     return [
         InstrumentUpdate(name, scales[name], classes[name], codes[name]) for name in sorted(scales)
     ]
@@ -180,13 +176,14 @@ async def delete_units(conn: asyncpg.Connection, windows: Sequence[UnitWindow]) 
     candles = [(w, Kind.parse(w.kind)) for w in windows if w.kind != "ticks"]
     if ticks:
         await conn.executemany(
-            DELETE_TICKS, [(w.instrument, _dt(w.start_ms), _dt(w.end_ms)) for w in ticks]
+            DELETE_TICKS, [(w.instrument, ms_to_dt(w.start_ms), ms_to_dt(w.end_ms)) for w in ticks]
         )
     if candles:
         await conn.executemany(
             DELETE_CANDLES,
             [
-                (w.instrument, str(k.timeframe), str(k.side), _dt(w.start_ms), _dt(w.end_ms))
+                (w.instrument, str(k.timeframe), str(k.side), ms_to_dt(w.start_ms),
+                 ms_to_dt(w.end_ms))
                 for w, k in candles
             ],
         )
@@ -234,11 +231,11 @@ async def write(conn: asyncpg.Connection, batches: Sequence[Batch]) -> Plan:
                 UPSERT_LEDGER,
                 [
                     (
-                        m.instrument,
-                        m.kind,
-                        _dt(m.unit_start_ms),
-                        _dt(m.unit_end_ms),
-                        m.source,
+                        m.unit.instrument,
+                        m.unit.kind,
+                        ms_to_dt(m.unit.start_ms),
+                        ms_to_dt(m.unit.end_ms),
+                        m.unit.source,
                         state.state,
                         state.rows,
                         state.part_count,
@@ -247,8 +244,8 @@ async def write(conn: asyncpg.Connection, batches: Sequence[Batch]) -> Plan:
                         json.dumps(work.quality.get(uid, {})),
                         m.decoder_version,
                         m.request_id,
-                        _dt(m.fetched_at_ms),
-                        _dt(m.decoded_at_ms),
+                        ms_to_dt(m.fetched_at_ms),
+                        ms_to_dt(m.decoded_at_ms),
                         uid in work.restarted,
                     )
                     for uid, (state, b) in work.ledger.items()

@@ -1,4 +1,6 @@
-"""Read-side queries: what is in the database, per instrument and kind, and per period.
+"""Coverage reports: what is in the database, per instrument and kind, and per period.
+
+The ledger queries behind them are in :mod:`tickpipe_shared.db.ledger`.
 
 :func:`coverage` sums the ingest log per instrument and kind (``ticks`` and every candle kind
 ``candles:<timeframe>:<side>``). :func:`daily_coverage` compares the ledger of one kind, period
@@ -27,12 +29,28 @@ import asyncpg
 import numpy as np
 from numpy.typing import NDArray
 
+from tickpipe_shared.db.ledger import STATES, summary_rows, unit_states
 from tickpipe_shared.instruments.schedule import HOUR_MS, TradingSchedule
 from tickpipe_shared.kinds import DAY_MS, TICKS, Kind
 from tickpipe_shared.units import dt_to_ms, ms_to_iso, plan_units, unit_span
 
-#: Ledger states, in the order reports show them.
-STATES = ("stored", "empty", "suspect-empty", "partial", "failed")
+__all__ = [
+    "STATES",
+    "Coverage",
+    "DailyCoverage",
+    "PeriodCoverage",
+    "ScheduleFor",
+    "coverage",
+    "daily_coverage",
+    "day_range",
+    "expected_hours",
+    "expected_units",
+    "period_of",
+    "status_report",
+    "summarise_days",
+    "summarise_units",
+    "unit_range",
+]
 
 ScheduleFor = Callable[[str], TradingSchedule | None]
 
@@ -75,43 +93,13 @@ class Coverage:
         return d
 
 
-_COVERAGE_SQL = """
-WITH g AS (
-    SELECT l.instrument, l.kind,
-           count(*) FILTER (WHERE l.state = 'stored')  AS units_stored,
-           count(*) FILTER (WHERE l.state = 'empty')   AS units_empty,
-           count(*) FILTER (WHERE l.state = 'partial') AS units_partial,
-           count(*) FILTER (WHERE l.state = 'suspect-empty') AS units_suspect_empty,
-           count(*) FILTER (WHERE l.state = 'failed')  AS units_failed,
-           coalesce(sum(l.rows), 0)                    AS rows,
-           min(l.unit_start) AS first_unit, max(l.unit_end) AS last_unit
-    FROM ingest_log l
-    WHERE ($1::text IS NULL OR l.instrument = $1) AND ($2::text IS NULL OR l.kind = $2)
-    GROUP BY l.instrument, l.kind
-)
-SELECT g.*,
-       CASE WHEN g.kind = 'ticks'
-            THEN (SELECT min(ts) FROM ticks t WHERE t.instrument = g.instrument)
-            ELSE (SELECT min(ts) FROM candles c WHERE c.instrument = g.instrument
-                    AND c.timeframe = split_part(g.kind, ':', 2)
-                    AND c.side = split_part(g.kind, ':', 3)) END AS first_row,
-       CASE WHEN g.kind = 'ticks'
-            THEN (SELECT max(ts) FROM ticks t WHERE t.instrument = g.instrument)
-            ELSE (SELECT max(ts) FROM candles c WHERE c.instrument = g.instrument
-                    AND c.timeframe = split_part(g.kind, ':', 2)
-                    AND c.side = split_part(g.kind, ':', 3)) END AS last_row
-FROM g
-ORDER BY g.instrument, g.kind <> 'ticks', g.kind
-"""
-
-
 async def coverage(
     conn: asyncpg.Connection, instrument: str | None = None, kind: str | None = None
 ) -> list[Coverage]:
     """Coverage per instrument and kind from the ingest log, with the first and last row from
     ``ticks`` or ``candles``; only ``instrument``/``kind`` when given. Ordered by instrument,
     ``ticks`` first, then the candle kinds by name."""
-    rows = await conn.fetch(_COVERAGE_SQL, instrument, kind)
+    rows = await summary_rows(conn, instrument, kind)
     out = []
     for r in rows:
         is_ticks = r["kind"] == TICKS
@@ -351,16 +339,7 @@ async def daily_coverage(
     unless a better schedule is known. Raises :class:`ValueError` as :func:`unit_range`."""
     kind = str(Kind.parse(kind))
     units = unit_range(kind, from_, to)
-    rows = await conn.fetch(
-        """SELECT unit_start, state, rows FROM ingest_log
-           WHERE instrument = $1 AND kind = $2 AND unit_start >= $3 AND unit_start < $4
-           ORDER BY unit_start""",
-        instrument,
-        kind,
-        datetime.fromtimestamp(units[0][0] / 1000, UTC),
-        datetime.fromtimestamp(units[-1][1] / 1000, UTC),
-    )
-    ledger = [(dt_to_ms(r["unit_start"]), r["state"], int(r["rows"])) for r in rows]
+    ledger = await unit_states(conn, instrument, kind, units[0][0], units[-1][1])
     return summarise_units(instrument, kind, units, schedule_for(instrument), ledger)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from tickpipe_shared.db.ledger import sources as sources
 from tickpipe_shared.db.ohlcv import (
     CANDLE_COLUMNS,
     SOURCE_CANDLE_COLUMNS,
@@ -166,25 +167,3 @@ def export_columns(kind: str) -> tuple[str, ...]:
     if kind == "ticks":
         return TICK_COLUMNS
     return SOURCE_CANDLE_EXPORT_COLUMNS if is_source_candles(kind) else CANDLE_EXPORT_COLUMNS
-
-
-async def sources(
-    conn: asyncpg.Connection,
-    instrument: str,
-    from_: datetime,
-    to: datetime,
-    kind: str = "ticks",
-) -> list[str]:
-    """Distinct ``ingest_log`` sources of the ``kind`` units overlapping ``[from_, to)`` (units
-    that failed hold no data and do not count). The OHLCV candles (``candles``) come from
-    ticks: their sources are those of the tick units."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT source FROM ingest_log WHERE instrument = $1 AND kind = $4 "
-        "AND unit_start < $3::timestamptz AND unit_end > $2::timestamptz "
-        "AND state <> 'failed' ORDER BY source",
-        instrument,
-        from_,
-        to,
-        "ticks" if kind == "candles" else kind,
-    )
-    return [str(r["source"]) for r in rows]

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from tickpipe_shared.db.ledger import source_candle_sides as source_candle_sides
 from tickpipe_shared.kinds import Kind, KindError, Timeframe
 
 #: Timeframe → bucket width. Each has an ``ohlcv_<timeframe>`` view / continuous aggregate.
@@ -306,20 +307,3 @@ async def source_candles(
         raise ValueError(f"empty range: to ({to.isoformat()}) <= from ({from_.isoformat()})")
     rows = await conn.fetch(source_candles_sql(), instrument, tf, sd, from_, to)
     return [SourceCandle(**dict(r)) for r in rows]
-
-
-async def source_candle_sides(
-    conn: asyncpg.Connection, instrument: str, timeframe: str | None = None
-) -> list[tuple[str, str]]:
-    """The ``(timeframe, side)`` series of source candles stored for ``instrument`` (only those
-    of ``timeframe`` when given, in its stored spelling), from the ingest log's stored units."""
-    rows = await conn.fetch(
-        """SELECT DISTINCT split_part(kind, ':', 2) AS timeframe, split_part(kind, ':', 3) AS side
-           FROM ingest_log
-           WHERE instrument = $1 AND kind LIKE 'candles:%' AND state = 'stored'
-             AND ($2::text IS NULL OR split_part(kind, ':', 2) = $2)
-           ORDER BY 1, 2""",
-        instrument,
-        timeframe,
-    )
-    return [(str(r["timeframe"]), str(r["side"])) for r in rows]

@@ -1,52 +1,29 @@
-"""Instrument details from the Dukascopy JSON API (``instruments/<CODE>``), cached on disk.
+"""Instrument details from the Dukascopy JSON API (``instruments/<CODE>``): what they say.
 
 The detail gives what the instrument list does not: the trading schedule and holidays
 (:meth:`~tickpipe_shared.instruments.schedule.TradingSchedule.from_instrument_detail`), the
 first available timestamp per period (``histories``), the group (→ asset class).
 Spec: ``../shared/docs/dukascopy.md`` §3.4; sample: ``../shared/data/dukascopy/json/instruments/``.
 
-Details are cached in ``TICKPIPE_INSTRUMENT_CACHE_DIR/details/<CODE>.json`` for
-``TICKPIPE_INSTRUMENT_CACHE_TTL_S`` seconds; when the API is unreachable a stale copy is used,
-and without any copy the caller gets ``None`` and falls back to defaults (a missing schedule
-must not stop ingestion).
+Pure parsing: the catalog (:mod:`tickpipe_shared.instruments.catalog`) downloads and caches
+them, and decides the schedule of an instrument without one.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import aiohttp
 import structlog
 
-from tickpipe_shared.config import Settings
-from tickpipe_shared.instruments.fetch import get_json
+from tickpipe_shared.instruments.classes import asset_class_of_group
 from tickpipe_shared.instruments.schedule import ScheduleFormatError, TradingSchedule
 
 log = structlog.get_logger()
 
 #: ``histories[].period`` per unit kind family (ticks, and candles by timeframe unit).
 HISTORY_PERIODS = {"ticks": "TICK", "m": "MINUTE", "h": "HOUR", "d": "DAY"}
-
-#: Dukascopy group codes (prefixes) → asset class; ``VCCY`` is "virtual currency".
-_GROUP_CLASSES = (
-    ("FX_METALS", "metal"),
-    ("CMD_METALS", "metal"),
-    ("FX", "fx"),
-    ("VCCY", "crypto"),
-    ("CRYPTO", "crypto"),
-    ("IDX", "index"),
-    ("CMD", "commodity"),
-    ("ETF", "etf"),
-    ("BND", "bond"),
-    ("STCK", "stock"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,70 +70,3 @@ class InstrumentDetail:
             unit = tf.lstrip("0123456789")
             period = HISTORY_PERIODS.get(unit, "")
         return self.history_start_ms.get(period)
-
-
-def asset_class_of_group(group_code: str) -> str:
-    """``FX_MAJORS`` → ``fx``, ``FX_METALS`` → ``metal``, ``VCCY`` → ``crypto``,
-    ``STCK_CFD`` → ``stock``…; ``""`` when the group is unknown."""
-    g = group_code.upper()
-    for prefix, cls in _GROUP_CLASSES:
-        if g.startswith(prefix):
-            return cls
-    return ""
-
-
-class InstrumentDetails:
-    """Loads and caches instrument details per JSON API code (``EUR-USD``).
-
-    :meth:`get` downloads a detail at most once per TTL (concurrent calls for the same code
-    share nothing but the cache file; a duplicate download is harmless). ``session``: an
-    optional shared :class:`aiohttp.ClientSession` (tests pass one to a local server).
-    """
-
-    def __init__(self, settings: Settings, session: aiohttp.ClientSession | None = None):
-        self.settings = settings
-        self._session = session
-        self._memory: dict[str, tuple[float, InstrumentDetail | None]] = {}
-
-    def _cache_file(self, code: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in code)
-        return Path(self.settings.instrument_cache_dir) / "details" / f"{safe}.json"
-
-    async def get(self, code: str) -> InstrumentDetail | None:
-        """The detail of ``code`` (download, then cache), or ``None`` when neither the API nor
-        the cache has it."""
-        now = time.time()
-        ttl = self.settings.instrument_cache_ttl_s
-        hit = self._memory.get(code)
-        if hit is not None and now - hit[0] < ttl:
-            return hit[1]
-        detail = await self._load(code)
-        self._memory[code] = (now, detail)
-        return detail
-
-    async def _load(self, code: str) -> InstrumentDetail | None:
-        cache = self._cache_file(code)
-        ttl = self.settings.instrument_cache_ttl_s
-        fresh = cache.exists() and time.time() - cache.stat().st_mtime < ttl
-        base = self.settings.dukascopy_json_url
-        if not fresh and base:
-            url = f"{base.rstrip('/')}/instruments/{quote(code, safe='')}"
-            try:
-                data = await self._download(url)
-                detail = InstrumentDetail.parse(code, data)
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_text(json.dumps(data))
-                tmp.replace(cache)
-                return detail
-            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-                log.warning("instrument detail download failed", code=code, error=str(e))
-        if cache.exists():
-            try:
-                return InstrumentDetail.parse(code, json.loads(cache.read_text()))
-            except (ValueError, AttributeError) as e:
-                log.warning("instrument detail cache unusable", path=str(cache), error=str(e))
-        return None
-
-    async def _download(self, url: str) -> dict[str, Any]:
-        return await get_json(url, self._session, timeout_s=30)

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tickpipe_shared.instruments.details import asset_class_of_group
+from tickpipe_shared.instruments.classes import asset_class_of_group
 
 #: Instruments whose legacy .bi5 scale differs from the one derived from today's pipValue.
 BI5_SCALE_EXCEPTIONS: Mapping[str, int] = {"AEDHUF": 5, "AUDCNH": 6, "EURTHB": 3}
@@ -56,6 +56,11 @@ class Instrument:
     pip_value: float | None
     description: str = ""
     asset_class: str = ""
+
+    def code_for(self, source: str) -> str:
+        """The instrument's code at ``source``: the legacy datafeed folder for
+        ``dukascopy-bi5``, the JSON API code for ``dukascopy-json``."""
+        return self.bi5_symbol if source == "dukascopy-bi5" else self.json_code
 
     def scale_for(self, source: str) -> int:
         """Price scale of the payloads of ``source`` (``dukascopy-bi5`` or ``dukascopy-json``)."""

@@ -388,6 +388,10 @@ FX_DEFAULT_SCHEDULE = TradingSchedule.weekly(
     [(-7 * HOUR_MS, 4 * DAY_MS + 17 * HOUR_MS)], timezone="America/New_York"
 )
 
+#: Open all the time: one weekly window from Monday 00:00 to the next Monday 00:00 (UTC); the
+#: weeks touch, so the open time between two instants is their distance.
+ALWAYS_OPEN = TradingSchedule.weekly([(0, WEEK_MS)])
+
 #: Fiat currency codes (ISO 4217, plus offshore CNH) whose pairs trade on the FX week.
 FIAT_CURRENCIES = frozenset(
     "AED AUD BGN BRL CAD CHF CLP CNH CNY COP CZK DKK EUR GBP HKD HRK HUF IDR ILS INR ISK JPY KRW "

@@ -26,9 +26,9 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka import crash
+from tickpipe_shared.kafka.failure_records import FailureRecords
 from tickpipe_shared.kafka.producer import make_producer, produce_all
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
-from tickpipe_shared.kafka.topics import FAILURES
 from tickpipe_shared.metrics import (
     COMMITS,
     ERRORS,
@@ -39,8 +39,6 @@ from tickpipe_shared.metrics import (
     STAGE_LATENCY,
     Health,
 )
-from tickpipe_shared.wire.failures import Failure
-from tickpipe_shared.wire.headers import decode_headers
 
 log = structlog.get_logger()
 
@@ -82,11 +80,12 @@ class StageRunner:
         health: Health,
         policy: BatchPolicy | None = None,
         group: str | None = None,
+        failures: FailureRecords | None = None,
     ) -> None:
         self.settings = settings
         self.stage = stage
         self.input_topic = settings.topic(input_topic)
-        self.failures_topic = settings.topic(FAILURES)
+        self.failures = failures or FailureRecords(settings, stage)
         self.processor = processor
         self.health = health
         self.policy = policy or BatchPolicy()
@@ -95,6 +94,11 @@ class StageRunner:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer = make_producer(settings, client_id=f"tickpipe-{stage}")
         self._retry_delay = 0.0
+
+    @property
+    def failures_topic(self) -> str:
+        """The full name of the topic failure records go to."""
+        return self.failures.topic
 
     def stop(self) -> None:
         """Ask the loop to stop after the checkpoint in progress."""
@@ -237,7 +241,7 @@ class StageRunner:
             raise
         except Exception as e:
             if len(records) == 1:
-                return [self.failure_record(records[0], e)]
+                return [self.failures.record(records[0], e)]
             # A bug or unforeseen input somewhere in the batch: find the record(s) that raise so
             # the others go through and the partition keeps moving.
             log.warning("batch failed, isolating records", error=repr(e), records=len(records))
@@ -245,42 +249,6 @@ class StageRunner:
             for r in records:
                 outputs += await self._process_isolating_poison([r])
             return outputs
-
-    def failure_record(
-        self,
-        record: InRecord,
-        error: BaseException,
-        attempt: int = 1,
-        request_id: str | None = None,
-    ) -> OutRecord:
-        """A failures-topic record about ``record``, keyed like it; ``request_id`` defaults to
-        the record's ``tp-request_id`` header."""
-        ERRORS.labels(self.stage, type(error).__name__).inc()
-        headers = decode_headers(record.headers)
-        key = record.key.decode("utf-8", "replace") if record.key else None
-        failure = Failure(
-            stage=self.stage,
-            reason=str(error) or repr(error),
-            error_class=type(error).__name__,
-            key=key,
-            headers=headers,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            attempt=attempt,
-            unit_key=key,
-            request_id=request_id or headers.get("request_id"),
-        )
-        log.error(
-            "record failed",
-            reason=failure.reason,
-            error_class=failure.error_class,
-            unit=key,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
-        return OutRecord(self.failures_topic, record.key, failure.to_json())
 
     async def _rewind(
         self, consumer: AIOKafkaConsumer, records: Sequence[Any], e: Exception

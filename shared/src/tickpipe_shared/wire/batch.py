@@ -1,7 +1,7 @@
 """Tick and candle batches (topics ``decoded-batches`` and ``validated-batches``): columnar binary
 records.
 
-A batch is one part of one unit; ``meta.kind`` says whether it holds ticks (``ticks``) or
+A batch is one part of one unit; ``meta.unit.kind`` says whether it holds ticks (``ticks``) or
 candles (``candles:<timeframe>:<side>``, :mod:`tickpipe_shared.kinds`). The encoding maps
 straight onto numpy arrays (no per-row parsing): ::
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,9 @@ class BatchFormatError(ValueError):
 class BatchMeta:
     """Everything about a batch except its columns.
 
-    Times are ms since epoch (UTC). ``kind``: ``ticks`` or ``candles:<timeframe>:<side>``.
+    ``unit``: the unit this batch is a part of (in the JSON header its fields ``source``,
+    ``instrument``, ``kind``, ``unit_start_ms`` and ``unit_end_ms`` come first; its kind is
+    ``ticks`` or ``candles:<timeframe>:<side>``). Times are ms since epoch (UTC).
     ``price_scale``: decimals of a point (price = points × 10^-price_scale). ``volume_unit``:
     unit of the volume columns: ``millions`` (Dukascopy: millions of base units), ``units``
     (shares, coins, contracts), ``ticks`` (Polygon FX: the tick count) or ``none`` (the source
@@ -68,11 +70,7 @@ class BatchMeta:
     market was open, on every attempt (the fetcher's verdict, recorded in the ingest log).
     """
 
-    source: str
-    instrument: str
-    kind: str
-    unit_start_ms: int
-    unit_end_ms: int
+    unit: Unit
     part: int
     part_count: int
     rows: int
@@ -92,19 +90,32 @@ class BatchMeta:
     schema: int = 1
 
     @property
-    def unit(self) -> Unit:
-        """The unit this batch is a part of."""
-        return Unit(self.source, self.instrument, self.kind, self.unit_start_ms, self.unit_end_ms)
-
-    @property
     def parsed_kind(self) -> Kind:
-        """``kind`` parsed. Raises :class:`~tickpipe_shared.kinds.KindError` when malformed."""
-        return Kind.parse(self.kind)
+        """The unit's kind parsed. Raises :class:`~tickpipe_shared.kinds.KindError` when
+        malformed."""
+        return Kind.parse(self.unit.kind)
 
     @property
     def is_candles(self) -> bool:
         """True for a candle batch."""
-        return self.kind.startswith("candles:")
+        return self.unit.kind.startswith("candles:")
+
+    def to_json(self) -> bytes:
+        """The batch header: one flat JSON object, the unit's fields first."""
+        data: dict[str, Any] = self.unit.to_fields("unit_start_ms", "unit_end_ms")
+        data.update((f.name, getattr(self, f.name)) for f in fields(self) if f.name != "unit")
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, header: bytes) -> BatchMeta:
+        """Parse a batch header. Raises :class:`BatchFormatError` when it is not one."""
+        try:
+            raw: dict[str, Any] = json.loads(header)
+            raw["columns"] = [tuple(c) for c in raw["columns"]]
+            unit = Unit.take_fields(raw, "unit_start_ms", "unit_end_ms")
+            return cls(unit=unit, **raw)
+        except (ValueError, TypeError, KeyError) as e:
+            raise BatchFormatError(f"batch header is invalid: {e}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +176,7 @@ def encode_batch(batch: Batch) -> bytes:
     cols: Ticks | Candles = batch.ticks if isinstance(batch, TickBatch) else batch.candles
     if meta.rows != len(cols):
         raise ValueError(f"batch meta says {meta.rows} rows, columns have {len(cols)}")
-    header = json.dumps(asdict(meta), separators=(",", ":")).encode()
+    header = meta.to_json()
     parts = [_HEADER.pack(MAGIC, len(header)), header, b"\0" * _pad(_HEADER.size + len(header))]
     for name, dtype in meta.columns:
         arr = batch.flags if name == FLAGS_COLUMN[0] else getattr(cols, name)
@@ -192,12 +203,7 @@ def decode_batch(value: bytes) -> Batch:
         raise BatchFormatError(
             f"batch header of {hlen} bytes runs past the {len(value)}-byte record"
         )
-    try:
-        raw: dict[str, Any] = json.loads(value[_HEADER.size : end])
-        raw["columns"] = [tuple(c) for c in raw["columns"]]
-        meta = BatchMeta(**raw)
-    except (ValueError, TypeError, KeyError) as e:
-        raise BatchFormatError(f"batch header is invalid: {e}") from None
+    meta = BatchMeta.from_json(value[_HEADER.size : end])
     if meta.rows < 0:
         raise BatchFormatError(f"batch header says {meta.rows} rows")
     offset = end + _pad(end)
@@ -224,7 +230,7 @@ def decode_batch(value: bytes) -> Batch:
     what = "candle" if candles else "tick"
     missing = [n for n, _ in expected if n not in arrays]
     if missing:
-        raise BatchFormatError(f"{meta.kind} batch lacks {what} columns {missing}")
+        raise BatchFormatError(f"{meta.unit.kind} batch lacks {what} columns {missing}")
     try:
         if candles:
             return CandleBatch(meta, Candles(*(arrays[n] for n, _ in CANDLE_COLUMNS)), flags)

@@ -62,15 +62,15 @@ def check_unit_span(unit: FetchUnit) -> None:
     """Raise :class:`PermanentFetchError` unless ``unit`` is exactly one span of its kind (an
     hour of ticks, a day of minute candles …): a file-per-span source would otherwise answer for
     a different period than the unit claims."""
+    u = unit.unit
     try:
-        [expected] = plan_units(unit.source, unit.instrument, unit.kind, unit.start_ms,
-                                unit.start_ms + 1)  # fmt: skip
+        [expected] = plan_units(u.source, u.instrument, u.kind, u.start_ms, u.start_ms + 1)
     except ValueError as e:  # KindError is a ValueError
-        raise PermanentFetchError(f"unit kind {unit.kind!r}: {e}") from None
-    if (expected.start_ms, expected.end_ms) != (unit.start_ms, unit.end_ms):
+        raise PermanentFetchError(f"unit kind {u.kind!r}: {e}") from None
+    if (expected.start_ms, expected.end_ms) != (u.start_ms, u.end_ms):
         raise PermanentFetchError(
-            f"unit [{ms_to_iso(unit.start_ms)}, {ms_to_iso(unit.end_ms)}) is not one whole "
-            f"{unit.kind} unit (expected [{ms_to_iso(expected.start_ms)}, "
+            f"unit [{ms_to_iso(u.start_ms)}, {ms_to_iso(u.end_ms)}) is not one whole "
+            f"{u.kind} unit (expected [{ms_to_iso(expected.start_ms)}, "
             f"{ms_to_iso(expected.end_ms)}))"
         )
 

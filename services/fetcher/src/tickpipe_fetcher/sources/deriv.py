@@ -154,7 +154,7 @@ class DerivSource:
         ``mid``, a calendar timeframe) or a malformed kind.
         """
         try:
-            kind = Kind.parse(unit.kind)
+            kind = Kind.parse(unit.unit.kind)
         except KindError as exc:
             raise PermanentFetchError(f"unit {unit.unit.key}: {exc}") from None
         request: dict[str, Any] = {"ticks_history": unit.source_code}
@@ -164,15 +164,15 @@ class DerivSource:
             if kind.side != "mid" or seconds is None:
                 raise PermanentFetchError(
                     f"unit {unit.unit.key}: deriv serves mid candles of a fixed granularity in "
-                    f"seconds, not {unit.kind!r}"
+                    f"seconds, not {unit.unit.kind!r}"
                 )
             request.update(style="candles", granularity=seconds)
         else:
             request["style"] = "ticks"
-        start_s = -(-unit.start_ms // 1000)
+        start_s = -(-unit.unit.start_ms // 1000)
         # The last whole second inside [start, end): a tick at the unit's end belongs to the next.
-        end_s = -(-unit.end_ms // 1000) - 1
-        if unit.end_ms > now_ms:
+        end_s = -(-unit.unit.end_ms // 1000) - 1
+        if unit.unit.end_ms > now_ms:
             end_s = min(end_s, now_ms // 1000)
         if end_s < start_s:
             return None

@@ -54,8 +54,8 @@ class DukascopyBi5:
         """The unit's file URL (zero-based month); the same for open and closed periods.
         Raises :class:`~tickpipe_fetcher.http.PermanentFetchError` for a kind the datafeed
         does not serve."""
-        k = dukascopy_kind(unit.kind)
-        t = datetime.fromtimestamp(unit.start_ms / 1000, tz=UTC)
+        k = dukascopy_kind(unit.unit.kind)
+        t = datetime.fromtimestamp(unit.unit.start_ms / 1000, tz=UTC)
         year = f"{self.base_url}/{unit.source_code}/{t.year:04d}"
         if not k.candles:
             return f"{year}/{t.month - 1:02d}/{t.day:02d}/{t.hour:02d}h_ticks.bi5"
@@ -92,7 +92,7 @@ class DukascopyBi5:
         check_unit_span(unit)
         url = self.url_for(unit, now_ms)
         return await fetch_one(
-            requests, url, self.classify, self.format_for(unit.kind), empty_body=True
+            requests, url, self.classify, self.format_for(unit.unit.kind), empty_body=True
         )
 
     async def close(self) -> None:

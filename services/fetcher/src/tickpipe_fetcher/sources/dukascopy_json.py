@@ -56,16 +56,16 @@ class DukascopyJson:
         """Closed-period URL, or the open-bucket form for the unit containing ``now_ms``.
         Raises :class:`~tickpipe_fetcher.http.PermanentFetchError` for a kind the API does not
         serve."""
-        k = dukascopy_kind(unit.kind)
+        k = dukascopy_kind(unit.unit.kind)
         code = unit.source_code
         prefix = (
             f"{self.base_url}/candles/{k.period}/{code}/{k.side}"
             if k.candles
             else f"{self.base_url}/ticks/{code}"
         )
-        if unit.end_ms > now_ms:
-            return f"{prefix}?from={unit.start_ms}"
-        t = datetime.fromtimestamp(unit.start_ms / 1000, tz=UTC)
+        if unit.unit.end_ms > now_ms:
+            return f"{prefix}?from={unit.unit.start_ms}"
+        t = datetime.fromtimestamp(unit.unit.start_ms / 1000, tz=UTC)
         if not k.candles:
             return f"{prefix}/{t.year}/{t.month}/{t.day}/{t.hour}"
         if k.timeframe == "1m":
@@ -113,7 +113,7 @@ class DukascopyJson:
         check_unit_span(unit)
         url = self.url_for(unit, now_ms)
         return await fetch_one(
-            requests, url, self.classify, self.format_for(unit.kind), empty_body=False
+            requests, url, self.classify, self.format_for(unit.unit.kind), empty_body=False
         )
 
     async def close(self) -> None:

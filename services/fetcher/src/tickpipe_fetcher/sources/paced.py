@@ -4,28 +4,19 @@ interface.
 Such a source gets a ``pace`` callable instead of :class:`~tickpipe_fetcher.sources.base.Requests`
 and awaits it before every call it sends, so its calls pass the same admission as HTTP requests
 (breaker wait, the host's token bucket, a download slot). Its answer carries the payload, an
-empty flag, the first URL (without token) and the number of calls.
-
-The Deriv source (``tickpipe_fetcher.sources.deriv``, ``DerivSource(settings, connect=None)``)
-is loaded by :func:`load_deriv` only when ``TICKPIPE_DERIV_URL`` is set.
+empty flag, the first URL (without token) and the number of calls. The Deriv source
+(:class:`~tickpipe_fetcher.sources.deriv.DerivSource`) is one.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
-import structlog
-from tickpipe_shared.config import Settings
 from tickpipe_shared.logging import scrub
 from tickpipe_shared.wire.fetch_units import FetchUnit
 
 from tickpipe_fetcher.sources.base import Answer, Requests
-
-log = structlog.get_logger()
-
-DERIV_MODULE = "tickpipe_fetcher.sources.deriv"
 
 
 class PacedAnswer(Protocol):
@@ -85,15 +76,3 @@ class PacedSource:
     async def close(self) -> None:
         """Close the client's connections."""
         await self.client.close()
-
-
-def load_deriv(settings: Settings) -> PacedSource | None:
-    """The Deriv source wrapped as a :class:`PacedSource`, or None (logged) when its module
-    is not installed in this build."""
-    try:
-        module: Any = importlib.import_module(DERIV_MODULE)
-    except ImportError as e:
-        log.error("deriv source unavailable, TICKPIPE_DERIV_URL ignored", error=str(e))
-        return None
-    client: PacedClient = module.DerivSource(settings)
-    return PacedSource(client)

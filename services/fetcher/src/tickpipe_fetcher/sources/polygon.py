@@ -99,11 +99,12 @@ class PolygonSource:
 
     def url_for(self, unit: FetchUnit) -> str:
         """The first page's URL: the unit's ``[start, end)`` as inclusive ms bounds."""
-        multiplier, timespan = polygon_range(unit.kind)
+        u = unit.unit
+        multiplier, timespan = polygon_range(u.kind)
         ticker = quote(unit.source_code, safe=":.-_~")
         return (
             f"{self.base_url}/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/"
-            f"{unit.start_ms}/{unit.end_ms - 1}?adjusted=true&sort=asc&limit={self.page_limit}"
+            f"{u.start_ms}/{u.end_ms - 1}?adjusted=true&sort=asc&limit={self.page_limit}"
         )
 
     def follow(self, next_url: str) -> str:

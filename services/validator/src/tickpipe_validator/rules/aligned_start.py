@@ -32,13 +32,13 @@ def alignment_step_ms(meta: BatchMeta) -> int | None:
     """The grid (ms, from the epoch) that the candle starts of ``meta``'s batch must lie on, or
     ``None`` when the alignment is not checked (see the module docstring).
 
-    Raises :class:`~tickpipe_shared.kinds.KindError` for a malformed ``meta.kind``.
+    Raises :class:`~tickpipe_shared.kinds.KindError` for a malformed ``meta.unit.kind``.
     """
     timeframe = meta.parsed_kind.timeframe
     step = None if timeframe is None else timeframe.duration_ms
     if step is None or step >= DAY_MS or DAY_MS % step:
         return None
-    if meta.source in LOCAL_DAY_SOURCES and meta.asset_class not in UTC_DAY_CLASSES:
+    if meta.unit.source in LOCAL_DAY_SOURCES and meta.asset_class not in UTC_DAY_CLASSES:
         return math.gcd(step, HOUR_MS)
     return step
 

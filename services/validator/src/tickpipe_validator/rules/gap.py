@@ -67,10 +67,10 @@ def gaps(ticks: Ticks, meta: BatchMeta, params: RuleParams | None = None) -> NDA
     download time, if earlier) in the last part."""
     if params is None or params.schedule is None:
         return np.zeros(len(ticks), dtype=np.bool_)
-    start = meta.unit_start_ms if meta.part == 0 else None
+    start = meta.unit.start_ms if meta.part == 0 else None
     # No tick can exist after the download: a unit fetched while open ends at the fetch time.
     last = meta.part == meta.part_count - 1
-    end = min(meta.unit_end_ms, meta.fetched_at_ms) if last else None
+    end = min(meta.unit.end_ms, meta.fetched_at_ms) if last else None
     seconds = threshold_of(params, DEFAULT_SECONDS)
     return gap_mask(ticks.ts_ms, params.schedule, seconds, start, end)
 

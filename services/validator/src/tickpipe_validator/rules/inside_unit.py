@@ -14,7 +14,7 @@ from tickpipe_validator.rules.base import Rule, RuleParams
 def outside_window(ts_ms: NDArray[np.int64], meta: BatchMeta) -> NDArray[np.bool_]:
     """True where ``ts_ms`` (int64 ms, shape ``(N,)``) is before the unit's start or at/after
     its end."""
-    out: NDArray[np.bool_] = (ts_ms < meta.unit_start_ms) | (ts_ms >= meta.unit_end_ms)
+    out: NDArray[np.bool_] = (ts_ms < meta.unit.start_ms) | (ts_ms >= meta.unit.end_ms)
     return out
 
 
