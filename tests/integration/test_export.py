@@ -26,7 +26,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from support.database import scratch_database
 from support.ohlcv import hour_batch
-from support.storage import storage_mode
+from support.storage import storage_mode, write_as_the_writer
 from tickpipe_cli import export as ex
 from tickpipe_cli.export import writers
 from tickpipe_shared.candles import CANDLE_COLUMNS, Candles
@@ -108,7 +108,7 @@ async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     c = await asyncpg.connect(dsn)
     try:
         await migrate(c, storage_mode())
-        await write(c, batches())
+        await write_as_the_writer(c, batches())
         yield c
     finally:
         await c.close()

@@ -25,13 +25,12 @@ from support.ohlcv import (
     reference_candles,
     stored_ticks,
 )
-from support.storage import on_timescaledb, storage_mode
+from support.storage import on_timescaledb, storage_mode, write_as_the_writer
 from tickpipe_shared.config import Settings, get_settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.db.ohlcv import CANDLE_COLUMNS, TIMEFRAMES, UnknownTimeframeError, candles
 from tickpipe_shared.units import HOUR_MS
 from tickpipe_writer.aggregates import OhlcvRefresher, continuous_aggregates
-from tickpipe_writer.store import write
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
@@ -87,7 +86,7 @@ async def test_views_exist_with_the_same_columns_and_nothing_to_refresh(
 @pytest.mark.parametrize("timeframe", list(TIMEFRAMES))
 async def test_candles_equal_the_python_reference(conn: asyncpg.Connection, timeframe: str) -> None:
     batches = initial_batches()
-    await write(conn, batches)
+    await write_as_the_writer(conn, batches)
     ticks = stored_ticks(batches)
     for instrument in ("EURUSD", "USDJPY"):
         got = await candles(conn, instrument, timeframe, FROM, TO)
@@ -103,10 +102,10 @@ async def test_candles_equal_the_python_reference(conn: asyncpg.Connection, time
 
 async def test_replaced_unit_and_backfill_show_at_once(conn: asyncpg.Connection) -> None:
     batches = initial_batches()
-    await write(conn, batches)
+    await write_as_the_writer(conn, batches)
     redo = hour_batch("EURUSD", T0 + HOUR_MS, 17, seed=99, sha="b" * 64)  # unit re-fetched
     backfill = hour_batch("EURUSD", T0 - 24 * HOUR_MS, 33, seed=7)  # a day earlier
-    await write(conn, [redo, backfill])
+    await write_as_the_writer(conn, [redo, backfill])
     ticks = stored_ticks([*batches, redo, backfill])
     for tf in TIMEFRAMES:
         got = await candles(conn, "EURUSD", tf, FROM - timedelta(days=1), TO)
@@ -115,7 +114,7 @@ async def test_replaced_unit_and_backfill_show_at_once(conn: asyncpg.Connection)
 
 
 async def test_flagged_ticks_count(conn: asyncpg.Connection) -> None:
-    await write(conn, [hour_batch("EURUSD", T0, 10, seed=1)])
+    await write_as_the_writer(conn, [hour_batch("EURUSD", T0, 10, seed=1)])
     await conn.execute("UPDATE ticks SET flags = 1 WHERE ts = (SELECT min(ts) FROM ticks)")
     (c,) = await candles(conn, "EURUSD", "1d", FROM, TO)
     assert c.tick_count == 10
@@ -145,7 +144,7 @@ async def test_cli_candles_json_csv_and_table(conn: asyncpg.Connection, cli_env:
     from tickpipe_cli.main import app
 
     batches = initial_batches()
-    await write(conn, batches)
+    await write_as_the_writer(conn, batches)
     expected = reference_candles(stored_ticks(batches), "EURUSD", "1h")
     runner = CliRunner()
     args = ["candles", "eur/usd", "--timeframe", "1h", "--from", "2021-03-01", "--to", "2021-03-03"]

@@ -11,7 +11,6 @@ equal the same computation from ticks.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,28 +22,14 @@ from support.database import scratch_database
 from support.golden_db import golden_tick_hours, sample_tick_batches
 from support.records import Rec
 from support.storage import require_timescaledb, storage_mode
+from support.timescaledb import RAW_SQL, assert_aggregates_equal_raw, assert_same_candles
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
-from tickpipe_shared.db.ohlcv import BUCKET_ORIGIN, CANDLE_COLUMNS, TIMEFRAMES, candles
+from tickpipe_shared.db.ohlcv import BUCKET_ORIGIN, candles
 from tickpipe_shared.wire.batch import TickBatch, encode_batch
 from tickpipe_writer.stage import Writer
 
 pytestmark = pytest.mark.integration
-
-#: What each aggregate is, computed from ``ticks`` in SQL (the reference).
-RAW_SQL = """
-SELECT instrument, time_bucket(INTERVAL '{width}', ts, TIMESTAMPTZ '{origin}') AS bucket,
-       first(bid, ts) AS bid_open, max(bid) AS bid_high, min(bid) AS bid_low,
-       last(bid, ts) AS bid_close,
-       first(ask, ts) AS ask_open, max(ask) AS ask_high, min(ask) AS ask_low,
-       last(ask, ts) AS ask_close,
-       first((bid + ask) / 2, ts) AS mid_open, max((bid + ask) / 2) AS mid_high,
-       min((bid + ask) / 2) AS mid_low, last((bid + ask) / 2, ts) AS mid_close,
-       count(*) AS tick_count, sum(bid_volume) AS bid_volume, sum(ask_volume) AS ask_volume
-FROM ticks WHERE instrument = $1
-GROUP BY 1, 2 ORDER BY 2
-"""
-
 
 @pytest.fixture
 async def tsdb(infra: Settings) -> AsyncIterator[tuple[Settings, asyncpg.Connection]]:
@@ -68,42 +53,6 @@ async def write(writer: Writer, batches: Sequence[TickBatch], per: int = 40) -> 
         )
 
 
-async def materialized(conn: asyncpg.Connection, view: str, instrument: str) -> list[Any]:
-    """``view``'s rows from its materialization only (no real-time part)."""
-    await conn.execute(f"ALTER MATERIALIZED VIEW {view} SET (timescaledb.materialized_only = true)")
-    try:
-        return list(
-            await conn.fetch(
-                f"SELECT {', '.join(CANDLE_COLUMNS)} FROM {view} WHERE instrument = $1 "
-                "ORDER BY bucket",
-                instrument,
-            )
-        )
-    finally:
-        await conn.execute(
-            f"ALTER MATERIALIZED VIEW {view} SET (timescaledb.materialized_only = false)"
-        )
-
-
-def assert_same_candles(got: Sequence[Any], want: Sequence[Any], what: str) -> None:
-    assert len(got) == len(want) > 0, what
-    for g, w in zip(got, want, strict=True):
-        for col in CANDLE_COLUMNS:
-            if col.endswith("_volume"):
-                assert math.isclose(g[col], w[col], rel_tol=1e-9), (what, w["bucket"], col)
-            else:
-                assert g[col] == w[col], (what, w["bucket"], col, g[col], w[col])
-
-
-async def assert_aggregates_equal_raw(conn: asyncpg.Connection, instrument: str) -> None:
-    for tf, width in TIMEFRAMES.items():
-        raw = await conn.fetch(
-            RAW_SQL.format(width=f"{int(width.total_seconds())} seconds", origin=BUCKET_ORIGIN),
-            instrument,
-        )
-        assert_same_candles(await materialized(conn, f"ohlcv_{tf}", instrument), raw, tf)
-
-
 async def test_aggregates_equal_ohlcv_from_raw_ticks_with_backfill_and_compression(
     tsdb: tuple[Settings, asyncpg.Connection], dukascopy_dir: Path
 ) -> None:
@@ -112,8 +61,8 @@ async def test_aggregates_equal_ohlcv_from_raw_ticks_with_backfill_and_compressi
     assert len(hours) == 49
     batches = sample_tick_batches(dukascopy_dir, hours, max_batch_bytes=256 * 1024)
     cut = hours[len(hours) // 2].hour
-    newer = [b for b in batches if b.meta.unit_start_ms >= cut.timestamp() * 1000]
-    older = [b for b in batches if b.meta.unit_start_ms < cut.timestamp() * 1000]
+    newer = [b for b in batches if b.meta.unit.start_ms >= cut.timestamp() * 1000]
+    older = [b for b in batches if b.meta.unit.start_ms < cut.timestamp() * 1000]
     writer = Writer(settings, _no_failures)
 
     # The newer half first: the writer's refresh moves the watermark past it.

@@ -74,8 +74,8 @@ def candle_rows(
     """The rows the series must hold: the last written batch of each unit, as exact decimals."""
     last: dict[int, CandleBatch] = {}
     for b in batches:
-        if (b.meta.instrument, b.meta.kind) == (instrument, kind):
-            last[b.meta.unit_start_ms] = b
+        if (b.meta.unit.instrument, b.meta.unit.kind) == (instrument, kind):
+            last[b.meta.unit.start_ms] = b
     out = []
     for b in last.values():
         c, scale = b.candles, b.meta.price_scale

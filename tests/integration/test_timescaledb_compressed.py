@@ -18,10 +18,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from support.database import scratch_database
+from support.database import refuse_inserts_sql, scratch_database
 from support.ohlcv import hour_batch, stored_ticks
 from support.records import Rec
 from support.storage import on_timescaledb, skip_unless_timescaledb, storage_mode
+from support.timescaledb import assert_aggregates_equal_raw
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import RetryableError
@@ -114,45 +115,10 @@ async def test_units_written_again_into_compressed_chunks_replace_themselves(
     )
     assert rows == HOURS * TICKS_PER_HOUR
 
-    # The writer refreshed the rewritten windows: the materialized 1h candles of that day equal
-    # the candles computed from the raw ticks now stored.
-    await assert_aggregate_equals_raw(conn, "ohlcv_1h", "1 hour", DAY0 + 24 * HOUR_MS,
-                                      DAY0 + 48 * HOUR_MS)  # fmt: skip
-
-
-async def assert_aggregate_equals_raw(
-    conn: asyncpg.Connection, view: str, width: str, start_ms: int, end_ms: int
-) -> None:
-    """``view``'s materialized rows (real-time part off) equal the same OHLCV computed in SQL
-    from ``ticks``, column by column, exactly."""
-    lo = datetime.fromtimestamp(start_ms / 1000, UTC)
-    hi = datetime.fromtimestamp(end_ms / 1000, UTC)
-    raw = await conn.fetch(
-        f"""SELECT instrument, time_bucket(INTERVAL '{width}', ts) AS bucket,
-                   first(bid, ts) AS bid_open, max(bid) AS bid_high, min(bid) AS bid_low,
-                   last(bid, ts) AS bid_close, first(ask, ts) AS ask_open,
-                   max(ask) AS ask_high, min(ask) AS ask_low, last(ask, ts) AS ask_close,
-                   count(*) AS tick_count
-            FROM ticks WHERE ts >= $1 AND ts < $2
-            GROUP BY 1, 2 ORDER BY 1, 2""",
-        lo,
-        hi,
-    )
-    await conn.execute(f"ALTER MATERIALIZED VIEW {view} SET (timescaledb.materialized_only = true)")
-    try:
-        agg = await conn.fetch(
-            f"""SELECT instrument, bucket, bid_open, bid_high, bid_low, bid_close, ask_open,
-                       ask_high, ask_low, ask_close, tick_count
-                FROM {view} WHERE bucket >= $1 AND bucket < $2 ORDER BY 1, 2""",
-            lo,
-            hi,
-        )
-    finally:
-        await conn.execute(
-            f"ALTER MATERIALIZED VIEW {view} SET (timescaledb.materialized_only = false)"
-        )
-    assert raw, "no ticks in the window"
-    assert [tuple(r) for r in agg] == [tuple(r) for r in raw]
+    # The writer refreshed the rewritten windows: the materialized candles of every aggregate
+    # equal the candles computed from the raw ticks now stored.
+    for instrument, *_ in INSTRUMENTS:
+        await assert_aggregates_equal_raw(conn, instrument)
 
 
 def _no_failures(record: Any, error: BaseException) -> Any:
@@ -166,17 +132,7 @@ async def test_a_database_error_that_does_not_go_away_is_bounded(
     one instrument) fails the write every time: retried ``writer_db_error_attempts`` times,
     then the runtime's isolation sends only the record at fault to failures."""
     settings, conn = tsdb
-    await conn.execute(
-        """CREATE FUNCTION refuse_gbpjpy() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN
-             IF NEW.instrument = 'GBPJPY' THEN
-               RAISE EXCEPTION 'limit reached for %', NEW.instrument USING ERRCODE = '54000';
-             END IF;
-             RETURN NEW;
-           END $$;
-           CREATE TRIGGER refuse_gbpjpy BEFORE INSERT ON ticks
-           FOR EACH ROW EXECUTE FUNCTION refuse_gbpjpy();"""
-    )
+    await conn.execute(refuse_inserts_sql("GBPJPY"))
     writer = Writer(settings.model_copy(update={"writer_db_error_attempts": 3}), _no_failures)
     good = Rec(encode_batch(unit("EURUSD", 0, seed=1)), offset=0)
     bad_batch = unit("EURUSD", 1, seed=2)
@@ -184,7 +140,7 @@ async def test_a_database_error_that_does_not_go_away_is_bounded(
     bad = Rec(encode_batch(TickBatch(bad_meta, bad_batch.ticks)), offset=1)
 
     for attempt in (1, 2):
-        with pytest.raises(RetryableError, match=f"attempt {attempt}.*limit reached"):
+        with pytest.raises(RetryableError, match=f"attempt {attempt}.*row limit reached"):
             await writer.process([good, bad])
     with pytest.raises(PersistentDatabaseError, match="gave up after 3 attempts"):
         await writer.process([good, bad])

@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import REGISTRY
-from support.database import scratch_database
+from support.database import refuse_inserts_sql, scratch_database
 from support.ohlcv import hour_batch
 from support.storage import storage_mode
 from tickpipe_shared.config import Settings
@@ -39,16 +39,6 @@ from tickpipe_writer.stage import Writer
 pytestmark = pytest.mark.integration
 
 START = 1_614_592_800_000  # 2021-03-01T10:00Z
-REFUSE = """
-CREATE FUNCTION refuse_gbpjpy() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF NEW.instrument = 'GBPJPY' THEN
-    RAISE EXCEPTION 'row limit reached for %', NEW.instrument USING ERRCODE = '54000';
-  END IF;
-  RETURN NEW;
-END $$;
-CREATE TRIGGER refuse_gbpjpy BEFORE INSERT ON ticks FOR EACH ROW EXECUTE FUNCTION refuse_gbpjpy();
-"""
 
 
 @pytest.fixture
@@ -71,7 +61,7 @@ async def env(infra: Settings) -> AsyncIterator[tuple[Settings, asyncpg.Connecti
         try:
             await admin.create_topics([NewTopic(n, 1, 1) for n in names])
             await migrate(conn, storage_mode())
-            await conn.execute(REFUSE)
+            await conn.execute(refuse_inserts_sql("GBPJPY"))
             yield settings, conn
         finally:
             await conn.close()

@@ -59,3 +59,20 @@ def run_admin_sql(settings: Settings, sql: str) -> None:
             await conn.close()
 
     asyncio.run(run())
+
+
+def refuse_inserts_sql(instrument: str, sqlstate: str = "54000") -> str:
+    """SQL that makes the database refuse every tick of ``instrument`` with ``sqlstate``
+    (default 54000, program limit exceeded): a database error that waiting does not fix, on
+    TimescaleDB and plain PostgreSQL alike (a row trigger on ``ticks``)."""
+    return f"""
+CREATE FUNCTION refuse_{instrument.lower()}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.instrument = '{instrument}' THEN
+    RAISE EXCEPTION 'row limit reached for %', NEW.instrument USING ERRCODE = '{sqlstate}';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_{instrument.lower()} BEFORE INSERT ON ticks
+FOR EACH ROW EXECUTE FUNCTION refuse_{instrument.lower()}();
+"""

@@ -5,9 +5,15 @@ serves) or plain PostgreSQL (``TICKPIPE_DATABASE_TIMESCALEDB=off``, the second j
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
+import asyncpg
 import pytest
 from tickpipe_shared.db.migrate import MigrationReport, StorageMode
+from tickpipe_shared.wire.batch import Batch
+from tickpipe_writer.aggregates import OhlcvRefresher
+from tickpipe_writer.plan import Plan
+from tickpipe_writer.store import write
 
 #: The setting the services read too, so that e2e runs take the same storage.
 ENV = "TICKPIPE_DATABASE_TIMESCALEDB"
@@ -39,3 +45,15 @@ async def require_timescaledb(report: MigrationReport) -> MigrationReport:
     skip_unless_timescaledb()
     assert report.timescaledb, "TimescaleDB asked for, schema came up on plain PostgreSQL"
     return report
+
+
+async def write_as_the_writer(conn: asyncpg.Connection, batches: Sequence[Batch]) -> Plan:
+    """``store.write`` then, on TimescaleDB, the writer's exact-window refresh of the
+    continuous aggregates — what the writer service does per transaction. (A bare
+    ``store.write`` below the watermark a refresh policy left stays invisible in ``ohlcv_*``
+    until the policy's next run.)"""
+    work = await write(conn, batches)
+    refresher = await OhlcvRefresher.detect(conn)
+    if refresher is not None:
+        await refresher.refresh(conn, work)
+    return work

@@ -15,6 +15,7 @@ committed, and the refresh policies catch up. On plain PostgreSQL ``ohlcv_*`` ar
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -112,6 +113,25 @@ async def continuous_aggregates(conn: asyncpg.Connection) -> list[str]:
     return sorted(r["view_name"] for r in rows)
 
 
+#: Waits before retrying a refresh that met a concurrent one (a refresh policy's run, or another
+#: writer's refresh of an overlapping window): TimescaleDB refuses overlapping refreshes with
+#: LockNotAvailableError instead of queueing them, and they last a moment.
+CONCURRENT_REFRESH_WAITS_S: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+
+
+async def _refresh(conn: asyncpg.Connection, sql: str) -> None:
+    """Run one refresh call, retrying while a concurrent refresh holds its window. Raises the
+    last :class:`asyncpg.LockNotAvailableError` when it outlasts the waits."""
+    for wait_s in (*CONCURRENT_REFRESH_WAITS_S, None):
+        try:
+            await conn.execute(sql)
+            return
+        except asyncpg.LockNotAvailableError:
+            if wait_s is None:
+                raise
+            await asyncio.sleep(wait_s)
+
+
 class OhlcvRefresher:
     """Refreshes the continuous aggregates for the windows of each committed :class:`Plan`."""
 
@@ -129,6 +149,15 @@ class OhlcvRefresher:
                  views=views)  # fmt: skip
         return cls(views)
 
+    async def refresh(self, conn: asyncpg.Connection, work: Plan) -> int:
+        """Refresh, on ``conn`` (outside a transaction block), every aggregate window ``work``
+        wrote, finest level first; returns the number of refresh calls. Raises what the
+        database raises (:meth:`after_commit` is the service's never-raising form)."""
+        steps = [(v, w) for v, w in refresh_plan(written_windows(work)) if v in self.views]
+        for view, window in steps:
+            await _refresh(conn, refresh_sql(view, window))
+        return len(steps)
+
     async def after_commit(self, pool: asyncpg.Pool, work: Plan) -> None:
         """Refresh what ``work`` wrote. Never raises (except cancellation): a failure is logged,
         counted in ``tickpipe_writer_ohlcv_refresh_failures_total`` and the remaining, coarser
@@ -141,7 +170,7 @@ class OhlcvRefresher:
         try:
             async with pool.acquire() as conn:
                 for view, window in steps:
-                    await conn.execute(refresh_sql(view, window))
+                    await _refresh(conn, refresh_sql(view, window))
         except Exception as e:  # the data is committed whatever happens here
             REFRESH_FAILURES.inc()
             log.warning(

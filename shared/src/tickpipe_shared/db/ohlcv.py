@@ -132,46 +132,52 @@ def view_name(timeframe: str) -> str:
 
 _WHERE = "WHERE instrument = $1 AND bucket >= $2::timestamptz AND bucket < $3::timestamptz\n"
 
-#: Roll-up of a base view's candles: ``{interval}``, ``{base}``. First/last via ordered arrays
-#: (TimescaleDB's first()/last() do not exist on plain PostgreSQL).
-_ROLLUP = """SELECT {columns}
-FROM (
-  SELECT instrument, date_bin({interval}, bucket, {origin}) AS bucket,
-         (array_agg(bid_open ORDER BY bucket))[1] AS bid_open, max(bid_high) AS bid_high,
-         min(bid_low) AS bid_low, (array_agg(bid_close ORDER BY bucket DESC))[1] AS bid_close,
-         (array_agg(ask_open ORDER BY bucket))[1] AS ask_open, max(ask_high) AS ask_high,
-         min(ask_low) AS ask_low, (array_agg(ask_close ORDER BY bucket DESC))[1] AS ask_close,
-         (array_agg(mid_open ORDER BY bucket))[1] AS mid_open, max(mid_high) AS mid_high,
-         min(mid_low) AS mid_low, (array_agg(mid_close ORDER BY bucket DESC))[1] AS mid_close,
-         sum(tick_count)::bigint AS tick_count,
-         sum(bid_volume) AS bid_volume, sum(ask_volume) AS ask_volume
-  FROM {base}
-  WHERE instrument = $1
-    AND bucket >= date_bin({interval}, $2::timestamptz, {origin})
-    AND bucket < date_bin({interval}, $3::timestamptz, {origin}) + {interval}
-  GROUP BY instrument, 2
-) AS c
-{where}ORDER BY bucket"""
+def _bucketed_sql(
+    source: str, time_col: str, prices: dict[str, tuple[str, ...]], count: str
+) -> str:
+    """Candles of ``source`` (``ticks``, or a base view to roll up) in ``date_bin`` buckets.
 
-#: Candles straight from ticks, for timeframes finer than (or not divisible by) 1m.
-_FROM_TICKS = """SELECT {columns}
-FROM (
-  SELECT instrument, date_bin({interval}, ts, {origin}) AS bucket,
-         (array_agg(bid ORDER BY ts))[1] AS bid_open, max(bid) AS bid_high,
-         min(bid) AS bid_low, (array_agg(bid ORDER BY ts DESC))[1] AS bid_close,
-         (array_agg(ask ORDER BY ts))[1] AS ask_open, max(ask) AS ask_high,
-         min(ask) AS ask_low, (array_agg(ask ORDER BY ts DESC))[1] AS ask_close,
-         (array_agg((bid + ask) / 2 ORDER BY ts))[1] AS mid_open, max((bid + ask) / 2) AS mid_high,
-         min((bid + ask) / 2) AS mid_low,
-         (array_agg((bid + ask) / 2 ORDER BY ts DESC))[1] AS mid_close,
-         count(*) AS tick_count, sum(bid_volume) AS bid_volume, sum(ask_volume) AS ask_volume
-  FROM ticks
-  WHERE instrument = $1
-    AND ts >= date_bin({interval}, $2::timestamptz, {origin})
-    AND ts < date_bin({interval}, $3::timestamptz, {origin}) + {interval}
-  GROUP BY instrument, 2
-) AS c
-{where}ORDER BY bucket"""
+    ``prices`` maps each side (bid, ask, mid) to its open/high/low/close source expressions,
+    ``count`` is the tick-count expression. First and last come from ordered arrays: TimescaleDB's
+    first()/last() do not exist on plain PostgreSQL. Placeholders left for :func:`candles_sql`:
+    ``{columns}``, ``{interval}``, ``{origin}``, ``{where}``.
+    """
+    sides = ",\n".join(
+        f"         (array_agg({o} ORDER BY {time_col}))[1] AS {side}_open, max({h}) AS {side}_high,"
+        f"\n         min({lo}) AS {side}_low,"
+        f" (array_agg({c} ORDER BY {time_col} DESC))[1] AS {side}_close"
+        for side, (o, h, lo, c) in prices.items()
+    )
+    return (
+        "SELECT {columns}\nFROM (\n"
+        f"  SELECT instrument, date_bin({{interval}}, {time_col}, {{origin}}) AS bucket,\n"
+        f"{sides},\n"
+        f"         {count} AS tick_count,\n"
+        "         sum(bid_volume) AS bid_volume, sum(ask_volume) AS ask_volume\n"
+        f"  FROM {source}\n"
+        "  WHERE instrument = $1\n"
+        f"    AND {time_col} >= date_bin({{interval}}, $2::timestamptz, {{origin}})\n"
+        f"    AND {time_col} < date_bin({{interval}}, $3::timestamptz, {{origin}}) + {{interval}}\n"
+        "  GROUP BY instrument, 2\n"
+        ") AS c\n"
+        "{where}ORDER BY bucket"
+    )
+
+
+#: Candles straight from ticks, for timeframes no aggregate's width divides (e.g. 30s).
+_FROM_TICKS = _bucketed_sql(
+    "ticks",
+    "ts",
+    {"bid": ("bid",) * 4, "ask": ("ask",) * 4, "mid": ("(bid + ask) / 2",) * 4},
+    "count(*)",
+)
+
+
+def _rollup_sql(base: str) -> str:
+    """A roll-up of the candles of view ``base``: OHLC of OHLC, sums of counts and volumes."""
+    prices = {side: tuple(f"{side}_{p}" for p in ("open", "high", "low", "close"))
+              for side in ("bid", "ask", "mid")}  # fmt: skip
+    return _bucketed_sql(base, "bucket", prices, "sum(tick_count)::bigint")
 
 
 def candles_sql(timeframe: str) -> str:
@@ -191,9 +197,8 @@ def candles_sql(timeframe: str) -> str:
         "where": _WHERE,
     }
     base = rollup_base(tf)
-    if base is None:
-        return _FROM_TICKS.format(**parts)
-    return _ROLLUP.format(base=view_name(base), **parts)
+    template = _FROM_TICKS if base is None else _rollup_sql(view_name(base))
+    return template.format(**parts)
 
 
 async def candles(
