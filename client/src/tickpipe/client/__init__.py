@@ -1,0 +1,1 @@
+"""Python client of the tickpipe Market Data API."""
