@@ -200,9 +200,11 @@ def test_post_request_publishes_like_the_cli(
 
     async def find() -> dict:
         consumer = AIOKafkaConsumer(
-            infra.topic(FETCH_REQUESTS), bootstrap_servers=infra.kafka_bootstrap,
-            auto_offset_reset="earliest", enable_auto_commit=False,
-        )  # fmt: skip
+            infra.topic(FETCH_REQUESTS),
+            bootstrap_servers=infra.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         await consumer.start()
         try:
             deadline = asyncio.get_running_loop().time() + 20
@@ -258,9 +260,12 @@ def test_service_endpoints(http: httpx.Client, api: ApiProcess) -> None:
     assert "text/html" in http.get("/docs").headers["content-type"]
     metrics = httpx.get(f"{api.metrics_url}/metrics").text
     for name in (
-        "tickpipe_api_requests_total", "tickpipe_api_request_duration_seconds_bucket",
-        "tickpipe_api_rows_total", "tickpipe_api_bytes_total", "tickpipe_api_auth_failures_total",
-    ):  # fmt: skip
+        "tickpipe_api_requests_total",
+        "tickpipe_api_request_duration_seconds_bucket",
+        "tickpipe_api_rows_total",
+        "tickpipe_api_bytes_total",
+        "tickpipe_api_auth_failures_total",
+    ):
         assert name in metrics
     assert httpx.get(f"{api.metrics_url}/healthz").status_code == 200
     rid = http.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"]
