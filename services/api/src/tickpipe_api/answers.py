@@ -258,19 +258,6 @@ async def answer(
     if count_only or head:
         rows = await count_rows(ctx.pool, series, ctx.timescaledb)
         return _count_only(series, fmt, rows, head)
-    if fmt == "json":
-        estimate = await estimate_rows(ctx.pool, series)
-        if estimate > ctx.api.json_max_rows:
-            raise Problem(
-                422,
-                "range-too-large",
-                "Range too large for json",
-                f"the range holds about {estimate} rows, more than json answers "
-                f"({ctx.api.json_max_rows}); use a streaming format: {', '.join(STREAMING)} "
-                "(format=… or the Accept header), or a shorter range",
-                "format",
-                formats=list(STREAMING),
-            )
     headers = series_headers(series)
     etag: str | None = None
     if closed(series):
@@ -296,6 +283,19 @@ async def answer(
                 headers={**headers, **dict(cached.headers)},
             )
         metrics.CACHE.labels("miss").inc()
+    if fmt == "json":
+        estimate = await estimate_rows(ctx.pool, series)
+        if estimate > ctx.api.json_max_rows:
+            raise Problem(
+                422,
+                "range-too-large",
+                "Range too large for json",
+                f"the range holds about {estimate} rows, more than json answers "
+                f"({ctx.api.json_max_rows}); use a streaming format: {', '.join(STREAMING)} "
+                "(format=… or the Accept header), or a shorter range",
+                "format",
+                formats=list(STREAMING),
+            )
     if fmt == "json":
         batch, next_cursor = await page(ctx, series, cursor, limit)
         meta = describe(series)
