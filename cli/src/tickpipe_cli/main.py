@@ -21,6 +21,7 @@ from tickpipe_shared.sources import SOURCE_NAMES
 from tickpipe_shared.units import unit_span
 from tickpipe_shared.wire.requests import RequestError, parse_request
 
+from tickpipe_cli import api_keys as api_key_ops
 from tickpipe_cli import candles as candle_ops
 from tickpipe_cli import export as export_ops
 from tickpipe_cli import replay as replay_ops
@@ -37,6 +38,7 @@ db_app = typer.Typer(help="Database schema.")
 app.add_typer(db_app, name="db")
 app.command("candles")(candle_ops.command)
 app.command("export")(export_ops.command)
+app.add_typer(api_key_ops.app, name="api-key")
 
 
 @app.callback()

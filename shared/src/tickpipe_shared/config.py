@@ -20,6 +20,7 @@ DEFAULT_METRICS_PORTS = {
     "validator": 9103,
     "writer": 9104,
     "tracker": 9105,
+    "api": 9106,
 }
 
 

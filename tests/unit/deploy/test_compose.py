@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tickpipe_api.settings import ApiSettings
 from tickpipe_shared.config import DEFAULT_METRICS_PORTS, Settings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -30,9 +31,12 @@ PIPELINE_ENV = {
 
 
 def setting_env_names() -> set[str]:
-    """``TICKPIPE_<FIELD>`` of every Settings field."""
-    prefix = Settings.model_config.get("env_prefix", "")
-    return {f"{prefix}{name}".upper() for name in Settings.model_fields}
+    """``TICKPIPE_<FIELD>`` of every Settings field (and ``TICKPIPE_API_<FIELD>`` of the API's)."""
+    out = set()
+    for cls in (Settings, ApiSettings):
+        prefix = cls.model_config.get("env_prefix", "")
+        out |= {f"{prefix}{name}".upper() for name in cls.model_fields}
+    return out
 
 
 @cache
@@ -107,7 +111,7 @@ def console_scripts(member_dir: Path) -> dict[str, str]:
 
 
 def test_services_found() -> None:
-    assert SERVICES == ["decoder", "fetcher", "tracker", "validator", "writer"]
+    assert SERVICES == ["api", "decoder", "fetcher", "tracker", "validator", "writer"]
     assert set(SERVICES) == set(DEFAULT_METRICS_PORTS)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import REGISTRY
+from tickpipe_api.settings import ApiSettings
 from tickpipe_shared.config import DEFAULT_METRICS_PORTS, Settings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -35,8 +36,11 @@ SECRET_KEYS = set().union(*SECRETS.values())
 
 
 def setting_env_names() -> set[str]:
-    prefix = Settings.model_config.get("env_prefix", "")
-    return {f"{prefix}{name}".upper() for name in Settings.model_fields}
+    out = set()
+    for cls in (Settings, ApiSettings):  # the shared settings and the API's own
+        prefix = cls.model_config.get("env_prefix", "")
+        out |= {f"{prefix}{name}".upper() for name in cls.model_fields}
+    return out
 
 
 @cache
@@ -182,9 +186,14 @@ def test_metrics_port_probes_and_scrape_annotations(svc: str) -> None:
     (container,) = containers(dep)
     assert env_list(container)["TICKPIPE_METRICS_PORT"]["value"] == str(port)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"metrics": port}
+    # The API also serves HTTP, and is ready when its database answers (/readyz there).
+    http = {"http": 8000} if svc == "api" else {}
+    assert ports == {"metrics": port, **http}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         get = container[probe]["httpGet"]
+        if svc == "api" and probe == "readinessProbe":
+            assert (get["path"], get["port"]) == ("/readyz", "http")
+            continue
         assert get["path"] == "/healthz"
         assert get["port"] in ("metrics", port)
     annotations = dep["spec"]["template"]["metadata"]["annotations"]
@@ -205,9 +214,10 @@ def test_deployment_resources_security_and_replicas(svc: str) -> None:
     selector = dep["spec"]["selector"]["matchLabels"]
     assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     assert dep["spec"]["replicas"] <= int(configmap()["data"]["TICKPIPE_TOPIC_PARTITIONS"])
-    # The writer stores; the fetcher's planner reads the ingest log to resume (skip_existing).
+    # The writer stores; the fetcher's planner reads the ingest log to resume (skip_existing);
+    # the API reads everything.
     needs_db = "TICKPIPE_DATABASE_URL" in env_list(container)
-    assert needs_db == (svc in ("writer", "fetcher"))
+    assert needs_db == (svc in ("writer", "fetcher", "api"))
 
 
 def test_fetcher_instrument_cache_is_writable() -> None:
@@ -288,6 +298,7 @@ METRICS_MODULES = (
     "tickpipe_validator.metrics",
     "tickpipe_writer.metrics",
     "tickpipe_tracker.metrics",
+    "tickpipe_api.metrics",
 )
 
 

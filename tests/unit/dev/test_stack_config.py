@@ -127,8 +127,16 @@ def test_service_env_points_at_the_standin_unless_set() -> None:
 
 def test_services_have_distinct_ports() -> None:
     ports = [services.metrics_port(name) for name in services.SERVICES]
-    assert ports == [9101, 9102, 9103, 9104, 9105]
+    assert ports == [9101, 9102, 9103, 9104, 9105, 9106]
     assert services.health_url("writer") == "http://127.0.0.1:9104/healthz"
+
+
+def test_the_local_stack_runs_the_api_with_auth_off_explicitly() -> None:
+    env = services.service_env("api", {})
+    assert env["TICKPIPE_API_AUTH"] == "off"
+    assert env["TICKPIPE_API_PORT"] == str(services.API_PORT) == "8000"
+    assert "TICKPIPE_API_AUTH" not in services.service_env("writer", {})
+    assert services.service_env("api", {"TICKPIPE_API_AUTH": "on"})["TICKPIPE_API_AUTH"] == "on"
 
 
 def test_status_table() -> None:

@@ -23,9 +23,11 @@ from tickpipe_dev.stack.processes import (
     wait_until,
 )
 
-#: Pipeline order, then the tracker (off the data path: request progress); they are stopped in
-#: reverse so that the writer drains last.
-SERVICES: tuple[str, ...] = ("fetcher", "decoder", "validator", "writer", "tracker")
+#: Pipeline order, then the tracker (off the data path: request progress) and the Market Data
+#: API (HTTP on API_PORT); they are stopped in reverse so that the writer drains last.
+SERVICES: tuple[str, ...] = ("fetcher", "decoder", "validator", "writer", "tracker", "api")
+#: HTTP port of the Market Data API on the local stack (TICKPIPE_API_PORT).
+API_PORT = 8000
 STANDIN = "standin"
 STANDIN_PORT = 8765
 HEALTH_TIMEOUT_S = 60.0
@@ -62,6 +64,11 @@ def service_env(
     env = dict(base)
     env["TICKPIPE_METRICS_PORT"] = str(metrics_port(name))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if name == "api":
+        # The local stack is the one place auth may be off, and it says so explicitly.
+        env.setdefault("TICKPIPE_API_AUTH", "off")
+        env.setdefault("TICKPIPE_API_PORT", str(API_PORT))
+        env.setdefault("TICKPIPE_API_HOST", "127.0.0.1")
     if standin_port is not None:
         env.setdefault("TICKPIPE_DUKASCOPY_JSON_URL", f"http://127.0.0.1:{standin_port}/v1")
         env.setdefault("TICKPIPE_DUKASCOPY_BI5_URL", f"http://127.0.0.1:{standin_port}/datafeed")

@@ -1,0 +1,131 @@
+"""Request progress for ``GET /v1/requests/{id}``: every replica follows the tracker's
+``request-events`` topic (all partitions, no consumer group, from
+``TICKPIPE_API_REQUESTS_LOOKBACK_S`` back) and keeps the latest state of each request,
+bounded (the least recently updated are forgotten).
+
+An event is folded like ``tickpipe request --wait`` does (docs/topics/request-events.md):
+``progress`` snapshots replace the counts, ``completed`` and ``rejected`` end the request; events
+after the end are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from cachetools import LRUCache
+from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.topics import REQUEST_EVENTS
+
+log = structlog.get_logger()
+
+COUNTS = ("units", "stored", "empty", "suspect_empty", "failed", "skipped", "ticks")
+
+
+def fold(state: dict[str, Any] | None, event: dict[str, Any]) -> dict[str, Any] | None:
+    """``state`` (``None`` for a new request) with ``event`` folded in; ``None`` when the event
+    is unknown or the request had already ended."""
+    kind = event.get("event")
+    if kind not in ("progress", "completed", "rejected"):
+        return None
+    if state is not None and state["status"] in ("completed", "rejected"):
+        return None
+    out: dict[str, Any] = dict(state or {"status": "running", "failures": [], "reason": None})
+    out["updated_ms"] = event.get("at_ms")
+    if kind == "rejected":
+        out["status"] = "rejected"
+        out["reason"] = str(event.get("reason", "rejected"))
+        out["error_class"] = event.get("error_class")
+        return out
+    for name in COUNTS:
+        value = event.get(name)
+        if isinstance(value, int) or (name == "units" and value is None and name not in out):
+            out[name] = value
+    if kind == "completed":
+        out["status"] = "completed"
+        failures = event.get("failures")
+        out["failures"] = [f for f in failures if isinstance(f, dict)] if failures else []
+        for name in ("source", "instrument", "kind", "started_ms"):
+            out[name] = event.get(name)
+    return out
+
+
+class RequestEvents:
+    """Follows ``request-events``; :meth:`get` answers from memory."""
+
+    def __init__(self, settings: Settings, lookback_s: float, max_requests: int = 100_000) -> None:
+        self.settings = settings
+        self.lookback_s = lookback_s
+        self.states: LRUCache[str, dict[str, Any]] = LRUCache(max_requests)
+        self.caught_up = False
+        self._task: asyncio.Task[None] | None = None
+
+    def get(self, request_id: str) -> dict[str, Any] | None:
+        """The latest state of ``request_id`` seen, or ``None``."""
+        return self.states.get(request_id)
+
+    def start(self) -> None:
+        """Start following in the background (reconnecting while Kafka is unreachable)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="request-events")
+
+    async def stop(self) -> None:
+        """Stop following."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _run(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self._follow()
+            except (KafkaError, OSError) as e:
+                log.warning("request-events unreachable; retrying", error=str(e), in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.settings.topic(REQUEST_EVENTS),
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            parts = list(consumer.assignment())
+            ends = await consumer.end_offsets(parts)
+            since_ms = int((time.time() - self.lookback_s) * 1000)
+            since = await consumer.offsets_for_times({tp: since_ms for tp in parts})
+            for tp in parts:
+                found = since.get(tp)
+                consumer.seek(tp, found.offset if found is not None else ends[tp])
+            while True:
+                batches = await consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for r in records:
+                        self._apply(r.value)
+                if not self.caught_up:
+                    positions = [await consumer.position(tp) for tp in parts]
+                    pairs = zip(positions, parts, strict=True)
+                    self.caught_up = all(p >= ends[tp] for p, tp in pairs)
+        finally:
+            await consumer.stop()
+
+    def _apply(self, value: bytes | None) -> None:
+        try:
+            event = json.loads(value or b"")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return
+        if not isinstance(event, dict) or not isinstance(event.get("request_id"), str):
+            return
+        rid = event["request_id"]
+        folded = fold(self.states.get(rid), event)
+        if folded is not None:
+            self.states[rid] = folded
