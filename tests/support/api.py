@@ -16,6 +16,9 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from tickpipe_shared.units import dt_to_ms
+from tickpipe_writer.aggregates import OhlcvRefresher
+from tickpipe_writer.plan import Plan, UnitWindow
 
 from support.pipeline import free_port
 
@@ -115,7 +118,8 @@ async def seed_hour(
     fetched_at: datetime | None = None,
 ) -> None:
     """Replace the tick unit ``[start, start + 1h)`` like the writer: delete its ticks, copy
-    ``ticks`` (ts, bid, ask, bid_volume, ask_volume, flags), upsert its ledger row."""
+    ``ticks`` (ts, bid, ask, bid_volume, ask_volume, flags), upsert its ledger row, then (on
+    TimescaleDB) refresh the unit's windows of the continuous aggregates."""
     end = start + timedelta(hours=1)
     async with conn.transaction():
         await conn.execute(
@@ -130,6 +134,10 @@ async def seed_hour(
             columns=["instrument", "ts", "bid", "ask", "bid_volume", "ask_volume", "flags"],
         )
         await ledger_row(conn, instrument, "ticks", start, end, state, len(ticks), sha, fetched_at)
+    refresher = await OhlcvRefresher.detect(conn)
+    if refresher is not None:
+        window = UnitWindow(instrument, "ticks", dt_to_ms(start), dt_to_ms(end))
+        await refresher.refresh(conn, Plan(deletes=[window]))
 
 
 async def ledger_row(
