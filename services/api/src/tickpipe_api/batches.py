@@ -90,8 +90,28 @@ def _prices(values: NDArray[np.float64], series: Series) -> pa.Array:
     return pa.Array.from_buffers(pa.decimal128(18, scale), len(points), [None, pa.py_buffer(raw)])
 
 
+#: Significant digits volume sums are rounded to. Source volumes have at most 9 (Dukascopy's are
+#: float32 shown as their shortest decimal), so rounding keeps them as they are and only drops
+#: the float8 summation noise of candle sums (6146.840000000001 → 6146.84).
+VOLUME_DIGITS = 12
+
+
+def canonical_volumes(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``values`` rounded to :data:`VOLUME_DIGITS` significant digits (NaN, 0 and ±inf kept).
+    Rounding as ``round(v * 10**k) / 10**k`` gives the double nearest the decimal (the division
+    is correctly rounded). Pure; same shape and dtype."""
+    finite = np.isfinite(values) & (values != 0)
+    out = values.copy()
+    v = values[finite]
+    k = VOLUME_DIGITS - 1 - np.floor(np.log10(np.abs(v))).astype(np.int64)
+    k = np.clip(k, 0, 22)  # 10**22 is the largest power of ten a double holds exactly
+    scale = 10.0**k
+    out[finite] = np.round(v * scale) / scale
+    return out
+
+
 def _volumes(values: NDArray[np.float64]) -> pa.Array:
-    return pa.array(values, type=pa.float64(), from_pandas=True)  # NaN → null
+    return pa.array(canonical_volumes(values), type=pa.float64(), from_pandas=True)  # NaN → null
 
 
 def tick_batch(rows: NDArray[Any], series: Series, schema: pa.Schema) -> pa.RecordBatch:
@@ -157,6 +177,8 @@ def records_batch(
             arrays.append(pa.array(ms, type=pa.int64()).cast(field.type))
         elif c in PRICES:
             arrays.append(_prices(np.array(values, dtype=np.float64), series))
+        elif c.endswith("volume"):
+            arrays.append(_volumes(np.array(values, dtype=np.float64)))  # None → NaN → null
         else:
             arrays.append(pa.array(values, type=field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
