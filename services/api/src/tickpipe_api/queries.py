@@ -12,13 +12,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from tickpipe_shared.db.ohlcv import BUCKET_ORIGIN
 from tickpipe_shared.instruments.registry import canonical_name
 from tickpipe_shared.units import dt_to_ms, plan_units
 
 from tickpipe_api.problems import Problem
 from tickpipe_api.series import Series, candle_source
 
-_ORIGIN_SQL = "TIMESTAMPTZ '2000-01-03 00:00:00+00'"
+_ORIGIN_SQL = f"TIMESTAMPTZ '{BUCKET_ORIGIN}'"
 
 #: Columns of each series kind, in answer order.
 TICK_COLUMNS = ("ts", "bid", "ask", "bid_volume", "ask_volume", "flags")

@@ -14,23 +14,23 @@ Three series kinds:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
+from tickpipe_shared.db.ohlcv import (
+    BUCKET_ORIGIN,
+    TIMEFRAMES,
+    parse_timeframe,
+    rollup_base,
+    view_name,
+)
 from tickpipe_shared.kinds import TICKS, Kind
 
 SeriesKind = Literal["ticks", "candles", "source_candles"]
 PriceFormat = Literal["decimal", "float"]
 
-#: Fixed timeframes of the ``ohlcv_<tf>`` aggregates, largest first.
-AGGREGATES: tuple[tuple[str, timedelta], ...] = (
-    ("1d", timedelta(days=1)),
-    ("1h", timedelta(hours=1)),
-    ("5m", timedelta(minutes=5)),
-    ("1m", timedelta(minutes=1)),
-)
 #: Origin of every bucket (TimescaleDB's time_bucket origin; a Monday, so weeks start Mondays).
-ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)
+ORIGIN = datetime.fromisoformat(BUCKET_ORIGIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +107,10 @@ def candle_source(timeframe: str, timescaledb: bool) -> tuple[str, str | None]:
     ``("view", "ohlcv_1m")`` for an aggregate of that very timeframe on TimescaleDB,
     ``("rollup", "ohlcv_1h")`` for a multiple of an aggregate on TimescaleDB, ``("ticks",
     None)`` otherwise."""
-    width = Kind.candles(timeframe, "bid").timeframe
-    assert width is not None and width.duration_ms is not None
+    tf = parse_timeframe(timeframe)
     if not timescaledb:
         return "ticks", None
-    for name, _ in AGGREGATES:
-        if name == timeframe:
-            return "view", f"ohlcv_{name}"
-    for name, agg in AGGREGATES:
-        if width.duration_ms % int(agg.total_seconds() * 1000) == 0:
-            return "rollup", f"ohlcv_{name}"
-    return "ticks", None
+    if str(tf) in TIMEFRAMES:
+        return "view", view_name(str(tf))
+    base = rollup_base(tf)  # the one rule the CLI's candles follow too
+    return ("rollup", view_name(base)) if base else ("ticks", None)
