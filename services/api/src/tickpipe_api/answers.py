@@ -24,10 +24,11 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
+from tickpipe_shared.units import dt_to_ms
 
 from tickpipe_api import metrics
 from tickpipe_api.batches import TickCopyReader, records_batch, schema_of, tick_batch
-from tickpipe_api.cache import CachedAnswer, etag_matches, etag_of
+from tickpipe_api.cache import CachedAnswer, KnownAnswer, etag_matches, etag_of, request_key
 from tickpipe_api.context import Context
 from tickpipe_api.formats import (
     BYTES_PER_VALUE,
@@ -37,6 +38,7 @@ from tickpipe_api.formats import (
     json_page,
     stream,
 )
+from tickpipe_api.ledger_watch import Stamp
 from tickpipe_api.problems import Problem, bad_parameter
 from tickpipe_api.queries import (
     candle_sql,
@@ -260,6 +262,9 @@ async def answer(
         return _count_only(series, fmt, rows, head)
     headers = series_headers(series)
     etag: str | None = None
+    # Taken before the ledger state is read: if anything about the instrument changes from here
+    # on, the answer is still given but not remembered for requests to come.
+    stamp = ctx.watch.stamp(series.instrument)
     if closed(series):
         state = await ledger_state(ctx.pool, series)
         if state.complete:
@@ -277,11 +282,13 @@ async def answer(
         if cached is not None:
             metrics.CACHE.labels("hit").inc()
             metrics.ROWS.labels(route, fmt).inc(cached.rows)
-            return Response(
+            response = Response(
                 cached.body,
                 media_type=cached.media_type,
                 headers={**headers, **dict(cached.headers)},
             )
+            _remember(ctx, request, series, fmt, route, etag, stamp, response)
+            return response
         metrics.CACHE.labels("miss").inc()
     if fmt == "json":
         estimate = await estimate_rows(ctx.pool, series)
@@ -304,23 +311,61 @@ async def answer(
             meta["next_url"] = str(request.url.include_query_params(cursor=next_cursor))
         body = json_page(meta, batch, next_cursor)
         metrics.ROWS.labels(route, fmt).inc(batch.num_rows)
+        response = Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)
         if etag is not None:
             ctx.cache.put(etag, CachedAnswer(body, MEDIA_TYPES[fmt], (), batch.num_rows))
-        return Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)
+            _remember(ctx, request, series, fmt, route, etag, stamp, response)
+        return response
     if cursor is not None:
         raise bad_parameter(
             "cursor", "cursors page json answers; streaming formats hold the whole range"
         )
     schema = schema_of(series, columns_of(series))
     return StreamingResponse(
-        _streamed(ctx, series, fmt, schema, route, etag),
+        _streamed(ctx, series, fmt, schema, route, etag, _Later(request, headers, stamp)),
         media_type=MEDIA_TYPES[fmt],
         headers=headers,
     )
 
 
+def _remember(
+    ctx: Context,
+    request: Request,
+    series: Series,
+    fmt: Format,
+    route: str,
+    etag: str,
+    stamp: Stamp | None,
+    response: Response,
+) -> None:
+    """Let repeats of ``request`` be answered with ``response`` before routing
+    (:mod:`tickpipe_api.serve_cached`), unless the instrument changed since ``stamp``."""
+    if not ctx.watch.current(series.instrument, stamp):
+        return
+    lo, hi = series.tick_window()
+    known = KnownAnswer(
+        etag, tuple(response.raw_headers), route, fmt, series.instrument, dt_to_ms(lo), dt_to_ms(hi)
+    )
+    ctx.cache.remember(request_key(request.scope), known)
+
+
+class _Later:
+    """What a streamed answer needs to be remembered once its last byte is out."""
+
+    __slots__ = ("headers", "request", "stamp")
+
+    def __init__(self, request: Request, headers: dict[str, str], stamp: Stamp | None) -> None:
+        self.request, self.headers, self.stamp = request, headers, stamp
+
+
 async def _streamed(
-    ctx: Context, series: Series, fmt: Format, schema: pa.Schema, route: str, etag: str | None
+    ctx: Context,
+    series: Series,
+    fmt: Format,
+    schema: pa.Schema,
+    route: str,
+    etag: str | None,
+    later: _Later,
 ) -> AsyncIterator[bytes]:
     """The streamed body; kept for the cache when it turns out small enough and cacheable."""
     keep: list[bytes] | None = [] if etag is not None and ctx.cache.enabled else None
@@ -344,4 +389,7 @@ async def _streamed(
                 keep.append(chunk)
         yield chunk
     if keep is not None and etag is not None:
-        ctx.cache.put(etag, CachedAnswer(b"".join(keep), MEDIA_TYPES[fmt], (), rows[0]))
+        body = b"".join(keep)
+        ctx.cache.put(etag, CachedAnswer(body, MEDIA_TYPES[fmt], (), rows[0]))
+        response = Response(body, media_type=MEDIA_TYPES[fmt], headers=later.headers)
+        _remember(ctx, later.request, series, fmt, route, etag, later.stamp, response)

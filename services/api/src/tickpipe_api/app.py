@@ -32,6 +32,7 @@ from tickpipe_api.problems import (
 from tickpipe_api.queries import is_timescaledb
 from tickpipe_api.routes import data, meta, requests
 from tickpipe_api.routes import health as health_routes
+from tickpipe_api.serve_cached import ServeCached
 from tickpipe_api.settings import ApiSettings
 
 log = structlog.get_logger()
@@ -83,6 +84,7 @@ def create_app(settings: Settings, api: ApiSettings, health: Health | None = Non
                     dsn, min_size=api.pool_min, max_size=api.pool_max, timeout=10
                 )
                 log.info("database pool ready", timescaledb=ctx.timescaledb)
+                ctx.watch.start()
                 return
             except (OSError, asyncpg.PostgresError, TimeoutError) as e:
                 log.warning("database unreachable; retrying", dsn=scrub(dsn), error=str(e))
@@ -108,6 +110,7 @@ def create_app(settings: Settings, api: ApiSettings, health: Health | None = Non
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             await ctx.events.stop()
+            await ctx.watch.stop()
             await ctx.publisher.stop()
             if ctx._pool is not None:
                 await ctx._pool.close()
@@ -137,5 +140,7 @@ def create_app(settings: Settings, api: ApiSettings, health: Health | None = Non
     async def root() -> RedirectResponse:
         return RedirectResponse("/dashboard/")
 
+    # Added first = inside the access log: cached answers are logged and counted like others.
+    app.add_middleware(ServeCached, ctx=ctx)
     app.add_middleware(AccessLog)
     return app

@@ -1,5 +1,6 @@
 """What every route needs, built once per process: settings, the database pool, auth and rate
-limits, the answer cache, the request-events follower and the publisher."""
+limits, the answer cache and the ledger watch that keeps it honest, the request-events follower
+and the publisher."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tickpipe_shared.config import Settings
 from tickpipe_api.auth import Authenticator
 from tickpipe_api.cache import AnswerCache
 from tickpipe_api.events import RequestEvents
+from tickpipe_api.ledger_watch import LedgerWatch
 from tickpipe_api.publisher import Publisher
 from tickpipe_api.ratelimit import RateLimiter
 from tickpipe_api.settings import ApiSettings
@@ -26,6 +28,7 @@ class Context:
     cache: AnswerCache
     events: RequestEvents
     publisher: Publisher
+    watch: LedgerWatch
     timescaledb: bool = False
     _pool: asyncpg.Pool | None = field(default=None, repr=False)
 
@@ -44,12 +47,14 @@ class Context:
         auth = Authenticator(
             lambda: ctx.pool, api.auth == "on", api.key_cache_s, limiter, api.rate_limit
         )
+        cache = AnswerCache(api.cache_max_entries, api.cache_ttl_s, api.cache_max_entry_bytes)
         ctx = cls(
             settings=settings,
             api=api,
             auth=auth,
-            cache=AnswerCache(api.cache_max_entries, api.cache_ttl_s, api.cache_max_entry_bytes),
+            cache=cache,
             events=RequestEvents(settings, api.requests_lookback_s),
             publisher=Publisher(settings),
+            watch=LedgerWatch(settings.database_url.get_secret_value(), cache.forget),
         )
         return ctx
