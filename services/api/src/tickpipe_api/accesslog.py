@@ -10,9 +10,11 @@ errors carry them too.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -20,8 +22,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tickpipe_shared.logging import scrub
 
 from tickpipe_api import metrics
+from tickpipe_api.formats import MEDIA_TYPES
 
 log = structlog.get_logger("tickpipe_api.access")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -80,14 +84,19 @@ class AccessLog:
     def _record(scope: Scope, status: int, sent: int, seconds: float) -> None:
         route = _route(scope)
         method = str(scope.get("method", ""))
-        metrics.REQUESTS.labels(route, method, str(status)).inc()
-        metrics.LATENCY.labels(route).observe(seconds)
-        fmt = "-"
+        method = method if method in _METHODS else "other"
         query = scope.get("query_string", b"").decode("latin-1")
+        fmt = "-"
         for part in query.split("&"):
             if part.startswith("format="):
-                fmt = part[7:] or "-"
-        metrics.BYTES.labels(route, fmt).inc(sent)
+                # Only known formats become label values: a client must not mint series.
+                fmt = part[7:] if part[7:] in MEDIA_TYPES else "other"
+        requests, latency, sent_bytes = _children(route, method, str(status), fmt)
+        requests.inc()
+        latency.observe(seconds)
+        sent_bytes.inc(sent)
+        if not log.is_enabled_for(logging.INFO):
+            return
         principal: Any = scope["state"].get("principal")
         log.info(
             "request",
@@ -100,3 +109,13 @@ class AccessLog:
             duration_ms=round(seconds * 1000, 2),
             key_id=getattr(principal, "key_id", None),
         )
+
+
+@lru_cache(maxsize=4096)
+def _children(route: str, method: str, status: str, fmt: str) -> tuple[Any, Any, Any]:
+    """The metric children of one label combination (``labels()`` takes a lock each call)."""
+    return (
+        metrics.REQUESTS.labels(route, method, status),
+        metrics.LATENCY.labels(route),
+        metrics.BYTES.labels(route, fmt),
+    )

@@ -123,6 +123,9 @@ def create_app(settings: Settings, api: ApiSettings, health: Health | None = Non
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        # Metrics are Prometheus (tickpipe_api_*); FastAPI's own OpenTelemetry hooks would cost
+        # every request a provider check for nothing.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
     app.add_exception_handler(Problem, on_problem)

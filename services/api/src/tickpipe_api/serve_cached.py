@@ -11,7 +11,9 @@ already made the cache forget the request. Everything else goes on to the routes
 
 from __future__ import annotations
 
+from functools import lru_cache
 from types import SimpleNamespace
+from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -25,6 +27,14 @@ from tickpipe_api.problems import Problem, problem_response
 CACHED_PATHS = frozenset({"/v1/ticks", "/v1/candles"})
 #: Headers a 304 leaves out (RFC 9110 §15.4.5: it describes the cached 200, without a body).
 _NOT_IN_304 = frozenset({b"content-type", b"content-length"})
+_HIT = metrics.CACHE.labels("hit")
+_NOT_MODIFIED = metrics.CACHE.labels("304")
+
+
+@lru_cache(maxsize=64)
+def _rows(route: str, fmt: str) -> Any:
+    """The rows-served counter of ``route`` and ``fmt`` (``labels()`` locks on every call)."""
+    return metrics.ROWS.labels(route, fmt)
 
 
 class ServeCached:
@@ -58,12 +68,12 @@ class ServeCached:
             await problem_response(problem)(scope, receive, send)
             return
         if etag_matches(request.headers.get("if-none-match"), known.etag):
-            metrics.CACHE.labels("304").inc()
+            _NOT_MODIFIED.inc()
             headers = [h for h in known.headers if h[0] not in _NOT_IN_304]
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
-        metrics.CACHE.labels("hit").inc()
-        metrics.ROWS.labels(known.route, known.fmt).inc(cached.rows)
+        _HIT.inc()
+        _rows(known.route, known.fmt).inc(cached.rows)
         await send({"type": "http.response.start", "status": 200, "headers": list(known.headers)})
         await send({"type": "http.response.body", "body": cached.body})
