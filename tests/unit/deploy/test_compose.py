@@ -1,5 +1,6 @@
-"""docker-compose.yml, the Dockerfile (one recipe, ``--build-arg SERVICE``), .dockerignore and docs/configuration.md agree
-with the code: service list, console scripts, Settings fields and default metrics ports.
+"""docker-compose.yml, the Dockerfile (one recipe, ``--build-arg SERVICE``), .dockerignore and
+docs/configuration.md agree with the code: service list, console scripts, Settings fields and
+default metrics ports.
 
 There is no Docker engine here, so nothing is built or run: the files are parsed and checked.
 """
