@@ -117,9 +117,7 @@ class Verdict:
     problems: list[str]
 
 
-def kubeconform(
-    binary: Path, schemas: Path, manifests: str, kubernetes_version: str
-) -> Verdict:
+def kubeconform(binary: Path, schemas: Path, manifests: str, kubernetes_version: str) -> Verdict:
     """Validate ``manifests`` (multi-document YAML) with ``kubeconform -strict`` against the
     offline ``schemas`` only (never the network: both locations are local templates, and a
     resource without a schema counts as an error, not as skipped)."""
