@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.cli import cli_commands
 from tickpipe_api.settings import ApiSettings
 from tickpipe_shared.config import DEFAULT_METRICS_PORTS, Settings
 
@@ -224,22 +225,6 @@ def test_infrastructure() -> None:
         f"postgresql://{denv['POSTGRES_USER']}:{denv['POSTGRES_PASSWORD']}@timescaledb:5432/"
         f"{denv['POSTGRES_DB']}"
     )
-
-
-def cli_commands() -> set[tuple[str, ...]]:
-    """Every ``tickpipe`` command path, e.g. ``("db", "migrate")``."""
-    import typer.main
-    from tickpipe_cli.main import app
-
-    out: set[tuple[str, ...]] = set()
-
-    def walk(group: Any, path: tuple[str, ...]) -> None:
-        for name, sub in getattr(group, "commands", {}).items():
-            out.add((*path, name))
-            walk(sub, (*path, name))
-
-    walk(typer.main.get_command(app), ())
-    return out
 
 
 def test_topic_creation_runs_the_cli() -> None:
