@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 from support.cli import cli_commands
-from tickpipe_api.settings import ApiSettings
-from tickpipe_shared.config import DEFAULT_METRICS_PORTS, Settings
+from support.deploy import setting_env_names
+from tickpipe_shared.config import DEFAULT_METRICS_PORTS
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVICES = sorted(p.parent.name for p in (ROOT / "services").glob("*/pyproject.toml"))
@@ -30,15 +30,6 @@ PIPELINE_ENV = {
     "TICKPIPE_DUKASCOPY_BI5_URL",
     "TICKPIPE_METRICS_PORT",
 }
-
-
-def setting_env_names() -> set[str]:
-    """``TICKPIPE_<FIELD>`` of every Settings field (and ``TICKPIPE_API_<FIELD>`` of the API's)."""
-    out = set()
-    for cls in (Settings, ApiSettings):
-        prefix = cls.model_config.get("env_prefix", "")
-        out |= {f"{prefix}{name}".upper() for name in cls.model_fields}
-    return out
 
 
 @cache

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 from support.cli import cli_commands
-from tickpipe_api.settings import ApiSettings
+from support.deploy import SECRET_SETTINGS, setting_env_names
 from tickpipe_shared.config import DEFAULT_METRICS_PORTS, Settings
 from tickpipe_shared.kafka.topics import (
     DECODED_BATCHES,
@@ -41,13 +41,6 @@ SECRETS = {
     "tickpipe-db-ca": {"ca.crt"},
     "tickpipe-sources": {"polygon-api-key", "deriv-token"},
 }
-#: Settings that are secrets: never in the ConfigMap or the env, only as TICKPIPE_<FIELD>_FILE.
-SECRET_SETTINGS = {
-    "TICKPIPE_DATABASE_URL",
-    "TICKPIPE_POLYGON_API_KEY",
-    "TICKPIPE_DERIV_TOKEN",
-    "TICKPIPE_KAFKA_SASL_PASSWORD",
-}
 #: The data-path stages KEDA scales: (consumer group stage name, input topic) per Deployment.
 SCALED_STAGES = {
     "fetcher": [("fetcher-planner", FETCH_REQUESTS), ("fetcher", FETCH_UNITS)],
@@ -58,14 +51,6 @@ SCALED_STAGES = {
 #: Pods that reach the database: the writer stores, the fetcher's planner reads the ingest log
 #: to resume (skip_existing), the API reads everything, the setup Job migrates.
 DATABASE_USERS = {"tickpipe-writer", "tickpipe-fetcher", "tickpipe-api", "tickpipe-setup"}
-
-
-def setting_env_names() -> set[str]:
-    out = set()
-    for cls in (Settings, ApiSettings):  # the shared settings and the API's own
-        prefix = cls.model_config.get("env_prefix", "")
-        out |= {f"{prefix}{name}".upper() for name in cls.model_fields}
-    return out
 
 
 @cache
