@@ -23,7 +23,8 @@ from tickpipe_shared.config import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
-LOCAL = ROOT / ".local"
+#: bin/bootstrap's install folder (TICKPIPE_LOCAL_DIR, relative to the repository root).
+LOCAL = ROOT / os.environ.get("TICKPIPE_LOCAL_DIR", ".local")
 KUSTOMIZE = LOCAL / "go" / "bin" / "kustomize"
 KUBECONFORM = LOCAL / "go" / "bin" / "kubeconform"
 #: What bin/bootstrap fetches (keep the versions in step with it).
