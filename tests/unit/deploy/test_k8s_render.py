@@ -259,3 +259,20 @@ def test_production_kafka_is_sasl_ssl_everywhere() -> None:
     assert db_rule["to"][0]["ipBlock"]["cidr"] != "0.0.0.0/0"
     (kafka_rule,) = policies["tickpipe-egress-kafka"]["spec"]["egress"]
     assert kafka_rule["ports"] == [{"port": 9093, "protocol": "TCP"}]
+
+
+def test_operations_guide_names_every_secret_production_mounts() -> None:
+    """docs/operations.md tells the platform team which Secrets to create: all of them."""
+    target = "overlays/production"
+    names: set[str] = set()
+    for w in [*of_kind(target, "Deployment").values(), *of_kind(target, "Job").values()]:
+        for v in w["spec"]["template"]["spec"].get("volumes", []):
+            if "secret" in v:
+                names.add(v["secret"]["secretName"])
+            names |= {s["secret"]["name"] for s in v.get("projected", {}).get("sources", [])}
+    for ta in of_kind(target, "TriggerAuthentication").values():
+        names |= {r["name"] for r in ta["spec"]["secretTargetRef"]}
+    assert names >= {"tickpipe-db", "tickpipe-kafka-user", "tickpipe-kafka-ca"}
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    missing = sorted(n for n in names if f"`{n}`" not in guide and f" {n} " not in guide)
+    assert not missing, f"docs/operations.md does not say how to create {missing}"
