@@ -1,5 +1,6 @@
-"""docker-compose.yml, the services' Dockerfiles, .dockerignore and docs/configuration.md agree
-with the code: service list, console scripts, Settings fields and default metrics ports.
+"""docker-compose.yml, the Dockerfile (one recipe, ``--build-arg SERVICE``), .dockerignore and
+docs/configuration.md agree with the code: service list, console scripts, Settings fields and
+default metrics ports.
 
 There is no Docker engine here, so nothing is built or run: the files are parsed and checked.
 """
@@ -16,8 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
-from tickpipe_api.settings import ApiSettings
-from tickpipe_shared.config import DEFAULT_METRICS_PORTS, Settings
+from support.cli import cli_commands
+from support.deploy import setting_env_names
+from tickpipe_shared.config import DEFAULT_METRICS_PORTS
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVICES = sorted(p.parent.name for p in (ROOT / "services").glob("*/pyproject.toml"))
@@ -28,15 +30,6 @@ PIPELINE_ENV = {
     "TICKPIPE_DUKASCOPY_BI5_URL",
     "TICKPIPE_METRICS_PORT",
 }
-
-
-def setting_env_names() -> set[str]:
-    """``TICKPIPE_<FIELD>`` of every Settings field (and ``TICKPIPE_API_<FIELD>`` of the API's)."""
-    out = set()
-    for cls in (Settings, ApiSettings):
-        prefix = cls.model_config.get("env_prefix", "")
-        out |= {f"{prefix}{name}".upper() for name in cls.model_fields}
-    return out
 
 
 @cache
@@ -87,17 +80,31 @@ def workspace_closure(packages: set[str]) -> set[str]:
     return out
 
 
-def dockerfile_lines(svc: str) -> list[str]:
-    """Instructions of a Dockerfile, continuation lines joined, comments dropped."""
-    text = (ROOT / "services" / svc / "Dockerfile").read_text().replace("\\\n", " ")
-    return [
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+@cache
+def dockerfile_instructions() -> tuple[str, ...]:
+    """Instructions of the Dockerfile, continuation lines joined, comments dropped."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    return tuple(
         ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
-    ]
+    )
+
+
+def dockerfile_lines(svc: str) -> list[str]:
+    """The instructions as a build with ``--build-arg SERVICE=svc`` sees them."""
+    return [ln.replace("${SERVICE}", svc) for ln in dockerfile_instructions()]
+
+
+def stages(lines: list[str]) -> list[list[str]]:
+    """The build stages, each from its ``FROM`` line to the next."""
+    starts = [i for i, ln in enumerate(lines) if ln.upper().startswith("FROM ")]
+    return [lines[a:b] for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)]
 
 
 def final_stage(lines: list[str]) -> list[str]:
-    starts = [i for i, ln in enumerate(lines) if ln.upper().startswith("FROM ")]
-    return lines[starts[-1] :]
+    return stages(lines)[-1]
 
 
 def console_scripts(member_dir: Path) -> dict[str, str]:
@@ -116,21 +123,26 @@ def test_services_found() -> None:
 
 
 @pytest.mark.parametrize("svc", SERVICES)
-def test_every_service_is_built_from_its_dockerfile(svc: str) -> None:
+def test_every_service_is_built_from_the_one_dockerfile(svc: str) -> None:
     service = compose()["services"][svc]
-    build = service["build"]
-    assert build["context"] == "."
-    assert build["dockerfile"] == f"services/{svc}/Dockerfile"
-    assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+    assert service["build"] == {
+        "context": ".",
+        "dockerfile": "Dockerfile",
+        "args": {"SERVICE": svc},
+    }
     assert service["image"].split(":")[0] == f"tickpipe/{svc}"
 
 
-def test_every_build_dockerfile_exists() -> None:
-    for name, service in compose()["services"].items():
-        if "build" in service:
-            assert (
-                ROOT / service["build"]["context"] / service["build"]["dockerfile"]
-            ).is_file(), name
+def test_every_build_uses_the_one_dockerfile() -> None:
+    builds = {n: s["build"] for n, s in compose()["services"].items() if "build" in s}
+    assert set(builds) >= set(SERVICES)
+    for name, build in builds.items():
+        assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE, name
+        assert build["args"]["SERVICE"] in SERVICES, name
+
+
+def test_no_per_service_dockerfiles_remain() -> None:
+    assert not sorted((ROOT / "services").glob("*/Dockerfile"))
 
 
 def test_services_sharing_an_image_build_it_the_same_way() -> None:
@@ -206,18 +218,12 @@ def test_infrastructure() -> None:
     )
 
 
-def test_topic_creation_runs_ensure_topics() -> None:
+def test_topic_creation_runs_the_cli() -> None:
     topics = compose()["services"]["topics"]
     assert topics["restart"] == "no"
-    command = topics["command"]
-    assert command[:2] == ["python", "-c"]
-    code = command[2]
-    compile(code, "<topics>", "exec")
-    assert "ensure_topics(Settings())" in code
-    from tickpipe_shared.kafka import topics as topics_module
-
-    assert callable(topics_module.ensure_topics)
-    # It runs in an image that has tickpipe_shared.
+    assert topics["command"] == ["tickpipe", "topics", "create"]
+    assert ("topics", "create") in cli_commands()
+    # It runs in an image that has the CLI.
     assert topics["image"] == compose()["services"]["writer"]["image"]
 
 
@@ -225,6 +231,7 @@ def test_db_migrate_runs_the_cli_from_the_writer_image() -> None:
     job = compose()["services"]["db-migrate"]
     assert job["command"] == ["tickpipe", "db", "migrate"]
     assert job["image"] == compose()["services"]["writer"]["image"]
+    assert ("db", "migrate") in cli_commands()
     assert "tickpipe" in console_scripts(workspace_members()["tickpipe-cli"])
     assert "tickpipe-cli" in installed_packages("writer")
 
@@ -256,32 +263,68 @@ def test_observability_profile() -> None:
 
 
 def installed_packages(svc: str) -> set[str]:
-    """The ``--package`` names of the Dockerfile's final ``uv sync``."""
+    """The ``--package`` names of the Dockerfile's final ``uv sync`` for ``SERVICE=svc``."""
     syncs = [ln for ln in dockerfile_lines(svc) if ln.startswith("RUN uv sync")]
-    assert syncs, f"{svc}: no `RUN uv sync`"
+    assert syncs, "no `RUN uv sync`"
     args = shlex.split(syncs[-1])
     return {args[i + 1] for i, a in enumerate(args) if a == "--package"}
 
 
+def test_dockerfile_is_multi_stage_on_a_pinned_base() -> None:
+    lines = list(dockerfile_instructions())
+    args = dict(ln[4:].split("=", 1) for ln in lines if ln.startswith("ARG ") and "=" in ln)
+    # An exact Python patch release on a named Debian release, or a digest.
+    base = args["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", base) or re.search(
+        r"@sha256:[0-9a-f]{64}$", base
+    ), base
+    froms = [ln.split() for ln in lines if ln.startswith("FROM ")]
+    assert len(froms) >= 2, "build and runtime stages"
+    for f in froms:
+        assert f[1] == "${PYTHON_IMAGE}" and f[2] == "AS", f
+    names = [f[3] for f in froms]
+    assert len(names) == len(set(names))
+    runtime = final_stage(lines)
+    # The runtime stage gets the venv from the build stage, nothing from the context.
+    copies = [ln for ln in runtime if ln.startswith("COPY ")]
+    assert copies and all(ln.startswith(f"COPY --from={names[0]} ") for ln in copies), copies
+    assert not [ln for ln in runtime if "uv sync" in ln or "pip install" in ln]
+
+
+def test_dockerfile_requires_the_service_argument() -> None:
+    build = stages(list(dockerfile_instructions()))[0]
+    assert "ARG SERVICE" in build
+    assert any(ln.startswith('RUN test -n "$SERVICE"') and "exit 1" in ln for ln in build)
+    assert "ARG SERVICE" in final_stage(list(dockerfile_instructions()))
+
+
 @pytest.mark.parametrize("svc", SERVICES)
-def test_dockerfile_cmd_is_the_console_script(svc: str) -> None:
+def test_dockerfile_cmd_runs_the_console_script(svc: str) -> None:
     scripts = console_scripts(Path("services") / svc)
     assert f"tickpipe-{svc}" in scripts
-    cmds = [ln for ln in final_stage(dockerfile_lines(svc)) if ln.startswith("CMD ")]
+    runtime = final_stage(dockerfile_lines(svc))
+    env = " ".join(ln for ln in runtime if ln.startswith("ENV "))
+    assert f"TICKPIPE_SERVICE={svc}" in env
+    cmds = [ln for ln in runtime if ln.startswith("CMD ")]
     assert len(cmds) == 1
-    assert json.loads(cmds[0][4:]) == [f"tickpipe-{svc}"]
+    cmd = json.loads(cmds[0][4:])
+    # exec: the service is PID 1 and gets SIGTERM itself.
+    assert cmd[:2] == ["/bin/sh", "-c"]
+    assert cmd[2].replace("$TICKPIPE_SERVICE", svc) == f'exec "tickpipe-{svc}"'
 
 
 @pytest.mark.parametrize("svc", SERVICES)
 def test_dockerfile_installs_the_service_with_uv(svc: str) -> None:
     lines = dockerfile_lines(svc)
-    assert all(ln == "FROM python:3.11-slim" or ln.startswith("FROM python:3.11-slim AS ")
-               for ln in lines if ln.startswith("FROM "))  # fmt: skip
     assert any(re.match(r'RUN pip install .*"?uv==[\d.]+"?', ln) for ln in lines)
-    for sync in (ln for ln in lines if ln.startswith("RUN uv sync")):
+    syncs = [ln for ln in lines if ln.startswith("RUN uv sync")]
+    assert len(syncs) == 2, "dependencies layer, then the workspace packages"
+    for sync in syncs:
         args = shlex.split(sync)
         assert {"--frozen", "--no-dev"} <= set(args), sync
-    assert f"tickpipe-{svc}" in installed_packages(svc)
+    assert "--no-install-workspace" in syncs[0] and "--no-editable" in syncs[1]
+    assert {f"tickpipe-{svc}", "tickpipe-cli"} == installed_packages(svc)
+    assert f"tickpipe-{svc}" in workspace_members()
 
 
 @pytest.mark.parametrize("svc", SERVICES)
@@ -303,17 +346,19 @@ def test_dockerfile_copies_every_workspace_member_it_installs(svc: str) -> None:
         assert f"{members[package]}/pyproject.toml" in copied, f"{svc}: {package} metadata"
 
 
-@pytest.mark.parametrize("svc", SERVICES)
-def test_dockerfile_runtime_user_port_and_healthcheck(svc: str) -> None:
-    port = DEFAULT_METRICS_PORTS[svc]
-    runtime = final_stage(dockerfile_lines(svc))
+def test_dockerfile_runtime_user_and_healthcheck() -> None:
+    runtime = final_stage(list(dockerfile_instructions()))
     users = [ln.split()[1] for ln in runtime if ln.startswith("USER ")]
-    assert users and users[-1].split(":")[0] not in ("root", "0")
-    assert f"EXPOSE {port}" in runtime
+    assert users, "no USER: the image would run as root"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, "numeric non-root USER (runAsNonRoot can check it)"
+    assert any(f"--uid {uid}" in ln for ln in runtime if ln.startswith("RUN useradd"))
     health = [ln for ln in runtime if ln.startswith("HEALTHCHECK ")]
     assert len(health) == 1
-    assert "/healthz" in health[0] and f"or {port}" in health[0]
-    assert "TICKPIPE_METRICS_PORT" in health[0]
+    assert "/healthz" in health[0] and "TICKPIPE_METRICS_PORT" in health[0]
+    assert "DEFAULT_METRICS_PORTS[os.environ['TICKPIPE_SERVICE']]" in health[0]
+    code = json.loads(health[0].split(" CMD ", 1)[1])[2]
+    compile(code, "<healthcheck>", "exec")
 
 
 def test_dockerignore_excludes_local_state() -> None:

@@ -1,7 +1,8 @@
-"""deploy/k8s (Kustomize base) and deploy/grafana agree with the code and with docker-compose.
+"""deploy/k8s (the Kustomize base) and deploy/grafana agree with the code and with docker-compose.
 
-Manifests are parsed, not applied (no cluster here). ``kubectl kustomize`` is run when kubectl
-is installed. The dashboard may only query metrics that the code registers.
+The base's manifests are parsed, not applied (no cluster here); rendering every overlay and
+validating it against the Kubernetes and KEDA schemas is test_k8s_render.py. The dashboard may
+only query metrics that the code registers.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import re
-import shutil
-import subprocess
 import tomllib
 from collections.abc import Iterator
 from functools import cache
@@ -20,34 +19,46 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import REGISTRY
-from tickpipe_api.settings import ApiSettings
+from support.cli import cli_commands
+from support.deploy import SECRET_SETTINGS, setting_env_names
 from tickpipe_shared.config import DEFAULT_METRICS_PORTS, Settings
+from tickpipe_shared.kafka.topics import (
+    DECODED_BATCHES,
+    FETCH_REQUESTS,
+    FETCH_UNITS,
+    RAW_PAYLOADS,
+    VALIDATED_BATCHES,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
 DASHBOARD = ROOT / "deploy" / "grafana" / "tickpipe.json"
 SERVICES = sorted(p.parent.name for p in (ROOT / "services").glob("*/pyproject.toml"))
+#: The Secrets the pods mount (templates in base/secret.example.yaml), and their keys.
 SECRETS = {
-    "tickpipe-db": {"TICKPIPE_DATABASE_URL"},
-    "tickpipe-sources": {"TICKPIPE_POLYGON_API_KEY", "TICKPIPE_DERIV_TOKEN"},
+    "tickpipe-db": {"database-url"},
+    "tickpipe-db-ca": {"ca.crt"},
+    "tickpipe-sources": {"polygon-api-key", "deriv-token"},
 }
-SECRET_KEYS = set().union(*SECRETS.values())
-
-
-def setting_env_names() -> set[str]:
-    out = set()
-    for cls in (Settings, ApiSettings):  # the shared settings and the API's own
-        prefix = cls.model_config.get("env_prefix", "")
-        out |= {f"{prefix}{name}".upper() for name in cls.model_fields}
-    return out
+#: The data-path stages KEDA scales: (consumer group stage name, input topic) per Deployment.
+SCALED_STAGES = {
+    "fetcher": [("fetcher-planner", FETCH_REQUESTS), ("fetcher", FETCH_UNITS)],
+    "decoder": [("decoder", RAW_PAYLOADS)],
+    "validator": [("validator", DECODED_BATCHES)],
+    "writer": [("writer", VALIDATED_BATCHES)],
+}
+#: Pods that reach the database: the writer stores, the fetcher's planner reads the ingest log
+#: to resume (skip_existing), the API reads everything, the setup Job migrates.
+DATABASE_USERS = {"tickpipe-writer", "tickpipe-fetcher", "tickpipe-api", "tickpipe-setup"}
 
 
 @cache
 def documents() -> dict[Path, list[dict[str, Any]]]:
-    """Every YAML document under deploy/k8s, by file."""
+    """Every YAML document of the base, by file (overlays hold patches: they are checked
+    rendered, in test_k8s_render.py)."""
     out: dict[Path, list[dict[str, Any]]] = {}
-    for path in sorted(K8S.rglob("*.y*ml")):
+    for path in sorted(BASE.glob("*.y*ml")):
         out[path] = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     return out
 
@@ -132,7 +143,7 @@ def test_secret_is_only_a_template() -> None:
 def test_configmap_keys_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     data = configmap()["data"]
     assert set(data) <= setting_env_names(), sorted(set(data) - setting_env_names())
-    assert not set(data) & SECRET_KEYS, "secrets belong in the Secret"
+    assert not set(data) & SECRET_SETTINGS, "secrets are files of mounted Secrets"
     assert "TICKPIPE_METRICS_PORT" not in data, "each Deployment sets its own port"
     # The values are valid settings, read the way a pod reads them: from the environment.
     for key, value in data.items():
@@ -158,8 +169,26 @@ def test_every_service_has_one_deployment() -> None:
     assert sorted(by_name("Deployment")) == [f"tickpipe-{s}" for s in SERVICES]
 
 
+def secret_mounts(workload: dict[str, Any], container: dict[str, Any]) -> dict[str, set[str]]:
+    """Mount path → names of the Secrets behind it (secret or projected volumes)."""
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+    out: dict[str, set[str]] = {}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        names = set()
+        if "secret" in volume:
+            names.add(volume["secret"]["secretName"])
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                names.add(source["secret"]["name"])
+        if names:
+            assert mount.get("readOnly") is True, mount
+            out[mount["mountPath"]] = names
+    return out
+
+
 @pytest.mark.parametrize("name", ["Deployment", "Job"])
-def test_env_references_are_real_settings(name: str) -> None:
+def test_env_references_are_real_settings_and_secrets_are_files(name: str) -> None:
     names = setting_env_names()
     cm_name = configmap()["metadata"]["name"]
     for ref, workload in workloads():
@@ -171,12 +200,18 @@ def test_env_references_are_real_settings(name: str) -> None:
             for src in sources:
                 assert set(src) == {"configMapRef"}, f"{ref}: unexpected envFrom {src}"
                 assert src["configMapRef"]["name"] == cm_name
+            mounts = secret_mounts(workload, c)
             for env_name, env in env_list(c).items():
-                assert env_name in names, f"{ref}: {env_name} is not a Settings field"
-                secret = env.get("valueFrom", {}).get("secretKeyRef")
-                if secret:
-                    assert secret["key"] in SECRETS[secret["name"]]
-                    assert env_name == secret["key"]
+                assert "valueFrom" not in env, f"{ref}: {env_name}: secrets are files, not env"
+                assert env_name not in SECRET_SETTINGS, f"{ref}: {env_name} as plain env"
+                if env_name.endswith("_FILE"):
+                    # TICKPIPE_<FIELD>_FILE: a file inside a mounted Secret.
+                    field = env_name.removesuffix("_FILE")
+                    assert field in SECRET_SETTINGS, f"{ref}: {env_name}"
+                    folder = env["value"].rsplit("/", 1)[0]
+                    assert folder in mounts, f"{ref}: {env['value']} is in no Secret mount"
+                else:
+                    assert env_name in names, f"{ref}: {env_name} is not a Settings field"
 
 
 @pytest.mark.parametrize("svc", SERVICES)
@@ -202,22 +237,86 @@ def test_metrics_port_probes_and_scrape_annotations(svc: str) -> None:
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
+@pytest.mark.parametrize("ref", [ref for ref, _ in workloads()])
+def test_pods_are_locked_down(ref: str) -> None:
+    workload = dict(workloads())[ref]
+    pod = workload["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for c in containers(workload):
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert {"requests", "limits"} <= set(c["resources"])
+        assert c["resources"]["limits"]["memory"] and c["resources"]["limits"]["cpu"]
+        # A read-only root: the writable places are emptyDirs (/tmp at least).
+        writable = {m["mountPath"] for m in c["volumeMounts"] if "emptyDir" in volumes[m["name"]]}
+        assert "/tmp" in writable, ref
+
+
 @pytest.mark.parametrize("svc", SERVICES)
-def test_deployment_resources_security_and_replicas(svc: str) -> None:
+def test_deployment_selector_and_database_access(svc: str) -> None:
     dep = deployment(svc)
     (container,) = containers(dep)
-    assert {"requests", "limits"} <= set(container["resources"])
-    assert container["resources"]["limits"]["memory"]
-    pod = dep["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False
     selector = dep["spec"]["selector"]["matchLabels"]
     assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
-    assert dep["spec"]["replicas"] <= int(configmap()["data"]["TICKPIPE_TOPIC_PARTITIONS"])
-    # The writer stores; the fetcher's planner reads the ingest log to resume (skip_existing);
-    # the API reads everything.
-    needs_db = "TICKPIPE_DATABASE_URL" in env_list(container)
-    assert needs_db == (svc in ("writer", "fetcher", "api"))
+    needs_db = "TICKPIPE_DATABASE_URL_FILE" in env_list(container)
+    assert needs_db == (f"tickpipe-{svc}" in DATABASE_USERS)
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_replicas_belong_to_an_autoscaler(svc: str) -> None:
+    """KEDA (data path) or the HPA (API) own spec.replicas; only the tracker has a fixed one."""
+    dep = deployment(svc)
+    scaled = {so["spec"]["scaleTargetRef"]["name"] for so in of_kind("ScaledObject")}
+    hpas = {h["spec"]["scaleTargetRef"]["name"] for h in of_kind("HorizontalPodAutoscaler")}
+    name = f"tickpipe-{svc}"
+    assert len([x for x in (name in scaled, name in hpas) if x]) <= 1, "two autoscalers"
+    if svc in SCALED_STAGES:
+        assert name in scaled
+    elif svc == "api":
+        assert name in hpas
+    if name in scaled or name in hpas:
+        assert "replicas" not in dep["spec"], f"{name}: the autoscaler owns replicas"
+    else:
+        assert 1 <= dep["spec"]["replicas"] <= int(configmap()["data"]["TICKPIPE_TOPIC_PARTITIONS"])
+
+
+@pytest.mark.parametrize("svc", sorted(SCALED_STAGES))
+def test_scaled_objects_follow_the_stage_consumer_groups(svc: str) -> None:
+    settings = Settings()  # the default prefixes, which the manifests spell out
+    data = configmap()["data"]
+    assert data["TICKPIPE_TOPIC_PREFIX"] == settings.topic_prefix
+    assert data["TICKPIPE_CONSUMER_GROUP_PREFIX"] == settings.consumer_group_prefix
+    so = by_name("ScaledObject")[f"tickpipe-{svc}"]
+    spec = so["spec"]
+    assert spec["scaleTargetRef"]["name"] == f"tickpipe-{svc}"
+    triggers = spec["triggers"]
+    assert {(t["metadata"]["consumerGroup"], t["metadata"]["topic"]) for t in triggers} == {
+        (settings.group(stage), settings.topic(topic)) for stage, topic in SCALED_STAGES[svc]
+    }
+    for t in triggers:
+        meta = t["metadata"]
+        assert t["type"] == "kafka"
+        assert meta["bootstrapServersFromEnv"] == "TICKPIPE_KAFKA_BOOTSTRAP"
+        assert "TICKPIPE_KAFKA_BOOTSTRAP" in data
+        assert int(meta["lagThreshold"]) > 0
+        assert meta["allowIdleConsumers"] == "false"
+        assert meta["offsetResetPolicy"] == "earliest"  # as the services' consumers
+    # Partitions are the ceiling of useful replicas.
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    assert spec["maxReplicaCount"] == int(data["TICKPIPE_TOPIC_PARTITIONS"])
+
+
+def test_fetch_rate_budget_assumes_the_fetcher_maximum() -> None:
+    """Each fetcher takes rate / TICKPIPE_FETCH_REPLICAS: at the autoscaler's maximum the fleet
+    still stays within the politeness budget."""
+    maximum = by_name("ScaledObject")["tickpipe-fetcher"]["spec"]["maxReplicaCount"]
+    assert int(configmap()["data"]["TICKPIPE_FETCH_REPLICAS"]) == maximum
 
 
 def test_fetcher_instrument_cache_is_writable() -> None:
@@ -233,38 +332,85 @@ def test_pod_disruption_budgets_select_deployments() -> None:
     for pdb in pdbs:
         dep = by_name("Deployment")[pdb["metadata"]["name"]]
         assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+        assert pdb["spec"]["maxUnavailable"] == 1
 
 
-def test_jobs_migrate_and_create_topics() -> None:
-    jobs = by_name("Job")
-    assert set(jobs) == {"tickpipe-db-migrate", "tickpipe-create-topics"}
-    writer_image = compose_services()["writer"]["image"]
-    (migrate,) = containers(jobs["tickpipe-db-migrate"])
+def test_setup_job_creates_topics_then_migrates() -> None:
+    (job,) = of_kind("Job")
+    assert job["metadata"]["name"] == "tickpipe-setup"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] in ("OnFailure", "Never")
+    (topics,) = pod["initContainers"]
+    (migrate,) = pod["containers"]
+    assert topics["command"] == ["tickpipe", "topics", "create"]
     assert migrate["command"] == ["tickpipe", "db", "migrate"]
-    assert migrate["image"] == writer_image
-    assert env_list(migrate)["TICKPIPE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == (
-        "tickpipe-db"
-    )
-    (topics,) = containers(jobs["tickpipe-create-topics"])
-    assert topics["image"] == writer_image
-    assert topics["command"] == compose_services()["topics"]["command"]
-    for job in jobs.values():
-        assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
+    assert {("topics", "create"), ("db", "migrate")} <= cli_commands()
+    writer_image = compose_services()["writer"]["image"]
+    assert topics["image"] == migrate["image"] == writer_image
+    assert env_list(migrate)["TICKPIPE_DATABASE_URL_FILE"]["value"].startswith("/etc/tickpipe/db/")
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
-def test_kustomize_builds() -> None:
-    result = subprocess.run(
-        ["kubectl", "kustomize", str(BASE)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    built = [d for d in yaml.safe_load_all(result.stdout) if d]
-    kinds = sorted(d["kind"] for d in built)
-    assert kinds.count("Deployment") == len(SERVICES)
-    assert kinds.count("Job") == 2
-    assert all(
-        d["metadata"].get("namespace") == "tickpipe" for d in built if d["kind"] != "Namespace"
-    )
+# --- NetworkPolicies ---------------------------------------------------------------------------
+
+
+def policies_for(pod_name: str, direction: str) -> list[dict[str, Any]]:
+    """The base's NetworkPolicies of ``direction`` (Ingress/Egress) that select ``pod_name``."""
+    out = []
+    for policy in of_kind("NetworkPolicy"):
+        spec = policy["spec"]
+        if direction not in spec["policyTypes"]:
+            continue
+        selector = spec["podSelector"]
+        labels = selector.get("matchLabels", {})
+        exprs = selector.get("matchExpressions", [])
+        if labels and labels.get("app.kubernetes.io/name") != pod_name:
+            continue
+        if any(pod_name not in e["values"] for e in exprs):
+            continue
+        out.append(policy)
+    return out
+
+
+def egress_ports(pod_name: str) -> set[int]:
+    ports: set[int] = set()
+    for policy in policies_for(pod_name, "Egress"):
+        for rule in policy["spec"].get("egress", []):
+            for p in rule["ports"]:
+                ports |= set(range(p["port"], p.get("endPort", p["port"]) + 1))
+    return ports
+
+
+def test_network_default_deny() -> None:
+    deny = by_name("NetworkPolicy")["tickpipe-default-deny"]["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+@pytest.mark.parametrize("pod", [*(f"tickpipe-{s}" for s in SERVICES), "tickpipe-setup"])
+def test_network_egress_is_what_each_pod_needs(pod: str) -> None:
+    ports = egress_ports(pod)
+    assert {53, 9092} <= ports, "DNS and Kafka for everyone"
+    assert (5432 in ports) == (pod in DATABASE_USERS)
+    assert (443 in ports) == (pod == "tickpipe-fetcher"), "only the fetcher reaches the sources"
+
+
+def test_network_ingress_only_metrics_and_the_api() -> None:
+    rules = [
+        (p["metadata"]["name"], rule)
+        for p in of_kind("NetworkPolicy")
+        for rule in p["spec"].get("ingress", [])
+    ]
+    ports = {name: {port["port"] for port in rule["ports"]} for name, rule in rules}
+    assert ports == {"tickpipe-ingress-metrics": {"metrics"}, "tickpipe-ingress-api": {"http"}}
+    (metrics,) = [r for n, r in rules if n == "tickpipe-ingress-metrics"]
+    assert metrics["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    api = by_name("NetworkPolicy")["tickpipe-ingress-api"]["spec"]["podSelector"]
+    assert api == {"matchLabels": {"app.kubernetes.io/name": "tickpipe-api"}}
+    # The named ports exist on the pods they open.
+    for svc in SERVICES:
+        (c,) = containers(deployment(svc))
+        assert "metrics" in {p["name"] for p in c["ports"]}
 
 
 # --- Grafana dashboard -------------------------------------------------------------------------
