@@ -232,6 +232,7 @@ def test_an_ingest_over_sasl_ssl_and_verify_full_leaks_no_secret(
     p.stop_all()
     logs = {path.name: path.read_text(errors="replace") for path in p.log_dir.glob("*.log")}
     logs["api.log"] = (tmp_path / "api.log").read_text(errors="replace")
+    logs["tickpipe request (CLI output)"] = result.stdout + result.stderr
     # Not vacuous: every service logged its run (JSON lines with its name).
     for service in ("fetcher", "decoder", "validator", "writer", "tracker", "api"):
         assert f'"service": "{service}"' in logs[f"{service}.log"], logs[f"{service}.log"][-2000:]
