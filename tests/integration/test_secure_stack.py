@@ -36,13 +36,18 @@ SAMPLE_HOUR = "bi5/EURUSD/2019/02/18/00h_ticks.bi5"  # EURUSD 2019-03-18 00h, ze
 
 
 @pytest.fixture(scope="module")
-def stack() -> tuple[Settings, secure.SecureFiles]:
-    """Kafka with SASL_SSL and PostgreSQL with TLS only; the settings of a secure client."""
+def stack() -> Iterator[tuple[Settings, secure.SecureFiles]]:
+    """Kafka with SASL_SSL and PostgreSQL with TLS only; the settings of a secure client.
+    Afterwards the stack leaves secure mode, as the other tests expect it."""
+    paths = StackPaths.discover()
+    was_secure = secure.active(paths) is not None
     try:
         settings = api.up(infra_only=True, secure_mode=True, reporter=Reporter())
     except api.StackError as exc:
         pytest.fail(f"tickpipe-stack up --infra-only --secure failed:\n{exc}", pytrace=False)
-    return settings, secure.secure_files(StackPaths.discover())
+    yield settings, secure.secure_files(paths)
+    if not was_secure:
+        secure.leave(paths, Reporter())
 
 
 @pytest.fixture(scope="module")

@@ -116,6 +116,16 @@ def test_hba_block_comes_first_and_replaces_an_older_one() -> None:
     assert once.endswith(original)
     assert "hostnossl all all 0.0.0.0/0 reject" in once
     assert secure.with_hba_block(once) == once
+    assert secure.without_hba_block(once) == original
+
+
+def test_secure_mode_lasts_until_left(tmp_path: Path) -> None:
+    paths = StackPaths(root=tmp_path, local=tmp_path / ".local")
+    assert secure.active(paths) is None
+    secure.set_active(paths, True)
+    assert secure.active(paths) == secure.secure_files(paths)
+    secure.set_active(paths, False)
+    assert secure.active(paths) is None
 
 
 def test_clients_of_the_secure_stack(files: secure.SecureFiles) -> None:

@@ -103,7 +103,8 @@ def up(
     """Bring the stack up: Kafka, PostgreSQL, topics and, unless ``infra_only``, the stand-in
     Dukascopy server and the services. Components already running are left as they are.
     ``secure_mode`` (``--secure``) adds Kafka's SASL_SSL listener and PostgreSQL's TLS-only
-    access (:mod:`tickpipe_dev.stack.secure`) and the services use them.
+    access (:mod:`tickpipe_dev.stack.secure`) and the services use them; the mode lasts until
+    a full :func:`down`.
 
     Returns the :class:`Settings` (from the environment) the stack serves. Raises
     :class:`StackError` when a component fails to start or become healthy.
@@ -117,6 +118,7 @@ def up(
 def _up(infra_only: bool, secure_mode: bool, paths: StackPaths, reporter: Reporter) -> Settings:
     paths.ensure_dirs()
     started = time.monotonic()
+    secure_mode = secure_mode or secure.active(paths) is not None
     files = secure.ensure_files(paths, reporter) if secure_mode else None
     if files:
         secure.start_kafka(paths, reporter, files)
@@ -127,6 +129,9 @@ def _up(infra_only: bool, secure_mode: bool, paths: StackPaths, reporter: Report
     postgres.start(paths, reporter)
     if files:
         secure.configure_postgres(paths, reporter, files)
+        secure.set_active(paths, True)
+    else:
+        secure.relax_postgres(paths, reporter)
     settings = secure.client_settings(files) if files else load_settings()
     ensure_topics(settings, reporter)
     if not infra_only:
@@ -157,6 +162,7 @@ def down(
         if not keep_infra:
             kafka.stop(paths, reporter)
             postgres.stop(paths, reporter)
+            secure.set_active(paths, False)
     reporter.line(f"{'stack down':<38} {'(infra kept)' if keep_infra else ''}".rstrip())
 
 
@@ -175,7 +181,8 @@ def restart(name: str, *, paths: StackPaths | None = None, reporter: Reporter | 
 def _restart(name: str, paths: StackPaths, reporter: Reporter) -> int:
     if name == kafka.NAME:
         kafka.stop(paths, reporter)
-        return kafka.start(paths, reporter)
+        files = secure.active(paths)
+        return kafka.start(paths, reporter, secure.kafka_properties(files) if files else None)
     if name == postgres.NAME:
         postgres.stop(paths, reporter)
         return postgres.start(paths, reporter)
@@ -189,9 +196,11 @@ def _restart(name: str, paths: StackPaths, reporter: Reporter) -> int:
         raise StackError(f"unknown component {name!r}; one of {', '.join(COMPONENTS)}")
     services.stop_component(paths, name, reporter)
     standin_up = live_pid(paths.pid_file(services.STANDIN)) is not None
+    files = secure.active(paths)
     pids = services.start_services(
         paths, reporter, names=(name,),
         standin_port=services.STANDIN_PORT if standin_up else None,
+        env=secure.client_env(files) if files else None,
     )  # fmt: skip
     return pids[name]
 

@@ -72,6 +72,25 @@ def secure_files(paths: StackPaths) -> SecureFiles:
     return SecureFiles(paths.local / "secure")
 
 
+def _marker(paths: StackPaths) -> Path:
+    return paths.run_dir / "secure"
+
+
+def active(paths: StackPaths) -> SecureFiles | None:
+    """The files of the secure stack while it is in secure mode (from ``up --secure`` until a
+    full ``down``), else ``None``: a restart or a plain ``up`` keeps the mode."""
+    return secure_files(paths) if _marker(paths).is_file() else None
+
+
+def set_active(paths: StackPaths, on: bool) -> None:
+    """Enter (``on``) or leave secure mode."""
+    if on:
+        paths.run_dir.mkdir(parents=True, exist_ok=True)
+        _marker(paths).write_text("up --secure\n")
+    else:
+        _marker(paths).unlink(missing_ok=True)
+
+
 # --- certificates ---------------------------------------------------------------------------
 
 
@@ -355,8 +374,8 @@ def render_hba_block() -> str:
     )
 
 
-def with_hba_block(hba: str) -> str:
-    """``hba`` (pg_hba.conf text) with :func:`render_hba_block` first, replacing an older one."""
+def without_hba_block(hba: str) -> str:
+    """``hba`` (pg_hba.conf text) without the block of :func:`render_hba_block`."""
     kept, inside = [], False
     for line in hba.splitlines(keepends=True):
         if line.strip() == HBA_BEGIN:
@@ -365,7 +384,36 @@ def with_hba_block(hba: str) -> str:
             inside = False
         elif not inside:
             kept.append(line)
-    return render_hba_block() + "".join(kept)
+    return "".join(kept)
+
+
+def with_hba_block(hba: str) -> str:
+    """``hba`` with :func:`render_hba_block` first, replacing an older one."""
+    return render_hba_block() + without_hba_block(hba)
+
+
+def relax_postgres(paths: StackPaths, reporter: Reporter) -> None:
+    """Take the ``--secure`` block out of pg_hba.conf again (plain TCP allowed) and reload; a
+    no-op when there is none. ``ssl`` stays on: clients may still choose TLS."""
+    hba = paths.pg_data / "pg_hba.conf"
+    try:
+        text = hba.read_text()
+    except OSError:
+        return
+    if HBA_BEGIN not in text:
+        return
+    with reporter.step("postgres: plain TCP allowed again") as note:
+        hba.write_text(without_hba_block(text))
+        postgres._psql(paths, postgres.stack_bin_dir(paths), "SELECT pg_reload_conf()")
+        note.result = "reloaded"
+
+
+def leave(paths: StackPaths, reporter: Reporter) -> None:
+    """Leave secure mode on a running stack: plain TCP to PostgreSQL again, and the next
+    ``up`` or restart without ``--secure`` starts clients with plain settings (the SASL_SSL
+    listener stays until Kafka restarts; the PLAINTEXT one never went away)."""
+    set_active(paths, False)
+    relax_postgres(paths, reporter)
 
 
 def configure_postgres(paths: StackPaths, reporter: Reporter, files: SecureFiles) -> None:
