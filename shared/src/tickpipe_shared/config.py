@@ -94,7 +94,11 @@ class Settings(BaseSettings):
     Defaults match the local stack (``tickpipe-stack up``), so a laptop needs no configuration.
     """
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # Validation errors name field and problem but never echo inputs: a model-level error
+    # would otherwise print every setting, secrets included.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True
+    )
 
     # --- infrastructure ---------------------------------------------------------------
     kafka_bootstrap: str = Field(

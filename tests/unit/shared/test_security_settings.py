@@ -158,6 +158,16 @@ def test_impossible_combinations_say_what_is_wrong(
     assert message in str(info.value)
 
 
+def test_validation_errors_never_echo_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICKPIPE_KAFKA_SASL_PASSWORD", "topsecret123")
+    monkeypatch.setenv("TICKPIPE_DATABASE_URL", "postgresql://app:dbsecret456@db/ticks")
+    with pytest.raises(ValidationError) as info:
+        Settings()  # a model-level error: pydantic would print the whole input by default
+    text = str(info.value)
+    assert "SASL credentials are set" in text
+    assert "topsecret123" not in text and "dbsecret456" not in text
+
+
 def test_security_settings_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, pki: dict[str, str]
 ) -> None:
