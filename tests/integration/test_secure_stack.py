@@ -187,6 +187,8 @@ def run(
             postgres._psql(paths, bin_dir, f'ALTER DATABASE "{database}" OWNER TO {role}')
             # No password in the DSN: it comes from TICKPIPE_DATABASE_PASSWORD_FILE.
             p.env["TICKPIPE_DATABASE_URL"] = f"postgresql://{role}@127.0.0.1:55432/{database}"
+            # The stand-in answers Polygon only with the key: a stored unit proves it was sent.
+            p.standin_args = ["--polygon-api-key", values["polygon api key"]]
             p.start_all()
             yield p, values
     finally:
@@ -202,6 +204,10 @@ def test_an_ingest_over_sasl_ssl_and_verify_full_leaks_no_secret(
                    "--source", "dukascopy-bi5", "--wait", "--timeout", "300")  # fmt: skip
     assert result.returncode == 0, f"request failed:\n{result.stdout}\n{result.stderr}"
     assert "1 stored" in result.stdout
+    polygon = p.cli("request", "C:EURUSD", "--source", "polygon", "--kind", "candles",
+                    "--timeframe", "1d", "--from", "2023-01-01", "--to", "2023-01-10",
+                    "--wait", "--timeout", "300")  # fmt: skip
+    assert polygon.returncode == 0 and "1 stored" in polygon.stdout, polygon.stdout + polygon.stderr
     (golden,) = [
         g for g in golden_tick_hours(SHARED / "data" / "dukascopy") if g.instrument == "EURUSD"
         and f"{g.hour:%Y/%m/%d/%H}" == "2019/03/18/00"
@@ -235,9 +241,14 @@ def test_an_ingest_over_sasl_ssl_and_verify_full_leaks_no_secret(
         refused = httpx.get(f"{server.url}/v1/instruments", headers={"X-API-Key": "tp_wrong"})
         assert refused.status_code == 401
     p.stop_all()
-    logs = {path.name: path.read_text(errors="replace") for path in p.log_dir.glob("*.log")}
+    # Every service's log (the stand-in plays the source: not ours) and the CLI's output.
+    logs = {
+        f"{name}.log": (p.log_dir / f"{name}.log").read_text(errors="replace")
+        for name in ("fetcher", "decoder", "validator", "writer", "tracker")
+    }
     logs["api.log"] = (tmp_path / "api.log").read_text(errors="replace")
-    logs["tickpipe request (CLI output)"] = result.stdout + result.stderr
+    for name, cli in (("request", result), ("polygon request", polygon)):
+        logs[f"tickpipe {name} (CLI output)"] = cli.stdout + cli.stderr
     # Not vacuous: every service logged its run (JSON lines with its name).
     for service in ("fetcher", "decoder", "validator", "writer", "tracker", "api"):
         assert f'"service": "{service}"' in logs[f"{service}.log"], logs[f"{service}.log"][-2000:]

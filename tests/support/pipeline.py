@@ -59,6 +59,8 @@ class Pipeline:
     standin_root: Path
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: More command-line arguments of the stand-in, e.g. ``["--polygon-api-key", key]``.
+    standin_args: list[str] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -109,6 +111,7 @@ class Pipeline:
             for source in ("polygon", "deriv") if shared else ():
                 assert shared is not None
                 cmd += [f"--{source}-root", str(shared / "data" / source)]
+            cmd += self.standin_args
         else:
             cmd = [str(BIN / f"tickpipe-{name}")]
             env["TICKPIPE_METRICS_PORT"] = str(self.ports[name])
