@@ -186,8 +186,8 @@ def make_server_cert(
 
 
 def ensure_files(paths: StackPaths, reporter: Reporter) -> SecureFiles:
-    """Create the CA, the server certificate, Kafka's keystore and the passwords unless they
-    exist (they are kept across restarts so that clients keep trusting the same CA)."""
+    """Create the CA, the server certificate and key (both servers present them) and the SCRAM
+    password unless they exist (kept across restarts, so clients keep trusting the same CA)."""
     files = secure_files(paths)
     with reporter.step(f"secure: CA and certificates in {files.directory}") as note:
         files.directory.mkdir(parents=True, exist_ok=True)
