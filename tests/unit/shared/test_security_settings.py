@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from support.tls import handshake, server_context
 from tickpipe_dev.stack.secure import make_ca, make_server_cert
 from tickpipe_shared.config import Settings, SettingsError
 from tickpipe_shared.db.connect import connect_kwargs, database_ssl
@@ -31,7 +32,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("pki")
     ca, ca_key = make_ca()
     cert, key = make_server_cert(ca, ca_key)
-    files = {"ca": ca, "cert": cert, "key": key}
+    files = {"ca": ca, "cert": cert, "key": key, "wrong_ca": make_ca("another CA")[0]}
     for name, data in files.items():
         (d / f"{name}.pem").write_bytes(data)
     return {name: str(d / f"{name}.pem") for name in files}
@@ -280,3 +281,57 @@ def test_verify_full_checks_chain_and_host(pki: dict[str, str]) -> None:
 def test_verify_full_without_a_root_cert_uses_the_system_store() -> None:
     context = database_ssl(Settings(database_sslmode="verify-full"))
     assert isinstance(context, ssl.SSLContext) and context.check_hostname
+
+
+# --- what the contexts accept, by real handshakes ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "ca", "host", "accepted"),
+    [
+        ("verify-full", "ca", "127.0.0.1", True),
+        ("verify-full", "ca", "localhost", True),
+        ("verify-full", "ca", "db.example", False),  # the certificate names other hosts
+        ("verify-full", "wrong_ca", "127.0.0.1", False),
+        ("verify-ca", "ca", "db.example", True),  # chain only
+        ("verify-ca", "wrong_ca", "127.0.0.1", False),
+        ("require", None, "db.example", True),  # encrypted, nothing verified
+    ],
+)  # fmt: skip
+def test_database_sslmodes_in_a_handshake(
+    pki: dict[str, str], mode: str, ca: str | None, host: str, accepted: bool
+) -> None:
+    context = database_ssl(
+        Settings(database_sslmode=mode, database_sslrootcert=pki[ca] if ca else None)
+    )
+    assert isinstance(context, ssl.SSLContext)
+    server = server_context(pki["cert"], pki["key"])
+    if accepted:
+        handshake(context, server, host)
+    else:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            handshake(context, server, host)
+
+
+@pytest.mark.parametrize(
+    ("ca", "host", "check_hostname", "accepted"),
+    [
+        ("ca", "127.0.0.1", True, True),
+        ("ca", "kafka.example", True, False),
+        ("ca", "kafka.example", False, True),
+        ("wrong_ca", "127.0.0.1", True, False),
+        ("wrong_ca", "127.0.0.1", False, False),  # the chain is always checked
+    ],
+)  # fmt: skip
+def test_kafka_tls_in_a_handshake(
+    pki: dict[str, str], ca: str, host: str, check_hostname: bool, accepted: bool
+) -> None:
+    s = Settings(**_sasl_ssl(kafka_ssl_cafile=pki[ca], kafka_ssl_check_hostname=check_hostname))
+    context = kafka_ssl_context(s)
+    assert context is not None
+    server = server_context(pki["cert"], pki["key"])
+    if accepted:
+        handshake(context, server, host)
+    else:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            handshake(context, server, host)
