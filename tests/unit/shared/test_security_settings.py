@@ -286,6 +286,17 @@ def test_verify_full_without_a_root_cert_uses_the_system_store() -> None:
 # --- what the contexts accept, by real handshakes ---------------------------------------------
 
 
+def _assert_handshake(
+    client: ssl.SSLContext, pki: dict[str, str], host: str, accepted: bool
+) -> None:
+    server = server_context(pki["cert"], pki["key"])
+    if accepted:
+        handshake(client, server, host)
+    else:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            handshake(client, server, host)
+
+
 @pytest.mark.parametrize(
     ("mode", "ca", "host", "accepted"),
     [
@@ -305,12 +316,7 @@ def test_database_sslmodes_in_a_handshake(
         Settings(database_sslmode=mode, database_sslrootcert=pki[ca] if ca else None)
     )
     assert isinstance(context, ssl.SSLContext)
-    server = server_context(pki["cert"], pki["key"])
-    if accepted:
-        handshake(context, server, host)
-    else:
-        with pytest.raises(ssl.SSLCertVerificationError):
-            handshake(context, server, host)
+    _assert_handshake(context, pki, host, accepted)
 
 
 @pytest.mark.parametrize(
@@ -329,9 +335,4 @@ def test_kafka_tls_in_a_handshake(
     s = Settings(**_sasl_ssl(kafka_ssl_cafile=pki[ca], kafka_ssl_check_hostname=check_hostname))
     context = kafka_ssl_context(s)
     assert context is not None
-    server = server_context(pki["cert"], pki["key"])
-    if accepted:
-        handshake(context, server, host)
-    else:
-        with pytest.raises(ssl.SSLCertVerificationError):
-            handshake(context, server, host)
+    _assert_handshake(context, pki, host, accepted)
