@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.security import kafka_client_kwargs
 from tickpipe_shared.kafka.topics import ensure_topics
 
 from support.database import run_admin_sql, with_database
@@ -58,6 +59,8 @@ class Pipeline:
     standin_root: Path
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: More command-line arguments of the stand-in, e.g. ``["--polygon-api-key", key]``.
+    standin_args: list[str] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -108,6 +111,7 @@ class Pipeline:
             for source in ("polygon", "deriv") if shared else ():
                 assert shared is not None
                 cmd += [f"--{source}-root", str(shared / "data" / source)]
+            cmd += self.standin_args
         else:
             cmd = [str(BIN / f"tickpipe-{name}")]
             env["TICKPIPE_METRICS_PORT"] = str(self.ports[name])
@@ -216,22 +220,24 @@ def pipeline_on_fresh_database(
     run_admin_sql(infra, f'CREATE DATABASE "{name}"')
     p = Pipeline.create(env or {}, with_database(infra, name), log_dir, standin_root)
     p.env.update(env or {})  # the caller's settings win over Pipeline.create's defaults
-    asyncio.run(ensure_topics(Settings(topic_prefix=p.env["TICKPIPE_TOPIC_PREFIX"])))
+    asyncio.run(
+        ensure_topics(infra.model_copy(update={"topic_prefix": p.env["TICKPIPE_TOPIC_PREFIX"]}))
+    )
     try:
         yield p
     finally:
         p.stop_all()
         run_admin_sql(infra, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         prefixes = (p.env["TICKPIPE_TOPIC_PREFIX"], p.env["TICKPIPE_CONSUMER_GROUP_PREFIX"])
-        asyncio.run(_delete_topics(infra.kafka_bootstrap, prefixes))
+        asyncio.run(_delete_topics(infra, prefixes))
 
 
-async def _delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> None:
+async def _delete_topics(infra: Settings, prefixes: tuple[str, ...]) -> None:
     """Delete the run's topics: its own (topic prefix) and the tracker's (faust names its
     changelog and repartition topics after the app id, i.e. the consumer group prefix)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(infra))
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(prefixes)]

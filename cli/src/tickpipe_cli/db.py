@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from tickpipe_shared.config import Settings
+from tickpipe_shared.db.connect import connect as connect_database
 from tickpipe_shared.instruments.registry import canonical_name
 from tickpipe_shared.logging import scrub
 
@@ -13,7 +14,7 @@ async def connect(settings: Settings) -> asyncpg.Connection:
     message (password masked) when the database cannot be reached."""
     dsn = settings.database_url.get_secret_value()
     try:
-        return await asyncpg.connect(dsn, timeout=10)
+        return await connect_database(settings, timeout=10)
     except (OSError, asyncpg.PostgresError) as e:
         raise SystemExit(f"cannot connect to the database at {scrub(dsn)}: {e}") from None
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.security import kafka_client_kwargs
 from tickpipe_shared.kafka.topics import DECODED_BATCHES, RAW_PAYLOADS, VALIDATED_BATCHES
 from tickpipe_shared.units import dt_to_ms
 
@@ -40,7 +41,7 @@ class Rewind:
 
 async def _inspect(settings: Settings, group: str, topic: str) -> tuple[int, list[int]]:
     """Active members of ``group`` and the partitions of ``topic``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
     await admin.start()
     try:
         groups = await admin.describe_consumer_groups([group])
@@ -76,7 +77,7 @@ async def rewind(settings: Settings, stage: str, since: datetime | None) -> list
     if not partitions:
         raise ReplayError(f"topic {topic!r} does not exist")
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+        **kafka_client_kwargs(settings), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:

@@ -18,6 +18,7 @@ from rich.console import Console
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.producer import make_producer, produce_all
 from tickpipe_shared.kafka.records import OutRecord
+from tickpipe_shared.kafka.security import kafka_client_kwargs
 from tickpipe_shared.kafka.topics import FETCH_REQUESTS, REQUEST_EVENTS
 from tickpipe_shared.units import dt_to_ms
 from tickpipe_shared.wire.headers import encode_headers
@@ -160,7 +161,7 @@ async def wait(
     # Without a group id the consumer is assigned every partition of the topic at start.
     consumer = AIOKafkaConsumer(
         settings.topic(REQUEST_EVENTS),
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_kwargs(settings),
         enable_auto_commit=False,
     )
     await consumer.start()

@@ -7,11 +7,18 @@ Secrets are :class:`pydantic.SecretStr` so that they never reach logs or ``repr`
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal, Self
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 #: Ports the local stack gives each service's ``/metrics`` and ``/healthz`` endpoint.
 DEFAULT_METRICS_PORTS = {
@@ -24,13 +31,74 @@ DEFAULT_METRICS_PORTS = {
 }
 
 
+ENV_PREFIX = "TICKPIPE_"
+#: Suffix of the variable naming a file that holds a secret (Kubernetes secrets mounted as files).
+FILE_SUFFIX = "_FILE"
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+#: libpq's sslmode values, weakest first.
+DatabaseSslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+class SettingsError(ValueError):
+    """Configuration that cannot work; the message names the variables involved."""
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    annotation = field.annotation
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """Reads every :class:`SecretStr` field ``x`` from the file named by ``TICKPIPE_X_FILE``.
+
+    The file's content is the value, one trailing newline stripped (``echo`` and ``kubectl
+    create secret --from-file`` both add one). Setting both ``TICKPIPE_X`` and ``TICKPIPE_X_FILE``
+    is an error: which one wins would be a guess. Raises :class:`SettingsError` when the file
+    cannot be read.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` reads every field at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        """Values of the secret fields whose ``*_FILE`` variable is set."""
+        env = {k.upper(): v for k, v in os.environ.items()}
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            if not _is_secret(field):
+                continue
+            var = f"{ENV_PREFIX}{name.upper()}"
+            path = env.get(var + FILE_SUFFIX)
+            if not path:
+                continue
+            if var in env:
+                raise SettingsError(
+                    f"both {var} and {var}{FILE_SUFFIX} are set; set only one of them"
+                )
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise SettingsError(
+                    f"{var}{FILE_SUFFIX}: cannot read {path}: {type(e).__name__}: {e.args[-1]}"
+                ) from None
+            values[name] = text[:-1] if text.endswith("\n") else text
+        return values
+
+
 class Settings(BaseSettings):
     """All configuration. Field ``x`` is read from the environment variable ``TICKPIPE_X``.
 
     Defaults match the local stack (``tickpipe-stack up``), so a laptop needs no configuration.
     """
 
-    model_config = SettingsConfigDict(env_prefix="TICKPIPE_", extra="ignore")
+    # Validation errors name field and problem but never echo inputs: a model-level error
+    # would otherwise print every setting, secrets included.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True
+    )
 
     # --- infrastructure ---------------------------------------------------------------
     kafka_bootstrap: str = Field(
@@ -40,10 +108,58 @@ class Settings(BaseSettings):
         SecretStr("postgresql://tickpipe:tickpipe@127.0.0.1:55432/tickpipe"),
         description="PostgreSQL/TimescaleDB DSN (secret: may hold a password)",
     )
+    database_password: SecretStr | None = Field(
+        None,
+        description="Password of the database user, overriding the one in database_url (so "
+        "that the DSN can live in a ConfigMap and the password in a secret)",
+    )
+    database_sslmode: DatabaseSslMode | None = Field(
+        None,
+        description="TLS to PostgreSQL as libpq's sslmode: disable, allow, prefer, require "
+        "(encrypted, server not verified), verify-ca (certificate chain checked against "
+        "database_sslrootcert), verify-full (chain and host name); unset: the DSN's sslmode "
+        "(asyncpg's default: prefer)",
+    )
+    database_sslrootcert: str | None = Field(
+        None, description="CA certificate(s) (PEM) verify-ca/verify-full check the server against"
+    )
+    database_sslcert: str | None = Field(
+        None, description="Client certificate (PEM) for certificate authentication"
+    )
+    database_sslkey: str | None = Field(None, description="Private key (PEM) of database_sslcert")
+    database_sslkey_password: SecretStr | None = Field(
+        None, description="Password of an encrypted database_sslkey (secret)"
+    )
     database_timescaledb: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Storage of a new schema: auto (TimescaleDB when the server has it), on "
         "(TimescaleDB or fail), off (plain PostgreSQL tables); an existing schema keeps its own",
+    )
+
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT",
+        description="How clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT, "
+        "SASL_SSL (authenticated over TLS)",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        None, description="SASL mechanism of SASL_*: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret)")
+    kafka_ssl_cafile: str | None = Field(
+        None,
+        description="CA certificate(s) (PEM) the broker certificates are checked against "
+        "(unset: the system's trust store)",
+    )
+    kafka_ssl_certfile: str | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS"
+    )
+    kafka_ssl_keyfile: str | None = Field(None, description="Private key (PEM) of the client cert")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted kafka_ssl_keyfile (secret)"
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that the broker certificate names the host connected to"
     )
 
     # --- topics -----------------------------------------------------------------------
@@ -194,6 +310,32 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO")
     consumer_group_prefix: str = Field("tickpipe-", description="Prefix of every consumer group id")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then ``TICKPIPE_*`` variables, then ``TICKPIPE_*_FILE`` secret files."""
+        return (
+            init_settings,
+            env_settings,
+            SecretFilesSource(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Self:
+        """Reject TLS/SASL combinations that cannot work, naming the variables to fix."""
+        problems = security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def topic(self, name: str) -> str:
         """Full topic name for a logical topic name such as ``"raw-payloads"``."""
         return f"{self.topic_prefix}{name}"
@@ -205,6 +347,56 @@ class Settings(BaseSettings):
     def port_for(self, service: str) -> int:
         """The metrics port to bind: the configured one, or the service's default."""
         return self.metrics_port or DEFAULT_METRICS_PORTS.get(service, 9100)
+
+
+def security_problems(settings: Settings) -> list[str]:
+    """What is wrong with the Kafka and PostgreSQL TLS/SASL settings (empty: nothing)."""
+    s, p = settings, ENV_PREFIX
+    problems = []
+    if s.kafka_security_protocol.startswith("SASL_"):
+        missing = [
+            f"{p}KAFKA_SASL_{name.upper()}"
+            for name, value in (
+                ("mechanism", s.kafka_sasl_mechanism),
+                ("username", s.kafka_sasl_username),
+                ("password", s.kafka_sasl_password),
+            )
+            if not value
+        ]
+        if missing:
+            problems.append(
+                f"{p}KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} needs "
+                + ", ".join(missing)
+            )
+    elif s.kafka_sasl_username or s.kafka_sasl_password or s.kafka_sasl_mechanism:
+        problems.append(
+            f"SASL credentials are set but {p}KAFKA_SECURITY_PROTOCOL="
+            f"{s.kafka_security_protocol} does not authenticate (use SASL_SSL or SASL_PLAINTEXT)"
+        )
+    if not s.kafka_security_protocol.endswith("SSL") and (
+        s.kafka_ssl_cafile or s.kafka_ssl_certfile
+    ):
+        problems.append(
+            f"Kafka TLS files are set but {p}KAFKA_SECURITY_PROTOCOL="
+            f"{s.kafka_security_protocol} does not use TLS (use SSL or SASL_SSL)"
+        )
+    if bool(s.kafka_ssl_certfile) != bool(s.kafka_ssl_keyfile) and s.kafka_ssl_keyfile:
+        problems.append(f"{p}KAFKA_SSL_KEYFILE is set without {p}KAFKA_SSL_CERTFILE")
+    if bool(s.database_sslcert) != bool(s.database_sslkey):
+        problems.append(f"{p}DATABASE_SSLCERT and {p}DATABASE_SSLKEY go together")
+    if s.database_sslrootcert and s.database_sslmode not in ("verify-ca", "verify-full"):
+        problems.append(
+            f"{p}DATABASE_SSLROOTCERT is only used by {p}DATABASE_SSLMODE=verify-ca or "
+            f"verify-full (it is {s.database_sslmode or 'unset'}): the server would not be checked"
+        )
+    for name in (
+        "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+        "database_sslrootcert", "database_sslcert", "database_sslkey",
+    ):  # fmt: skip
+        path = getattr(s, name)
+        if path and not Path(path).is_file():
+            problems.append(f"{p}{name.upper()}: no such file {path}")
+    return problems
 
 
 @lru_cache(maxsize=1)

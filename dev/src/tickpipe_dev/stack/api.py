@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from tickpipe_shared.config import Settings
 
-from tickpipe_dev.stack import kafka, postgres, services
+from tickpipe_dev.stack import kafka, postgres, secure, services
 from tickpipe_dev.stack.paths import StackError, StackPaths
 from tickpipe_dev.stack.processes import (
     Reporter,
@@ -96,11 +96,15 @@ def ensure_topics(settings: Settings, reporter: Reporter | None = None) -> list[
 def up(
     *,
     infra_only: bool = False,
+    secure_mode: bool = False,
     paths: StackPaths | None = None,
     reporter: Reporter | None = None,
 ) -> Settings:
     """Bring the stack up: Kafka, PostgreSQL, topics and, unless ``infra_only``, the stand-in
     Dukascopy server and the services. Components already running are left as they are.
+    ``secure_mode`` (``--secure``) adds Kafka's SASL_SSL listener and PostgreSQL's TLS-only
+    access (:mod:`tickpipe_dev.stack.secure`) and the services use them; the mode lasts until
+    a full :func:`down`.
 
     Returns the :class:`Settings` (from the environment) the stack serves. Raises
     :class:`StackError` when a component fails to start or become healthy.
@@ -108,21 +112,34 @@ def up(
     paths = _paths(paths)
     reporter = reporter or Reporter()
     with stack_lock(paths):
-        return _up(infra_only, paths, reporter)
+        return _up(infra_only, secure_mode, paths, reporter)
 
 
-def _up(infra_only: bool, paths: StackPaths, reporter: Reporter) -> Settings:
+def _up(infra_only: bool, secure_mode: bool, paths: StackPaths, reporter: Reporter) -> Settings:
     paths.ensure_dirs()
     started = time.monotonic()
-    kafka.start(paths, reporter)
+    secure_mode = secure_mode or secure.active(paths) is not None
+    files = secure.ensure_files(paths, reporter) if secure_mode else None
+    if files:
+        secure.start_kafka(paths, reporter, files)
+        with reporter.step(f"kafka: SCRAM user {secure.KAFKA_USER}"):
+            _run_coroutine(secure.add_scram_user(files))
+    else:
+        kafka.start(paths, reporter)
     postgres.start(paths, reporter)
-    settings = load_settings()
+    if files:
+        secure.configure_postgres(paths, reporter, files)
+        secure.set_active(paths, True)
+    else:
+        secure.relax_postgres(paths, reporter)
+    settings = secure.client_settings(files) if files else load_settings()
     ensure_topics(settings, reporter)
     if not infra_only:
         standin_pid = services.start_standin(paths, reporter)
         services.start_services(
-            paths, reporter, standin_port=services.STANDIN_PORT if standin_pid else None
-        )
+            paths, reporter, standin_port=services.STANDIN_PORT if standin_pid else None,
+            env=secure.client_env(files) if files else None,
+        )  # fmt: skip
     reporter.line(f"{'stack up':<38} ({time.monotonic() - started:.1f}s); logs in {paths.log_dir}")
     return settings
 
@@ -145,6 +162,7 @@ def down(
         if not keep_infra:
             kafka.stop(paths, reporter)
             postgres.stop(paths, reporter)
+            secure.set_active(paths, False)
     reporter.line(f"{'stack down':<38} {'(infra kept)' if keep_infra else ''}".rstrip())
 
 
@@ -163,7 +181,8 @@ def restart(name: str, *, paths: StackPaths | None = None, reporter: Reporter | 
 def _restart(name: str, paths: StackPaths, reporter: Reporter) -> int:
     if name == kafka.NAME:
         kafka.stop(paths, reporter)
-        return kafka.start(paths, reporter)
+        files = secure.active(paths)
+        return kafka.start(paths, reporter, secure.kafka_properties(files) if files else None)
     if name == postgres.NAME:
         postgres.stop(paths, reporter)
         return postgres.start(paths, reporter)
@@ -177,9 +196,11 @@ def _restart(name: str, paths: StackPaths, reporter: Reporter) -> int:
         raise StackError(f"unknown component {name!r}; one of {', '.join(COMPONENTS)}")
     services.stop_component(paths, name, reporter)
     standin_up = live_pid(paths.pid_file(services.STANDIN)) is not None
+    files = secure.active(paths)
     pids = services.start_services(
         paths, reporter, names=(name,),
         standin_port=services.STANDIN_PORT if standin_up else None,
+        env=secure.client_env(files) if files else None,
     )  # fmt: skip
     return pids[name]
 

@@ -122,8 +122,11 @@ def start_services(
     *,
     names: tuple[str, ...] = SERVICES,
     standin_port: int | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
     """Start each service in ``names`` that is not already running, then wait for its /healthz.
+
+    ``env`` entries are added to every service's environment (``--secure``: TLS and SASL).
 
     All are launched first and then awaited, so their start-up overlaps. Returns name → pid.
     Raises :class:`StackError` when a script is missing, a process dies, or /healthz does not
@@ -143,8 +146,9 @@ def start_services(
             port = metrics_port(name)
             if port_open(port):
                 raise StackError(f"{name}: port {port} is in use by a process we did not start")
-            env = service_env(name, os.environ, standin_port=standin_port)
-            pid = spawn(name, [str(exe)], paths, env=env)
+            base = {**os.environ, **(env or {})}
+            pid = spawn(name, [str(exe)], paths,
+                        env=service_env(name, base, standin_port=standin_port))  # fmt: skip
             launched.add(name)
         pids[name] = pid
     for name, pid in pids.items():

@@ -15,6 +15,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from tickpipe_shared.config import Settings
+from tickpipe_shared.db.connect import connect, create_pool
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.logging import scrub
 from tickpipe_shared.metrics import Health
@@ -74,14 +75,14 @@ def create_app(settings: Settings, api: ApiSettings, health: Health | None = Non
         dsn = settings.database_url.get_secret_value()
         while True:
             try:
-                conn = await asyncpg.connect(dsn, timeout=10)
+                conn = await connect(settings, timeout=10)
                 try:
                     await migrate(conn)
                     ctx.timescaledb = await is_timescaledb(conn)
                 finally:
                     await conn.close()
-                ctx._pool = await asyncpg.create_pool(
-                    dsn, min_size=api.pool_min, max_size=api.pool_max, timeout=10
+                ctx._pool = await create_pool(
+                    settings, min_size=api.pool_min, max_size=api.pool_max, timeout=10
                 )
                 log.info("database pool ready", timescaledb=ctx.timescaledb)
                 ctx.watch.start()

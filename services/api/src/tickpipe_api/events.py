@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from cachetools import LRUCache
 from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.security import kafka_client_kwargs
 from tickpipe_shared.kafka.topics import REQUEST_EVENTS
 
 log = structlog.get_logger()
@@ -94,7 +95,7 @@ class RequestEvents:
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(
             self.settings.topic(REQUEST_EVENTS),
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **kafka_client_kwargs(self.settings),
             enable_auto_commit=False,
         )
         await consumer.start()

@@ -13,6 +13,7 @@ import asyncpg
 import structlog
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db import ledger
+from tickpipe_shared.db.connect import connect
 from tickpipe_shared.kafka.records import RetryableError
 from tickpipe_shared.logging import scrub
 
@@ -33,7 +34,7 @@ class IngestLedger:
     opened on first use and reopened after an error."""
 
     def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
-        self._dsn = settings.database_url
+        self._settings = settings
         self._timeout = timeout_s
         self._conn: asyncpg.Connection | None = None
 
@@ -42,9 +43,7 @@ class IngestLedger:
         ran yet) has no done units."""
         try:
             if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncpg.connect(
-                    self._dsn.get_secret_value(), timeout=self._timeout
-                )
+                self._conn = await connect(self._settings, timeout=self._timeout)
             return await ledger.done_units(
                 self._conn, instrument, kind, from_ms, to_ms, timeout_s=self._timeout
             )

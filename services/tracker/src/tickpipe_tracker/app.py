@@ -33,6 +33,7 @@ from typing import Any, cast
 import faust
 import structlog
 from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.security import faust_broker_kwargs
 from tickpipe_shared.kafka.topics import FAILURES, PROGRESS, REQUEST_EVENTS
 from tickpipe_shared.metrics import RECORDS_CONSUMED, RECORDS_PRODUCED, Health
 from tickpipe_shared.wire.failures import Failure
@@ -75,7 +76,7 @@ class Tracker:
         datadir = Path(tempfile.gettempdir()) / f"{settings.group(STAGE)}-data"
         self.app = faust.App(
             settings.group(STAGE),
-            broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+            **faust_broker_kwargs(settings),
             store="memory://",
             datadir=str(datadir),
             web_enabled=False,  # /metrics and /healthz are ours (tickpipe_shared.metrics)

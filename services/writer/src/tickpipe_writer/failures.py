@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 from tickpipe_shared.config import Settings
+from tickpipe_shared.db.connect import create_pool
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
 from tickpipe_shared.metrics import UNITS
@@ -140,8 +141,7 @@ class FailureLedger:
         self._pool: asyncpg.Pool | None = None
 
     async def _create_pool(self) -> asyncpg.Pool:
-        dsn = self.settings.database_url.get_secret_value()
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1, command_timeout=60)
+        pool = await create_pool(self.settings, min_size=1, max_size=1, command_timeout=60)
         async with pool.acquire() as conn:
             await migrate(conn, self.settings.database_timescaledb)
         return pool

@@ -19,6 +19,7 @@ from typing import Literal
 import asyncpg
 import structlog
 from tickpipe_shared.config import Settings
+from tickpipe_shared.db.connect import create_pool
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
 from tickpipe_shared.kafka.topics import PROGRESS
@@ -84,9 +85,8 @@ class Writer:
 
     async def _connection_pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            dsn = self.settings.database_url.get_secret_value()
-            pool = await asyncpg.create_pool(
-                dsn,
+            pool = await create_pool(
+                self.settings,
                 min_size=1,
                 max_size=2,
                 command_timeout=120,

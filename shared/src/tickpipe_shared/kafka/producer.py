@@ -9,12 +9,14 @@ from aiokafka import AIOKafkaProducer
 
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import OutRecord
+from tickpipe_shared.kafka.security import kafka_client_kwargs
 
 
 def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
-    """A producer for ``settings.kafka_bootstrap`` that waits for all in-sync replicas."""
+    """A producer for ``settings.kafka_bootstrap`` (with its TLS/SASL settings) that waits for
+    all in-sync replicas."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_kwargs(settings),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,

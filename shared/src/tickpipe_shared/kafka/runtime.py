@@ -29,6 +29,7 @@ from tickpipe_shared.kafka import crash
 from tickpipe_shared.kafka.failure_records import FailureRecords
 from tickpipe_shared.kafka.producer import make_producer, produce_all
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
+from tickpipe_shared.kafka.security import kafka_client_kwargs
 from tickpipe_shared.metrics import (
     COMMITS,
     ERRORS,
@@ -108,7 +109,7 @@ class StageRunner:
         """The worker loop: poll a batch, checkpoint it, repeat until stopped."""
         consumer = AIOKafkaConsumer(
             self.input_topic,
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **kafka_client_kwargs(self.settings),
             group_id=self.group,
             client_id=f"tickpipe-{self.stage}",
             enable_auto_commit=False,

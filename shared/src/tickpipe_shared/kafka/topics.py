@@ -58,7 +58,9 @@ async def ensure_topics(settings: Settings) -> list[str]:
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    from tickpipe_shared.kafka.security import kafka_client_kwargs
+
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
