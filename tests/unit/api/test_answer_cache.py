@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tickpipe_api.cache import AnswerCache, CachedAnswer, KnownAnswer, request_key
 from tickpipe_api.ledger_watch import LedgerChange, LedgerWatch, parse_change
+from tickpipe_shared.config import Settings
 
 HOUR = 3_600_000
 
@@ -85,7 +86,7 @@ def test_parse_change_reads_each_payload_and_treats_garbage_as_everything() -> N
 
 def test_stamps_go_stale_on_a_change_of_their_instrument_or_a_reconnect() -> None:
     seen: list[LedgerChange] = []
-    watch = LedgerWatch("postgresql://unused", seen.append)
+    watch = LedgerWatch(Settings(), seen.append)
     assert watch.stamp("EURUSD") is None  # not listening: nothing may be remembered
     watch._live = True  # as after a successful LISTEN
     s = watch.stamp("EURUSD")

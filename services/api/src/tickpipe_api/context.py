@@ -55,6 +55,6 @@ class Context:
             cache=cache,
             events=RequestEvents(settings, api.requests_lookback_s),
             publisher=Publisher(settings),
-            watch=LedgerWatch(settings.database_url.get_secret_value(), cache.forget),
+            watch=LedgerWatch(settings, cache.forget),
         )
         return ctx

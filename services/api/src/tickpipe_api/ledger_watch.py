@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import asyncpg
 import structlog
+from tickpipe_shared.config import Settings
+from tickpipe_shared.db.connect import connect
 from tickpipe_shared.logging import scrub
 
 log = structlog.get_logger()
@@ -79,11 +81,12 @@ class Stamp:
 
 
 class LedgerWatch:
-    """One listening session on ``dsn``, reconnecting with backoff; calls ``on_change`` for
-    every change (and ``LedgerChange(None)`` on every reconnect)."""
+    """One listening session on ``settings``' database (its TLS and password settings too),
+    reconnecting with backoff; calls ``on_change`` for every change (and ``LedgerChange(None)``
+    on every reconnect)."""
 
-    def __init__(self, dsn: str, on_change: Callable[[LedgerChange], object]) -> None:
-        self.dsn = dsn
+    def __init__(self, settings: Settings, on_change: Callable[[LedgerChange], object]) -> None:
+        self.settings = settings
         self.on_change = on_change
         self.epoch = 0
         self._live = False
@@ -139,12 +142,16 @@ class LedgerWatch:
         delay = 0.5
         while True:
             try:
-                conn = await asyncpg.connect(
-                    self.dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME}
+                conn = await connect(
+                    self.settings,
+                    timeout=10,
+                    server_settings={"application_name": APPLICATION_NAME},
                 )
             except (OSError, asyncpg.PostgresError, TimeoutError) as e:
                 log.warning(
-                    "ledger watch cannot connect; retrying", dsn=scrub(self.dsn), error=str(e)
+                    "ledger watch cannot connect; retrying",
+                    dsn=scrub(self.settings.database_url.get_secret_value()),
+                    error=str(e),
                 )
             else:
                 try:
