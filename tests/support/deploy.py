@@ -7,13 +7,12 @@ from tickpipe_shared.config import Settings
 
 #: Settings that are secrets: on Kubernetes never in the ConfigMap or the env, only as a file
 #: of a mounted Secret named by TICKPIPE_<FIELD>_FILE.
+#: Every SecretStr field of the settings (the DSN, passwords, API keys, tokens).
 SECRET_SETTINGS = frozenset(
-    {
-        "TICKPIPE_DATABASE_URL",
-        "TICKPIPE_POLYGON_API_KEY",
-        "TICKPIPE_DERIV_TOKEN",
-        "TICKPIPE_KAFKA_SASL_PASSWORD",
-    }
+    f"{cls.model_config.get('env_prefix', '')}{name}".upper()
+    for cls in (Settings, ApiSettings)
+    for name, field in cls.model_fields.items()
+    if "SecretStr" in str(field.annotation)
 )
 
 

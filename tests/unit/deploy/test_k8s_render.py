@@ -149,16 +149,13 @@ def test_a_kind_without_schema_is_an_error_not_skipped(schemas: Path) -> None:
 
 # --- what the overlays change ------------------------------------------------------------------
 
+
 #: Kafka client security settings the kafka-sasl-ssl component sets (TLS/SASL work of issue 12).
 #: A ConfigMap key must be a Settings field; these are tolerated by name until Settings has
 #: them (then this set only documents what the production overlay must set).
-KAFKA_SECURITY_ENV = {
-    "TICKPIPE_KAFKA_SECURITY_PROTOCOL",
-    "TICKPIPE_KAFKA_SASL_MECHANISM",
-    "TICKPIPE_KAFKA_SASL_USERNAME",
-    "TICKPIPE_KAFKA_SASL_PASSWORD_FILE",
-    "TICKPIPE_KAFKA_SSL_CAFILE",
-}
+def file_setting_names() -> set[str]:
+    """``TICKPIPE_<FIELD>_FILE`` of every secret setting (read from a mounted file)."""
+    return {f"{n}_FILE" for n in setting_env_names() if n in SECRET_SETTINGS}
 
 
 def of_kind(target: str, kind: str) -> dict[str, dict[str, Any]]:
@@ -171,17 +168,23 @@ def pod_containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("target", OVERLAYS)
-def test_overlay_settings_and_replica_ceiling(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overlay_settings_and_replica_ceiling(
+    target: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     (cm,) = of_kind(target, "ConfigMap").values()
     data: dict[str, str] = cm["data"]
     names = setting_env_names()
     unknown = set(data) - names
-    assert unknown <= KAFKA_SECURITY_ENV, sorted(unknown - KAFKA_SECURITY_ENV)
+    assert unknown <= file_setting_names(), sorted(unknown - file_setting_names())
     assert not set(data) & SECRET_SETTINGS
-    # The plain values are valid settings (files are read in the pod, not here).
+    # The ConfigMap is a valid configuration as the pod sees it: every path it names (mounted
+    # secrets, CA files) is stood in for by a file here.
     for key, value in data.items():
-        if key in names and not key.endswith("_FILE"):
-            monkeypatch.setenv(key, value)
+        if value.startswith("/etc/tickpipe/"):
+            stand_in = tmp_path / value.strip("/").replace("/", "_")
+            stand_in.write_text("secret-from-a-mounted-file\n")
+            value = str(stand_in)
+        monkeypatch.setenv(key, value)
     settings = Settings()
     partitions = settings.topic_partitions
     scaled = of_kind(target, "ScaledObject")
@@ -228,7 +231,13 @@ def test_production_kafka_is_sasl_ssl_everywhere() -> None:
     target = "overlays/production"
     (cm,) = of_kind(target, "ConfigMap").values()
     data = cm["data"]
-    assert set(data) >= KAFKA_SECURITY_ENV
+    assert {
+        "TICKPIPE_KAFKA_SECURITY_PROTOCOL",
+        "TICKPIPE_KAFKA_SASL_MECHANISM",
+        "TICKPIPE_KAFKA_SASL_USERNAME",
+        "TICKPIPE_KAFKA_SASL_PASSWORD_FILE",
+        "TICKPIPE_KAFKA_SSL_CAFILE",
+    } <= set(data)
     assert data["TICKPIPE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert data["TICKPIPE_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
     assert data["TICKPIPE_KAFKA_BOOTSTRAP"].endswith("-kafka-bootstrap.kafka.svc:9093")  # Strimzi
