@@ -6,6 +6,10 @@ recorded in ``schema_migrations.variant``; which storage a database uses is deci
 its schema is first created (:data:`StorageMode`), and kept afterwards. An advisory lock keeps
 concurrent writers from migrating at the same time.
 
+A ``-- tickpipe:base`` line in a TimescaleDB file says where the base file runs (by default
+before the whole variant): what precedes it prepares the base file, e.g. drops continuous
+aggregates and decompresses chunks before a column of ``ticks`` changes type.
+
 What follows a ``-- tickpipe:after-commit`` line in a TimescaleDB file runs after the commit, one
 statement at a time (statements end with ``;`` at the end of a line), for what cannot run in a
 transaction block, e.g. ``CALL refresh_continuous_aggregate(…)``. A failure there is logged and
@@ -38,6 +42,14 @@ class StorageModeError(RuntimeError):
     with the other storage)."""
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 AFTER_COMMIT_MARKER = "-- tickpipe:after-commit"
+BASE_MARKER = "-- tickpipe:base"
+
+
+def split_base(sql: str) -> tuple[str, str]:
+    """A TimescaleDB file's transactional part cut at :data:`BASE_MARKER`: what runs before the
+    base file and what runs after it (everything, when there is no marker)."""
+    before, marker, after = sql.partition(BASE_MARKER)
+    return (before, after) if marker else ("", sql)
 
 
 def split_after_commit(sql: str) -> tuple[str, list[str]]:
@@ -152,8 +164,11 @@ async def _uses_timescaledb(conn: asyncpg.Connection, mode: StorageMode) -> bool
     return False
 
 
-async def migrate(conn: asyncpg.Connection, mode: StorageMode = "auto") -> MigrationReport:
-    """Apply every migration not applied yet, on the storage ``mode`` gives a new schema.
+async def migrate(
+    conn: asyncpg.Connection, mode: StorageMode = "auto", target: int | None = None
+) -> MigrationReport:
+    """Apply every migration not applied yet (up to version ``target`` when given: the upgrade
+    tests build an older schema first), on the storage ``mode`` gives a new schema.
 
     Raises :class:`asyncpg.PostgresError` when one fails (its transaction is rolled back;
     earlier ones stay) and :class:`StorageModeError` when ``mode`` cannot be honoured."""
@@ -170,14 +185,17 @@ async def migrate(conn: asyncpg.Connection, mode: StorageMode = "auto") -> Migra
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         applied = []
         for m in load_migrations():
-            if m.version in done:
+            if m.version in done or (target is not None and m.version > target):
                 continue
             variant = "timescaledb" if timescale and m.timescaledb_sql else "postgresql"
             variant_sql, after_commit = split_after_commit(m.timescaledb_sql or "")
+            before_base, after_base = split_base(variant_sql)
             async with conn.transaction():
+                if variant == "timescaledb" and before_base.strip():
+                    await conn.execute(before_base)
                 await conn.execute(m.sql)
                 if variant == "timescaledb":
-                    await conn.execute(variant_sql)
+                    await conn.execute(after_base)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, variant) VALUES ($1, $2, $3)",
                     m.version,
