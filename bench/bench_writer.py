@@ -212,9 +212,7 @@ async def count(conn: asyncpg.Connection) -> int:
 Trial = Callable[[], Awaitable[float]]
 
 
-def timed(
-    conn: asyncpg.Connection, run: Callable[[], Awaitable[None]], expected: int
-) -> Trial:
+def timed(conn: asyncpg.Connection, run: Callable[[], Awaitable[None]], expected: int) -> Trial:
     """One repetition of ``run`` on freshly truncated tables: its wall time, after checking
     that it stored ``expected`` rows."""
 
@@ -315,9 +313,7 @@ async def bench(args: argparse.Namespace) -> None:
 
             async def psql_copy_plain() -> None:
                 plain_cmd = psql_cmd[-1].replace(f"\\copy {table}(", f"\\copy {table}_plain(")
-                proc = await asyncio.create_subprocess_exec(
-                    *psql_cmd[:-1], plain_cmd, env=psql_env
-                )
+                proc = await asyncio.create_subprocess_exec(*psql_cmd[:-1], plain_cmd, env=psql_env)
                 if await proc.wait() != 0:
                     raise SystemExit(f"psql exited with {proc.returncode}")
 

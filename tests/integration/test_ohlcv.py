@@ -74,9 +74,7 @@ async def test_views_exist_with_the_same_columns_and_nothing_to_refresh(
         )
         assert kind == "v"  # a continuous aggregate is a view over its hypertable too
     if on_timescaledb():
-        assert await continuous_aggregates(conn) == sorted(
-            f"ohlcv_{tf}" for tf in TIMEFRAMES
-        )
+        assert await continuous_aggregates(conn) == sorted(f"ohlcv_{tf}" for tf in TIMEFRAMES)
         assert await OhlcvRefresher.detect(conn) is not None
     else:
         assert await continuous_aggregates(conn) == []

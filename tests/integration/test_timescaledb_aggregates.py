@@ -31,6 +31,7 @@ from tickpipe_writer.stage import Writer
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture
 async def tsdb(infra: Settings) -> AsyncIterator[tuple[Settings, asyncpg.Connection]]:
     async with scratch_database(infra, prefix="tp_cagg") as dsn:

@@ -63,8 +63,11 @@ async def tsdb(infra: Settings) -> AsyncIterator[tuple[Settings, asyncpg.Connect
 
 async def ticks_of(conn: asyncpg.Connection, instrument: str) -> list[tuple[Any, ...]]:
     rows = await conn.fetch(
-        """SELECT (extract(epoch FROM ts) * 1000)::bigint AS ms, bid, ask, bid_volume, ask_volume
-           FROM ticks WHERE instrument = $1 ORDER BY ts""",
+        """SELECT (extract(epoch FROM ts) * 1000)::bigint AS ms, bid_points / s.f, ask_points / s.f,
+                  bid_volume, ask_volume
+           FROM ticks CROSS JOIN (SELECT 10::float8 ^ price_scale AS f FROM instruments
+                                  WHERE instrument = $1) AS s
+           WHERE instrument = $1 ORDER BY ts""",
         instrument,
     )
     return [tuple(r) for r in rows]

@@ -22,7 +22,13 @@ SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 #: Columns written to ``ticks``, in COPY order.
 TICK_COPY_COLUMNS = (
-    "instrument", "ts", "bid_points", "ask_points", "bid_volume", "ask_volume", "flags"
+    "instrument",
+    "ts",
+    "bid_points",
+    "ask_points",
+    "bid_volume",
+    "ask_volume",
+    "flags",
 )
 #: Columns written to ``candles``, in COPY order: the table's, as the schema module has them.
 CANDLE_COPY_COLUMNS = SOURCE_CANDLE_COLUMNS
@@ -92,8 +98,8 @@ def encode_tick_rows(batch: TickBatch) -> bytes:
 
     ``ts`` becomes timestamptz (µs since 2000-01-01), bid and ask their int64 points as int8
     (``price = points / 10^price_scale``, the scale recorded in ``instruments``), volumes
-    float8 with NaN written as NULL (Deriv ticks have no volume), flags int2 (0 when the batch was not
-    validated). Raises :class:`ValueError` for an instrument name that is not ASCII or a
+    float8 with NaN written as NULL (Deriv ticks have no volume), flags int2 (0 when the batch
+    was not validated). Raises :class:`ValueError` for an instrument name that is not ASCII or a
     negative price scale.
     """
     meta, ticks = batch.meta, batch.ticks

@@ -182,8 +182,13 @@ async def delete_units(conn: asyncpg.Connection, windows: Sequence[UnitWindow]) 
         await conn.executemany(
             DELETE_CANDLES,
             [
-                (w.instrument, str(k.timeframe), str(k.side), ms_to_dt(w.start_ms),
-                 ms_to_dt(w.end_ms))
+                (
+                    w.instrument,
+                    str(k.timeframe),
+                    str(k.side),
+                    ms_to_dt(w.start_ms),
+                    ms_to_dt(w.end_ms),
+                )
                 for w, k in candles
             ],
         )

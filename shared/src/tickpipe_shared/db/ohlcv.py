@@ -168,6 +168,7 @@ def view_name(timeframe: str) -> str:
 
 _WHERE = "WHERE instrument = $1 AND bucket >= $2::timestamptz AND bucket < $3::timestamptz\n"
 
+
 def _bucketed_sql(
     source: str, time_col: str, prices: dict[str, tuple[str, ...]], count: str
 ) -> str:
@@ -205,8 +206,11 @@ def _bucketed_sql(
 _FROM_TICKS = _bucketed_sql(
     "ticks",
     "ts",
-    {"bid": ("bid_points",) * 4, "ask": ("ask_points",) * 4,
-     "mid": ("(bid_points + ask_points)::float8 / 2",) * 4},
+    {
+        "bid": ("bid_points",) * 4,
+        "ask": ("ask_points",) * 4,
+        "mid": ("(bid_points + ask_points)::float8 / 2",) * 4,
+    },
     "count(*)",
 )
 
