@@ -179,6 +179,12 @@ class Settings(BaseSettings):
         "(a limit, a timeout) before its units go to failures; availability errors are retried "
         "indefinitely",
     )
+    writer_ohlcv_refresh_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Period of the writer's background refresh of the OHLCV continuous "
+        "aggregates over the windows written since (TimescaleDB; ohlcv_pending)",
+    )
     writer_max_decompressed_tuples: int = Field(
         0,
         ge=0,

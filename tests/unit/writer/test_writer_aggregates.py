@@ -12,7 +12,6 @@ from tickpipe_shared.columns import Ticks
 from tickpipe_shared.units import HOUR_MS, Unit
 from tickpipe_shared.wire.batch import TickBatch
 from tickpipe_writer.aggregates import (
-    OhlcvRefresher,
     align,
     refresh_plan,
     refresh_sql,
@@ -77,53 +76,6 @@ def test_refresh_sql_is_a_literal_call_and_only_for_ohlcv_views() -> None:
     )
     with pytest.raises(ValueError, match="not an OHLCV aggregate"):
         refresh_sql("ticks'; DROP TABLE ticks; --", (H0, H0 + 1))
-
-
-class FakeConn:
-    def __init__(self, fail_on: str | None) -> None:
-        self.fail_on, self.calls = fail_on, list[str]()
-
-    async def execute(self, sql: str) -> None:
-        if self.fail_on and self.fail_on in sql:
-            raise RuntimeError("refresh boom")
-        self.calls.append(sql)
-
-
-class FakePool:
-    def __init__(self, conn: FakeConn) -> None:
-        self.conn = conn
-
-    def acquire(self) -> Any:
-        pool = self
-
-        class Ctx:
-            async def __aenter__(self) -> FakeConn:
-                return pool.conn
-
-            async def __aexit__(self, *exc: object) -> None:
-                return None
-
-        return Ctx()
-
-
-async def test_after_commit_refreshes_every_level_and_never_raises() -> None:
-    from tickpipe_writer.aggregates import REFRESH_FAILURES
-
-    views = ["ohlcv_1m", "ohlcv_5m", "ohlcv_1h", "ohlcv_1d"]
-    work = Plan(inserts=[batch([H0 + 5])])
-    conn = FakeConn(None)
-    await OhlcvRefresher(views).after_commit(FakePool(conn), work)  # type: ignore[arg-type]
-    assert [c.split("'")[1] for c in conn.calls] == views
-
-    before = REFRESH_FAILURES._value.get()
-    conn = FakeConn("ohlcv_5m")
-    await OhlcvRefresher(views).after_commit(FakePool(conn), work)  # type: ignore[arg-type]
-    assert [c.split("'")[1] for c in conn.calls] == ["ohlcv_1m"]  # coarser levels skipped
-    assert REFRESH_FAILURES._value.get() == before + 1
-
-    conn = FakeConn(None)
-    await OhlcvRefresher(views).after_commit(FakePool(conn), Plan())  # type: ignore[arg-type]
-    assert conn.calls == []
 
 
 def test_migration_0002_refreshes_after_commit_and_creates_aggregates_inside() -> None:
