@@ -50,7 +50,7 @@ def units(seed: int) -> list[TickBatch]:
             scale=5,
             first_point=112_345,
             sha=f"{seed + h:064x}",
-        )  # fmt: skip
+        )
         for h in range(3)
     ]
 
