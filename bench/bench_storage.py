@@ -46,8 +46,9 @@ from tickpipe_writer.store import write
 #: 1h candles computed from raw ticks, the query the aggregate saves: ``$1`` instrument,
 #: ``$2``/``$3`` the range.
 RAW_1H = """
-SELECT time_bucket(INTERVAL '1 hour', ts) AS bucket, first(bid, ts), max(bid), min(bid),
-       last(bid, ts), first(ask, ts), max(ask), min(ask), last(ask, ts), count(*),
+SELECT time_bucket(INTERVAL '1 hour', ts) AS bucket, first(bid_points, ts), max(bid_points),
+       min(bid_points), last(bid_points, ts), first(ask_points, ts), max(ask_points),
+       min(ask_points), last(ask_points, ts), count(*),
        sum(bid_volume), sum(ask_volume)
 FROM ticks WHERE instrument = $1 AND ts >= $2 AND ts < $3
 GROUP BY 1 ORDER BY 1

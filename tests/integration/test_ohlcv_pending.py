@@ -16,7 +16,7 @@ from support.storage import skip_unless_timescaledb, storage_mode
 from support.timescaledb import assert_aggregates_equal_raw, materialized
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
-from tickpipe_shared.units import HOUR_MS
+from tickpipe_shared.units import HOUR_MS, dt_to_ms
 from tickpipe_shared.wire.batch import TickBatch
 from tickpipe_writer.aggregates import OhlcvRefresher, pending_windows
 from tickpipe_writer.store import write
@@ -138,6 +138,12 @@ async def test_migration_0006_converts_float_prices_and_compressed_chunks(infra:
                 "SELECT proc_name, hypertable_name FROM timescaledb_information.jobs"
             )
             assert ("policy_compression", "ticks") in {tuple(r) for r in jobs}
+            # The refresh policies' first runs materialise the aggregates; refresh here too
+            # (waiting while a policy's run holds the window) to compare at once.
+            refresher = await OhlcvRefresher.detect(conn)
+            assert refresher is not None
+            lo, hi = await conn.fetchrow("SELECT min(ts), max(ts) FROM ticks")
+            await refresher.refresh_windows(conn, [(dt_to_ms(lo), dt_to_ms(hi) + 1)])
             for instrument in ("EURUSD", "USDJPY"):
                 await assert_aggregates_equal_raw(conn, instrument)
         finally:
