@@ -5,6 +5,7 @@ chunks included."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -110,7 +111,7 @@ async def test_migration_0006_converts_float_prices_and_compressed_chunks(infra:
                           (p + n % 13) / 10::float8 ^ i.price_scale,
                           (p + 3 + n % 11) / 10::float8 ^ i.price_scale,
                           CASE WHEN n % 5 = 0 THEN NULL ELSE 1.25 END, 0.5
-                   FROM generate_series(0, 36000) AS n,
+                   FROM generate_series(0, 35999) AS n,
                         (VALUES ('EURUSD', 112345), ('USDJPY', 110123)) AS v(instrument, p)
                    JOIN instruments i USING (instrument)"""
             )
@@ -138,8 +139,16 @@ async def test_migration_0006_converts_float_prices_and_compressed_chunks(infra:
                 "SELECT proc_name, hypertable_name FROM timescaledb_information.jobs"
             )
             assert ("policy_compression", "ticks") in {tuple(r) for r in jobs}
-            # The refresh policies' first runs materialise the aggregates; refresh here too
-            # (waiting while a policy's run holds the window) to compare at once.
+            # The refresh policies' first runs materialise the aggregates (they start at once);
+            # once they are done, refresh as the writer does and compare.
+            for _ in range(600):
+                busy = await conn.fetchval(
+                    "SELECT count(*) FILTER (WHERE job_status = 'Running' OR total_runs = 0) "
+                    "FROM timescaledb_information.job_stats WHERE hypertable_name LIKE 'ohlcv_%'"
+                )
+                if not busy:
+                    break
+                await asyncio.sleep(0.1)
             refresher = await OhlcvRefresher.detect(conn)
             assert refresher is not None
             lo, hi = await conn.fetchrow("SELECT min(ts), max(ts) FROM ticks")

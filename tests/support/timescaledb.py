@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from tickpipe_shared.db.ohlcv import BUCKET_ORIGIN, STORED_CANDLE_COLUMNS, TIMEFRAMES
+from tickpipe_shared.db.ohlcv import (
+    BUCKET_ORIGIN,
+    CANDLE_COLUMNS,
+    CANDLE_PRICES,
+    STORED_CANDLE_COLUMNS,
+    TIMEFRAMES,
+    points_column,
+)
+from tickpipe_writer.aggregates import pending_windows
 
 #: What each aggregate is, computed from ``ticks`` in SQL (the reference), in points.
 RAW_SQL = """
@@ -42,11 +52,28 @@ async def materialized(conn: asyncpg.Connection, view: str, instrument: str) -> 
         )
 
 
-def assert_same_candles(got: Sequence[Any], want: Sequence[Any], what: str) -> None:
-    assert len(got) == len(want) > 0, what
+def as_prices(rows: Sequence[Any], scale: int) -> list[dict[str, Any]]:
+    """Candles with :data:`STORED_CANDLE_COLUMNS` (points) as :data:`CANDLE_COLUMNS` (prices:
+    ``points / 10^scale``, correctly rounded as the read queries compute them)."""
+    f = float(10**scale)
+    return [
+        {c: r[points_column(c)] / f if c in CANDLE_PRICES else r[c] for c in CANDLE_COLUMNS}
+        for r in rows
+    ]
+
+
+def assert_same_candles(
+    got: Sequence[Any],
+    want: Sequence[Any],
+    what: str,
+    columns: Sequence[str] = STORED_CANDLE_COLUMNS,
+) -> None:
+    """Equal candle by candle in ``columns``: prices and counts exactly, volume sums to 1e-9
+    relative (NULL when every tick had none)."""
+    assert len(got) == len(want) > 0, (what, len(got), len(want))
     for g, w in zip(got, want, strict=True):
-        for col in STORED_CANDLE_COLUMNS:
-            if col.endswith("_volume"):
+        for col in columns:
+            if col.endswith("_volume") and w[col] is not None:
                 assert math.isclose(g[col], w[col], rel_tol=1e-9), (what, w["bucket"], col)
             else:
                 assert g[col] == w[col], (what, w["bucket"], col, g[col], w[col])
@@ -59,3 +86,13 @@ async def assert_aggregates_equal_raw(conn: asyncpg.Connection, instrument: str)
             instrument,
         )
         assert_same_candles(await materialized(conn, f"ohlcv_{tf}", instrument), raw, tf)
+
+
+async def aggregates_caught_up(conn: asyncpg.Connection, timeout_s: float = 60.0) -> None:
+    """Wait until the writer's background refresh has refreshed every pending window (what a
+    reader that needs exact aggregates right after a write waits for). Fails after
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while (n := await pending_windows(conn)) > 0:
+        assert time.monotonic() < deadline, f"{n} OHLCV windows still pending after {timeout_s} s"
+        await asyncio.sleep(0.1)
