@@ -182,8 +182,9 @@ class Settings(BaseSettings):
     writer_ohlcv_refresh_seconds: float = Field(
         2.0,
         gt=0,
-        description="Period of the writer's background refresh of the OHLCV continuous "
-        "aggregates over the windows written since (TimescaleDB; ohlcv_pending)",
+        description="The writer refreshes the OHLCV continuous aggregates over the windows "
+        "written since (TimescaleDB; ohlcv_pending) once it has been idle this long, and at "
+        "least every ten such periods while it keeps writing",
     )
     writer_max_decompressed_tuples: int = Field(
         0,

@@ -11,10 +11,11 @@ That refresh used to follow every transaction and took most of the writer's time
 transaction records its windows (aligned to minutes) in ``ohlcv_pending`` — in the same
 transaction as the ticks, so they are durable exactly when the ticks are — and
 :meth:`OhlcvRefresher.run`, a background task of the writer, refreshes every pending window
-every ``TICKPIPE_WRITER_OHLCV_REFRESH_SECONDS``, coalesced across transactions, then deletes
-the rows it refreshed. A crash leaves them in the table: the next writer refreshes them after
-its start. Until then the aggregates of a backfilled window lag by at most that period (plus a
-refresh); :func:`pending_windows` says whether any is still pending.
+once the writer has been idle for ``TICKPIPE_WRITER_OHLCV_REFRESH_SECONDS`` (and at least every
+ten such periods while it keeps writing), coalesced across transactions, then deletes the rows
+it refreshed. A crash leaves them in the table: the next writer refreshes them after its start.
+Until then the aggregates of a backfilled window below the watermark lag (by at most ten
+periods plus a refresh); :func:`pending_windows` says whether any is still pending.
 
 ``CALL refresh_continuous_aggregate`` cannot run in a transaction block: it runs on its own. A
 failure is logged and counted and never fails the records — the data is committed, the windows
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -58,6 +59,8 @@ PENDING_WINDOWS = Gauge(
 _DRAIN_LOCK_ID = 0x6F686C63  # "ohlc"
 #: Pending rows read per round at most (a backlog is drained over a few rounds).
 DRAIN_ROWS = 10_000
+#: While the writer keeps writing, a refresh round runs at least every BUSY_ROUNDS periods.
+BUSY_ROUNDS = 10
 
 Window = tuple[int, int]
 """``[start, end)`` in ms since the Unix epoch (UTC)."""
@@ -214,12 +217,26 @@ class OhlcvRefresher:
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _DRAIN_LOCK_ID)
 
-    async def run(self, pool: asyncpg.Pool, interval_s: float) -> None:
-        """Drain the pending windows every ``interval_s`` seconds (at once again while a
-        backlog remains) until cancelled. Never raises otherwise: a failed round is logged and
+    async def run(
+        self,
+        pool: asyncpg.Pool,
+        interval_s: float,
+        idle_s: Callable[[], float] = lambda: float("inf"),
+    ) -> None:
+        """Drain the pending windows until cancelled: a round once the writer has been idle
+        for ``interval_s`` (``idle_s()``: seconds since its last write), and during a sustained
+        backfill at least every :data:`BUSY_ROUNDS` × ``interval_s`` — so the refresh uses the
+        database while the writes pause, and coalesces more windows while they do not; at once
+        again while a backlog remains. Never raises otherwise: a failed round is logged and
         counted in ``tickpipe_writer_ohlcv_refresh_failures_total``, its windows stay pending
         and the next round retries them."""
+        last_round = time.monotonic()
         while True:
+            await asyncio.sleep(interval_s)
+            overdue = time.monotonic() - last_round >= BUSY_ROUNDS * interval_s
+            if idle_s() < interval_s and not overdue:
+                continue
+            last_round = time.monotonic()
             try:
                 drained = await self.drain(pool)
             except asyncio.CancelledError:
@@ -231,8 +248,14 @@ class OhlcvRefresher:
                     error=f"{type(e).__name__}: {e}",
                 )
                 drained = 0
-            if drained < DRAIN_ROWS:
-                await asyncio.sleep(interval_s)
+            while drained >= DRAIN_ROWS:  # a backlog: the next rows at once
+                try:
+                    drained = await self.drain(pool)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    REFRESH_FAILURES.inc()
+                    break
 
 
 def dt_ms(value: datetime) -> int:

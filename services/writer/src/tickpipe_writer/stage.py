@@ -10,10 +10,11 @@ waiting does not fix (:mod:`tickpipe_writer.db_errors`) is retried
 failures, so no partition is held forever.
 
 On TimescaleDB the continuous aggregates are not refreshed in the write path: each transaction
-records its windows in ``ohlcv_pending`` and a background task refreshes them every
-``TICKPIPE_WRITER_OHLCV_REFRESH_SECONDS`` (:mod:`tickpipe_writer.aggregates`). A unit's progress
+records its windows in ``ohlcv_pending`` and a background task refreshes them once the writer has
+been idle for ``TICKPIPE_WRITER_OHLCV_REFRESH_SECONDS``, and at least every ten such periods
+while it keeps writing (:mod:`tickpipe_writer.aggregates`). A unit's progress
 event (and so a request's completion event) says its ticks are committed; the aggregates over a
-backfilled window follow within that period (``ohlcv_pending`` empty: every window refreshed).
+backfilled window follow within those periods (``ohlcv_pending`` empty: every window refreshed).
 """
 
 from __future__ import annotations
@@ -89,7 +90,12 @@ class Writer:
         self._ohlcv: OhlcvRefresher | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._connecting = asyncio.Lock()
+        self._last_write = time.monotonic()
         self._attempts = AttemptCounter(settings.writer_db_error_attempts)
+
+    def _idle_seconds(self) -> float:
+        """Seconds since the last write committed (the background refresh waits for a pause)."""
+        return time.monotonic() - self._last_write
 
     async def warm_up(self) -> None:
         """Connect, migrate and start the background refresh at the service's start, so that
@@ -125,7 +131,9 @@ class Writer:
             self._pool = pool
             if self._ohlcv is not None:  # TimescaleDB: refresh pending windows in the background
                 self._refresh_task = asyncio.create_task(
-                    self._ohlcv.run(pool, self.settings.writer_ohlcv_refresh_seconds),
+                    self._ohlcv.run(
+                        pool, self.settings.writer_ohlcv_refresh_seconds, self._idle_seconds
+                    ),
                     name="ohlcv-refresh",
                 )
         return self._pool
@@ -186,6 +194,7 @@ class Writer:
         except Exception as e:
             raise self._on_write_error(e, consumed) from e
         self._attempts.succeeded(consumed)
+        self._last_write = time.monotonic()
         DB_WRITE_SECONDS.observe(time.monotonic() - started)
         DUPLICATE_PARTS.inc(work.duplicates)
         ORPHAN_PARTS.inc(work.orphans)
