@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from tickpipe_shared.columns import Ticks
 from tickpipe_shared.units import HOUR_MS, Unit
 from tickpipe_shared.wire.batch import TickBatch
 from tickpipe_writer.aggregates import (
+    OhlcvRefresher,
     align,
     refresh_plan,
     refresh_sql,
@@ -90,3 +92,44 @@ def test_migration_0002_refreshes_after_commit_and_creates_aggregates_inside() -
     ]
     assert "WITH NO DATA" in inside and "CALL refresh_continuous_aggregate" not in inside
     assert split_after_commit("SELECT 1;\n") == ("SELECT 1;\n", [])
+
+
+class CountingRefresher(OhlcvRefresher):
+    """Counts background rounds instead of touching a database; fails the ones in ``fail``."""
+
+    def __init__(self, fail: set[int] | None = None) -> None:
+        super().__init__(["ohlcv_1m"])
+        self.rounds, self.fail = 0, fail or set()
+
+    async def drain(self, pool: Any) -> int:
+        self.rounds += 1
+        if self.rounds in self.fail:
+            raise RuntimeError("refresh boom")
+        return 0
+
+
+async def _run_for(refresher: OhlcvRefresher, seconds: float, idle: float) -> None:
+    task = asyncio.create_task(refresher.run(None, 0.01, lambda: idle))  # type: ignore[arg-type]
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_rounds_wait_for_a_pause_and_are_overdue_after_ten_periods() -> None:
+    idle = CountingRefresher()
+    await _run_for(idle, 0.3, idle=1.0)  # idle writer: a round every period
+    busy = CountingRefresher()
+    await _run_for(busy, 0.3, idle=0.0)  # writing all the time: every BUSY_ROUNDS periods
+    assert busy.rounds >= 1
+    assert idle.rounds >= 3 * busy.rounds
+
+
+async def test_a_failed_round_is_counted_and_the_next_one_runs() -> None:
+    from tickpipe_writer.aggregates import REFRESH_FAILURES
+
+    before = REFRESH_FAILURES._value.get()
+    refresher = CountingRefresher(fail={1})
+    await _run_for(refresher, 0.1, idle=1.0)
+    assert REFRESH_FAILURES._value.get() == before + 1
+    assert refresher.rounds >= 2
