@@ -77,9 +77,10 @@ async def _seed(dsn: str, rows: int) -> None:
         )
         step_us = int(86_400_000_000 / rows)
         await conn.execute(
-            """INSERT INTO ticks (instrument, ts, bid, ask, bid_volume, ask_volume, flags)
+            """INSERT INTO ticks (instrument, ts, bid_points, ask_points, bid_volume, ask_volume,
+                                  flags)
                SELECT $1, $2::timestamptz + i * ($3 * INTERVAL '1 microsecond'),
-                      (110000 + (i * 7919) % 2000) / 1e5, (110004 + (i * 7919) % 2000) / 1e5,
+                      110000 + (i * 7919) % 2000, 110004 + (i * 7919) % 2000,
                       CASE WHEN i % 7 = 0 THEN NULL ELSE 1.25 END, 0.75, 0
                FROM generate_series(0::bigint, $4 - 1) AS i""",
             INSTRUMENT,
@@ -165,7 +166,7 @@ def _stream(url: str, fmt: str) -> None:
 
 def _psql_copy(dsn: str) -> None:
     sql = (
-        "COPY (SELECT ts, bid, ask, bid_volume, ask_volume, flags FROM ticks "
+        "COPY (SELECT ts, bid_points, ask_points, bid_volume, ask_volume, flags FROM ticks "
         f"WHERE instrument = '{INSTRUMENT}' AND ts >= '{PARAMS['start']}' "
         f"AND ts < '{PARAMS['end']}' ORDER BY ts) TO STDOUT"
     )

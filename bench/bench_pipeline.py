@@ -20,7 +20,9 @@ decoded ticks of the payloads. Figures printed:
 
 * ticks/s end to end (the issue's figure), and against the in-process baseline measured in the
   same run: ``decode_bi5_ticks`` of the same payloads on one core (the pipeline's first CPU
-  stage with no Kafka, no validation and no database);
+  stage with no Kafka, no validation and no database), and against ``psql``'s binary ``\\copy``
+  of the same stored rows back into the same ``ticks`` (emptied first; dumped untimed) — the
+  ratio pipeline / raw COPY is the issue's target (≥ 0.5);
 * per stage, from each service's ``/metrics``: batches, busy seconds (sum of
   ``tickpipe_stage_latency_seconds``, poll to commit) and busy share of the wall time — the
   stage closest to 100 % is the bottleneck. Services share the machine's cores, so shares can
@@ -36,6 +38,7 @@ import math
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +56,7 @@ from tickpipe_shared.wire.requests import FetchRequest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+from bench_writer import libpq_env, psql_binary  # noqa: E402
 from support.pipeline import SERVICES, Pipeline, pipeline_on_fresh_database  # noqa: E402
 
 FIRST_DAY = datetime(2019, 2, 4, tzinfo=UTC)  # a Monday: the recorded sample's first day
@@ -154,6 +158,22 @@ def stage_figures(p: Pipeline) -> dict[str, tuple[float, float]]:
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
+def raw_copy_seconds(dsn: str, path: Path) -> float:
+    """Seconds of ``psql``'s binary ``\\copy`` of the stored ticks back into ``ticks`` (the
+    same hypertable, emptied first): the baseline of the same rows in the same run. The rows
+    are dumped in binary first (not timed)."""
+    cols = "instrument, ts, bid_points, ask_points, bid_volume, ask_volume, flags"
+    cmd = [psql_binary(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"]
+    env = {**os.environ, **libpq_env(dsn)}
+    dump = f"\\copy (SELECT {cols} FROM ticks ORDER BY instrument, ts) TO '{path}' (FORMAT binary)"
+    subprocess.run([*cmd, dump], env=env, check=True)
+    subprocess.run([*cmd, "TRUNCATE ticks"], env=env, check=True)
+    t = time.perf_counter()
+    subprocess.run([*cmd, f"\\copy ticks({cols}) FROM '{path}' (FORMAT binary)"], env=env,
+                   check=True)  # fmt: skip
+    return time.perf_counter() - t
+
+
 async def run(p: Pipeline, tree: Tree, limit_s: float) -> tuple[float, int, int, int]:
     """Publish one request per block; seconds until every unit is in the ledger; units, ledger
     rows, ``count(*)`` of ticks."""
@@ -231,6 +251,7 @@ def main() -> None:
                   f"{time.perf_counter() - t:.1f} s; publishing\n")  # fmt: skip
             elapsed, units, ledger_rows, stored = asyncio.run(run(p, tree, args.timeout))
             stages = stage_figures(p)
+            copy_s = raw_copy_seconds(p.env["TICKPIPE_DATABASE_URL"], tmp / "ticks.copy")
     finally:
         if args.keep_logs:
             print(f"logs kept in {tmp / 'logs'}")
@@ -245,6 +266,10 @@ def main() -> None:
           f"{rate / 1e3:>9.1f} {rate / base:>8.3f}x")  # fmt: skip
     print(f"{'decode_bi5_ticks in-process (1 core)':34} {tree.ticks:>10,} {base_s:>8.2f} "
           f"{base / 1e3:>9.1f} {1:>8.3f}x")  # fmt: skip
+    copy_rate = stored / copy_s
+    print(f"{'psql binary COPY into ticks':34} {stored:>10,} {copy_s:>8.2f} "
+          f"{copy_rate / 1e3:>9.1f} {copy_rate / base:>8.3f}x")  # fmt: skip
+    print(f"\npipeline / raw COPY into the same table = {rate / copy_rate:.2f} (target ≥ 0.50)")
     check = "ok" if stored == ledger_rows else "MISMATCH"
     print(f"\n{units} units in the ledger; ticks stored {stored:,}, ledger rows {ledger_rows:,} "
           f"({check}); decoded {tree.ticks:,} (the validator dropped "

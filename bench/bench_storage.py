@@ -46,8 +46,9 @@ from tickpipe_writer.store import write
 #: 1h candles computed from raw ticks, the query the aggregate saves: ``$1`` instrument,
 #: ``$2``/``$3`` the range.
 RAW_1H = """
-SELECT time_bucket(INTERVAL '1 hour', ts) AS bucket, first(bid, ts), max(bid), min(bid),
-       last(bid, ts), first(ask, ts), max(ask), min(ask), last(ask, ts), count(*),
+SELECT time_bucket(INTERVAL '1 hour', ts) AS bucket, first(bid_points, ts), max(bid_points),
+       min(bid_points), last(bid_points, ts), first(ask_points, ts), max(ask_points),
+       min(ask_points), last(ask_points, ts), count(*),
        sum(bid_volume), sum(ask_volume)
 FROM ticks WHERE instrument = $1 AND ts >= $2 AND ts < $3
 GROUP BY 1 ORDER BY 1
@@ -97,6 +98,13 @@ async def report(settings: Settings, label: str, batches: Sequence[TickBatch], r
         try:
             if not (await migrate(conn, "on")).timescaledb:
                 raise SystemExit("TimescaleDB is not available: run bin/bootstrap")
+            # The policy's first run starts at once and would compress chunks while they load
+            # (the data is older than 7 days), spoiling "before": it runs below, on purpose.
+            job = await conn.fetchval(
+                "SELECT job_id FROM timescaledb_information.jobs "
+                "WHERE proc_name = 'policy_compression' AND hypertable_name = 'ticks'"
+            )
+            await conn.execute("SELECT alter_job($1, scheduled => false)", job)
             t = time.perf_counter()
             await load(conn, batches)
             load_s = time.perf_counter() - t
@@ -105,10 +113,6 @@ async def report(settings: Settings, label: str, batches: Sequence[TickBatch], r
             for view in ("ohlcv_1m", "ohlcv_5m", "ohlcv_1h", "ohlcv_1d"):
                 await conn.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL)")
             before = await table_bytes(conn)
-            job = await conn.fetchval(
-                "SELECT job_id FROM timescaledb_information.jobs "
-                "WHERE proc_name = 'policy_compression' AND hypertable_name = 'ticks'"
-            )
             t = time.perf_counter()
             await conn.execute(f"CALL run_job({job})")
             compress_s = time.perf_counter() - t

@@ -25,8 +25,12 @@ compression policy active, and three more figures are measured in the same run:
 
 * **psql \\copy into a plain table**: the same bytes into ``CREATE TABLE … (LIKE ticks INCLUDING
   ALL)``, what the hypertable costs against no hypertable;
-* **writer + aggregate refresh**: the writer as the service runs it, each transaction followed
-  by the exact-window refresh of the OHLCV continuous aggregates;
+* **writer + aggregate refresh, per transaction** (the writer before schema 7): each
+  transaction followed by the exact-window refresh of the OHLCV continuous aggregates;
+* **writer + pending windows + background refresh**: the writer as the service runs it now,
+  each transaction recording its windows in ``ohlcv_pending``, then the background refresh's
+  rounds over them (run here after the writes, i.e. coalesced as a busy writer's rounds are;
+  both timed);
 * **writer, rewrite into compressed chunks**: the compression policy's job is run first (every
   chunk is compressed: the sample is years old), then the same units are written again — the
   replace path of a re-request or a replay into compressed data.
@@ -212,9 +216,7 @@ async def count(conn: asyncpg.Connection) -> int:
 Trial = Callable[[], Awaitable[float]]
 
 
-def timed(
-    conn: asyncpg.Connection, run: Callable[[], Awaitable[None]], expected: int
-) -> Trial:
+def timed(conn: asyncpg.Connection, run: Callable[[], Awaitable[None]], expected: int) -> Trial:
     """One repetition of ``run`` on freshly truncated tables: its wall time, after checking
     that it stored ``expected`` rows."""
 
@@ -315,9 +317,7 @@ async def bench(args: argparse.Namespace) -> None:
 
             async def psql_copy_plain() -> None:
                 plain_cmd = psql_cmd[-1].replace(f"\\copy {table}(", f"\\copy {table}_plain(")
-                proc = await asyncio.create_subprocess_exec(
-                    *psql_cmd[:-1], plain_cmd, env=psql_env
-                )
+                proc = await asyncio.create_subprocess_exec(*psql_cmd[:-1], plain_cmd, env=psql_env)
                 if await proc.wait() != 0:
                     raise SystemExit(f"psql exited with {proc.returncode}")
 
@@ -327,7 +327,14 @@ async def bench(args: argparse.Namespace) -> None:
                 for group in groups:
                     work = await write(conn, group)
                     if refresher is not None:
-                        await refresher.after_commit(pool, work)
+                        await refresher.refresh(conn, work)
+
+            async def writer_pending() -> None:
+                for group in groups:
+                    await write(conn, group, record_windows=refresher is not None)
+                if refresher is not None:
+                    while await refresher.drain(pool):
+                        pass
 
             async def compress_then_rewrite() -> float:
                 """Seconds of the writer rewriting every unit into compressed chunks."""
@@ -367,8 +374,12 @@ async def bench(args: argparse.Namespace) -> None:
                 trials.append(("psql \\copy into a plain table (no hypertable)", plain_trial))
                 if refresher is not None:
                     trials.append(
-                        ("writer + continuous-aggregate refresh",
+                        ("writer + aggregate refresh per transaction",
                          timed(conn, writer_refreshing, total))
+                    )  # fmt: skip
+                    trials.append(
+                        ("writer + pending windows + background refresh",
+                         timed(conn, writer_pending, total))
                     )  # fmt: skip
                 trials.append(("writer, rewrite into compressed chunks", compress_then_rewrite))
             best = await best_of_interleaved(args.repeat, trials)

@@ -216,9 +216,9 @@ def test_a_day_requested_again_into_compressed_chunks(pipeline: Pipeline) -> Non
         "dukascopy-bi5",
     )  # fmt: skip
     assert "24 stored, 0 empty, 0 failed of 24 units" in out.replace(" 0 suspect-empty,", "")
-    written = db(
-        pipeline, "SELECT count(*) AS n FROM ingest_log WHERE written_at > $1", before
-    )[0]["n"]
+    written = db(pipeline, "SELECT count(*) AS n FROM ingest_log WHERE written_at > $1", before)[0][
+        "n"
+    ]
     assert written == 24
     hours = [g for g in golden_tick_hours(recorded) if g.hour.date().isoformat() == "2019-02-04"]
     assert len(hours) == 24

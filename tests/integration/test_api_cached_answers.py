@@ -1,5 +1,5 @@
 """Repeated queries answered from the answer cache without the database, kept honest by the
-ledger's change notifications (migration 0007, ``tickpipe_api.ledger_watch``,
+ledger's change notifications (migration 0008, ``tickpipe_api.ledger_watch``,
 ``tickpipe_api.serve_cached``), against a real database and a real ``tickpipe-api``."""
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from support.api import ApiProcess, api_process, seed_hour, seed_instrument, synthetic_ticks
 from support.database import scratch_database
+from support.golden_db import points_text
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
 
@@ -81,8 +82,9 @@ def http(api: ApiProcess) -> Iterator[httpx.Client]:
         yield c
 
 
-def _dec(v: float) -> str:
-    return f"{Decimal(repr(v)).quantize(Decimal(1).scaleb(-SCALE))}"
+def _dec(points: int) -> str:
+    """A stored price in points as the API's decimal string at the instrument's scale."""
+    return points_text(points, SCALE)
 
 
 def _iso(t: datetime) -> str:

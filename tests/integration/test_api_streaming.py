@@ -43,9 +43,10 @@ def big(infra: Settings) -> Iterator[str]:
             # DROP … WITH (FORCE) afterwards.
             await conn.execute("ALTER TABLE ticks SET (autovacuum_enabled = false)")
             await conn.execute(
-                """INSERT INTO ticks (instrument, ts, bid, ask, bid_volume, ask_volume, flags)
+                """INSERT INTO ticks (instrument, ts, bid_points, ask_points, bid_volume,
+                                      ask_volume, flags)
                    SELECT 'BIG', TIMESTAMPTZ '2020-01-06 00:00:00+00' + i * INTERVAL '86 ms',
-                          (110000 + i % 1000) / 1e5, (110003 + i % 1000) / 1e5,
+                          110000 + i % 1000, 110003 + i % 1000,
                           CASE WHEN i % 7 = 0 THEN NULL ELSE 1.25 END, 0.5, 0
                    FROM generate_series(0, $1 - 1) AS i""",
                 N,

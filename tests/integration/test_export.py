@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from support.database import scratch_database
+from support.golden_db import points_text
 from support.ohlcv import hour_batch
 from support.storage import storage_mode, write_as_the_writer
 from tickpipe_cli import export as ex
@@ -148,13 +149,14 @@ async def test_ticks_csv_equal_the_stored_ticks(conn: asyncpg.Connection, tmp_pa
         lo = max(FROM, datetime(y, mo, 1, tzinfo=UTC))
         hi = min(TO, datetime(y + (mo == 12), mo % 12 + 1, 1, tzinfo=UTC))
         db = await conn.fetch(
-            "SELECT ts, bid, ask FROM ticks WHERE instrument='EURUSD' AND ts >= $1 AND ts < $2 "
-            "ORDER BY ts",
+            "SELECT ts, bid_points, ask_points FROM ticks WHERE instrument='EURUSD' "
+            "AND ts >= $1 AND ts < $2 ORDER BY ts",
             lo,
             hi,
         )
-        assert [(r[1], r[2]) for r in rows[1:]] == [(f"{d['bid']:.5f}", f"{d['ask']:.5f}")
-                                                    for d in db]  # fmt: skip
+        assert [(r[1], r[2]) for r in rows[1:]] == [
+            (points_text(d["bid_points"], 5), points_text(d["ask_points"], 5)) for d in db
+        ]
         side = sidecar(base / f"{m}.csv")
         assert side["schema_version"] == 1 and side["format"] == "csv"
         assert (side["instrument"], side["kind"], side["timeframe"]) == ("EURUSD", "ticks", None)

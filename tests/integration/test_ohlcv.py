@@ -28,7 +28,13 @@ from support.ohlcv import (
 from support.storage import on_timescaledb, storage_mode, write_as_the_writer
 from tickpipe_shared.config import Settings, get_settings
 from tickpipe_shared.db.migrate import migrate
-from tickpipe_shared.db.ohlcv import CANDLE_COLUMNS, TIMEFRAMES, UnknownTimeframeError, candles
+from tickpipe_shared.db.ohlcv import (
+    CANDLE_COLUMNS,
+    STORED_CANDLE_COLUMNS,
+    TIMEFRAMES,
+    UnknownTimeframeError,
+    candles,
+)
 from tickpipe_shared.units import HOUR_MS
 from tickpipe_writer.aggregates import OhlcvRefresher, continuous_aggregates
 from typer.testing import CliRunner
@@ -68,15 +74,13 @@ async def test_views_exist_with_the_same_columns_and_nothing_to_refresh(
             "ORDER BY ordinal_position",
             f"ohlcv_{tf}",
         )
-        assert tuple(r["column_name"] for r in cols) == CANDLE_COLUMNS
+        assert tuple(r["column_name"] for r in cols) == STORED_CANDLE_COLUMNS
         kind = await conn.fetchval(
             "SELECT relkind::text FROM pg_class WHERE relname = $1", f"ohlcv_{tf}"
         )
         assert kind == "v"  # a continuous aggregate is a view over its hypertable too
     if on_timescaledb():
-        assert await continuous_aggregates(conn) == sorted(
-            f"ohlcv_{tf}" for tf in TIMEFRAMES
-        )
+        assert await continuous_aggregates(conn) == sorted(f"ohlcv_{tf}" for tf in TIMEFRAMES)
         assert await OhlcvRefresher.detect(conn) is not None
     else:
         assert await continuous_aggregates(conn) == []

@@ -22,7 +22,7 @@ from support.database import refuse_inserts_sql, scratch_database
 from support.ohlcv import hour_batch, stored_ticks
 from support.records import Rec
 from support.storage import on_timescaledb, skip_unless_timescaledb, storage_mode
-from support.timescaledb import assert_aggregates_equal_raw
+from support.timescaledb import aggregates_caught_up, assert_aggregates_equal_raw
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
 from tickpipe_shared.kafka.records import RetryableError
@@ -63,8 +63,11 @@ async def tsdb(infra: Settings) -> AsyncIterator[tuple[Settings, asyncpg.Connect
 
 async def ticks_of(conn: asyncpg.Connection, instrument: str) -> list[tuple[Any, ...]]:
     rows = await conn.fetch(
-        """SELECT (extract(epoch FROM ts) * 1000)::bigint AS ms, bid, ask, bid_volume, ask_volume
-           FROM ticks WHERE instrument = $1 ORDER BY ts""",
+        """SELECT (extract(epoch FROM ts) * 1000)::bigint AS ms, bid_points / s.f, ask_points / s.f,
+                  bid_volume, ask_volume
+           FROM ticks CROSS JOIN (SELECT 10::float8 ^ price_scale AS f FROM instruments
+                                  WHERE instrument = $1) AS s
+           WHERE instrument = $1 ORDER BY ts""",
         instrument,
     )
     return [tuple(r) for r in rows]
@@ -115,8 +118,9 @@ async def test_units_written_again_into_compressed_chunks_replace_themselves(
     )
     assert rows == HOURS * TICKS_PER_HOUR
 
-    # The writer refreshed the rewritten windows: the materialized candles of every aggregate
-    # equal the candles computed from the raw ticks now stored.
+    # The writer refreshed the rewritten windows (in the background, a moment later): the
+    # materialized candles of every aggregate equal the candles computed from the raw ticks.
+    await aggregates_caught_up(conn)
     for instrument, *_ in INSTRUMENTS:
         await assert_aggregates_equal_raw(conn, instrument)
 

@@ -226,8 +226,8 @@ async def test_deriv_ticks_without_volume_store_null(conn: asyncpg.Connection) -
         asset_class="synthetic",
     )
     await write(conn, [TickBatch(meta, t)])
-    rows = await conn.fetch("SELECT bid, ask, bid_volume, ask_volume FROM ticks")
-    assert [tuple(r) for r in rows] == [(25.1234, 25.1234, None, None)] * 3
+    rows = await conn.fetch("SELECT bid_points, ask_points, bid_volume, ask_volume FROM ticks")
+    assert [tuple(r) for r in rows] == [(251234, 251234, None, None)] * 3
 
 
 @dataclass

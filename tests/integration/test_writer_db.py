@@ -68,12 +68,14 @@ async def test_migrate_creates_plain_tables_and_is_idempotent(conn: asyncpg.Conn
 async def test_prices_volumes_and_times_are_exact(conn: asyncpg.Connection) -> None:
     await write(conn, [make_batch(3)])
     rows = await conn.fetch(
-        "SELECT (extract(epoch FROM ts)*1000)::bigint AS ms, bid, ask, bid_volume, ask_volume, "
-        "flags FROM ticks ORDER BY ts"
+        "SELECT (extract(epoch FROM ts)*1000)::bigint AS ms, bid_points, ask_points, bid_volume, "
+        "ask_volume, flags FROM ticks ORDER BY ts"
     )
     assert [r["ms"] for r in rows] == [H0, H0 + 1000, H0 + 2000]
-    assert [f"{r['bid']:.3f}" for r in rows] == ["110.123", "110.124", "110.125"]
-    assert [f"{r['ask']:.3f}" for r in rows] == ["110.130", "110.131", "110.132"]
+    # Points as the batch had them; the scale that makes them prices is the instrument's.
+    assert [r["bid_points"] for r in rows] == [110_123, 110_124, 110_125]
+    assert [r["ask_points"] for r in rows] == [110_130, 110_131, 110_132]
+    assert await conn.fetchval("SELECT price_scale FROM instruments") == 3
     assert {(r["bid_volume"], r["ask_volume"], r["flags"]) for r in rows} == {(1.25, 0.5, 0)}
     log = await conn.fetchrow("SELECT * FROM ingest_log")
     assert (log["state"], log["rows"], log["parts_written"], log["payload_sha256"]) == (
@@ -119,7 +121,8 @@ async def test_other_units_and_instruments_are_untouched(conn: asyncpg.Connectio
     await write(conn, [make_batch(1)])  # replace the first USDJPY hour only
     assert await count(conn) == 4
     assert await count(conn, "XAUUSD") == 3
-    assert await conn.fetchval("SELECT min(bid) FROM ticks WHERE instrument='XAUUSD'") == 1800.123
+    sql = "SELECT min(bid_points) FROM ticks WHERE instrument='XAUUSD'"
+    assert await conn.fetchval(sql) == 1_800_123
 
 
 async def test_database_down_is_retryable_not_a_failure(infra: Settings) -> None:

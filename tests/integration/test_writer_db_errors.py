@@ -187,6 +187,6 @@ async def test_a_unit_the_database_keeps_refusing_goes_to_failures_and_the_ledge
     )
     assert row["failure_stage"] == "writer"
     assert "gave up after" in row["failure_reason"]
-    assert await conn.fetchval(
-        "SELECT state FROM ingest_log WHERE instrument = 'EURUSD'"
-    ) == "stored"
+    assert (
+        await conn.fetchval("SELECT state FROM ingest_log WHERE instrument = 'EURUSD'") == "stored"
+    )

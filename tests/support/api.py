@@ -111,14 +111,14 @@ async def seed_hour(
     conn: asyncpg.Connection,
     instrument: str,
     start: datetime,
-    ticks: list[tuple[datetime, float, float, float | None, float | None, int]],
+    ticks: list[tuple[datetime, int, int, float | None, float | None, int]],
     *,
     state: str = "stored",
     sha: str = "0" * 64,
     fetched_at: datetime | None = None,
 ) -> None:
     """Replace the tick unit ``[start, start + 1h)`` like the writer: delete its ticks, copy
-    ``ticks`` (ts, bid, ask, bid_volume, ask_volume, flags), upsert its ledger row, then (on
+    ``ticks`` (ts, bid and ask points, volumes, flags), upsert its ledger row, then (on
     TimescaleDB) refresh the unit's windows of the continuous aggregates."""
     end = start + timedelta(hours=1)
     async with conn.transaction():
@@ -131,7 +131,15 @@ async def seed_hour(
         await conn.copy_records_to_table(
             "ticks",
             records=[(instrument, *t) for t in ticks],
-            columns=["instrument", "ts", "bid", "ask", "bid_volume", "ask_volume", "flags"],
+            columns=[
+                "instrument",
+                "ts",
+                "bid_points",
+                "ask_points",
+                "bid_volume",
+                "ask_volume",
+                "flags",
+            ],
         )
         await ledger_row(conn, instrument, "ticks", start, end, state, len(ticks), sha, fetched_at)
     refresher = await OhlcvRefresher.detect(conn)
@@ -180,9 +188,9 @@ async def ledger_row(
 
 def synthetic_ticks(
     start: datetime, n: int, scale: int, first: int, seed: int, ties: bool = True
-) -> list[tuple[datetime, float, float, float | None, float | None, int]]:
+) -> list[tuple[datetime, int, int, float | None, float | None, int]]:
     """``n`` ticks in the hour from ``start``: ms timestamps (every third repeats the previous
-    one when ``ties``), bid/ask at ``scale`` as stored (points / 10^scale), every fifth tick
+    one when ``ties``), bid/ask in points as stored (``scale``: their decimals), every fifth tick
     without volumes, a flag now and then."""
     import random
 
@@ -200,8 +208,8 @@ def synthetic_ticks(
         out.append(
             (
                 start + timedelta(milliseconds=ms),
-                bid / 10**scale,
-                ask / 10**scale,
+                bid,
+                ask,
                 vol,
                 vol,
                 1 if i % 17 == 0 else 0,

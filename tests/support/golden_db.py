@@ -10,6 +10,7 @@ import csv
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
@@ -78,12 +79,18 @@ def golden_tick_hours(dukascopy_dir: Path) -> list[GoldenHour]:
     return out
 
 
+def points_text(points: int, scale: int) -> str:
+    """``points`` as the decimal at ``scale`` (``112345, 5`` → ``"1.12345"``), exactly."""
+    return str(Decimal(points).scaleb(-scale).quantize(Decimal(1).scaleb(-scale)))
+
+
 async def db_rows(
     conn: asyncpg.Connection, instrument: str, hour: datetime, scale: int
 ) -> list[Row]:
     """The stored ticks of one hour in golden form, ordered by time."""
     records = await conn.fetch(
-        """SELECT (extract(epoch FROM ts) * 1000)::bigint AS ms, ask, bid, ask_volume, bid_volume
+        """SELECT (extract(epoch FROM ts) * 1000)::bigint AS ms, ask_points, bid_points,
+                  ask_volume, bid_volume
            FROM ticks WHERE instrument = $1 AND ts >= $2 AND ts < $3 ORDER BY ts""",
         instrument,
         hour,
@@ -92,8 +99,8 @@ async def db_rows(
     return [
         (
             r["ms"],
-            f"{r['ask']:.{scale}f}",
-            f"{r['bid']:.{scale}f}",
+            points_text(r["ask_points"], scale),
+            points_text(r["bid_points"], scale),
             r["ask_volume"],
             r["bid_volume"],
         )

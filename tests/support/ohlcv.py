@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,12 @@ def stored_ticks(batches: Iterable[TickBatch]) -> dict[str, list[TickRow]]:
     return out
 
 
+def _mid(bid: float, ask: float) -> float:
+    """The double nearest the exact decimal (bid + ask) / 2 — what ``mid_*_points / 10^scale``
+    reads back as (``repr`` of a price at most 15 digits long is its exact decimal)."""
+    return float((Decimal(repr(bid)) + Decimal(repr(ask))) / 2)
+
+
 def reference_candles(
     ticks: Mapping[str, Sequence[TickRow]],
     instrument: str,
@@ -100,7 +107,7 @@ def reference_candles(
         for name, values in (
             ("bid", [r[1] for r in rows]),
             ("ask", [r[2] for r in rows]),
-            ("mid", [(r[1] + r[2]) / 2 for r in rows]),
+            ("mid", [_mid(r[1], r[2]) for r in rows]),
         ):
             c |= {
                 f"{name}_open": values[0],

@@ -295,6 +295,13 @@ class Settings(BaseSettings):
         "(a limit, a timeout) before its units go to failures; availability errors are retried "
         "indefinitely",
     )
+    writer_ohlcv_refresh_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="The writer refreshes the OHLCV continuous aggregates over the windows "
+        "written since (TimescaleDB; ohlcv_pending) once it has been idle this long, and at "
+        "least every ten such periods while it keeps writing",
+    )
     writer_max_decompressed_tuples: int = Field(
         0,
         ge=0,

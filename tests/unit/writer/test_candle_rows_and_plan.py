@@ -112,7 +112,7 @@ def parse_copy_rows(data: bytes, formats: list[str]) -> list[list[object]]:
 
 
 CANDLE_FORMATS = ["text", "text", "text", "q", "d", "d", "d", "d", "d", "h"]
-TICK_FORMATS = ["text", "q", "d", "d", "d", "d", "h"]
+TICK_FORMATS = ["text", "q", "q", "q", "d", "d", "h"]
 
 
 def test_candle_rows_decode_back_with_nan_volume_as_null() -> None:
@@ -164,7 +164,7 @@ def test_candle_rows_refuse_a_negative_scale_and_a_tick_kind() -> None:
 def test_nan_tick_volumes_are_null() -> None:
     rows = parse_copy_rows(encode_tick_rows(tick_batch(2, NAN)), TICK_FORMATS)
     assert [(r[0], r[2], r[3], r[4], r[5], r[6]) for r in rows] == [
-        ("R_50", 123.45, 123.45, None, None, 0)
+        ("R_50", 12_345, 12_345, None, None, 0)
     ] * 2
     # A batch with volumes keeps its fixed layout.
     with_volume = encode_tick_rows(tick_batch(2, 1.5))

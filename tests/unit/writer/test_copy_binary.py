@@ -51,7 +51,7 @@ def parse_rows(data: bytes, n: int) -> list[tuple[object, ...]]:
         (nfields,) = struct.unpack_from(">h", data, pos)
         pos += 2
         fields: list[object] = [nfields]
-        for kind in ("text", "q", "d", "d", "d", "d", "h"):
+        for kind in ("text", "q", "q", "q", "d", "d", "h"):
             (length,) = struct.unpack_from(">i", data, pos)
             pos += 4
             raw = data[pos : pos + length]
@@ -72,8 +72,8 @@ def test_signature_and_trailer() -> None:
     assert TICK_COPY_COLUMNS == (
         "instrument",
         "ts",
-        "bid",
-        "ask",
+        "bid_points",
+        "ask_points",
         "bid_volume",
         "ask_volume",
         "flags",
@@ -109,15 +109,14 @@ def test_rows_decode_back() -> None:
         assert (ilen, inst) == (6, "EURUSD")
         assert (tslen, blen, alen, bvlen, avlen, flen) == (8, 8, 8, 8, 8, 2)
         assert ts == (T0 + i * 1001 - PG_EPOCH_MS) * 1000
-        assert bid == b.ticks.bid[i] / 10**5
-        assert ask == b.ticks.ask[i] / 10**5
+        assert bid == b.ticks.bid[i] and ask == b.ticks.ask[i]  # points, as int8
         assert bv == b.ticks.bid_volume[i] and av == b.ticks.ask_volume[i]
     assert rows[0][4] == 602_553_600_123_000  # 2019-02-04T00:00:00.123 in µs since 2000
     pg_epoch = datetime(2000, 1, 1, tzinfo=UTC)
     assert pg_epoch + timedelta(microseconds=rows[0][4]) == datetime(  # type: ignore[operator]
         2019, 2, 4, 0, 0, 0, 123_000, tzinfo=UTC
     )
-    assert rows[0][6] == 1.14545 and rows[1][8] == 1.14549  # exact decimals read back
+    assert rows[0][6] == 114_545 and rows[1][8] == 114_549
     assert [r[-1] for r in rows] == [0, 8, struct.unpack(">h", struct.pack(">H", 0x8001))[0]]
 
 
@@ -126,13 +125,17 @@ def test_pg_epoch() -> None:
 
 
 @pytest.mark.parametrize(
-    ("scale", "points", "price"),
-    [(3, 150_123, 150.123), (1, 1_234_567, 123456.7), (0, 42, 42.0), (2, 5, 0.05)],
+    ("scale", "points"), [(3, 150_123), (1, 1_234_567), (0, 42), (2, 5), (8, 2**53 + 1)]
 )
-def test_price_scales(scale: int, points: int, price: float) -> None:
+def test_points_are_written_as_they_are_whatever_the_scale(scale: int, points: int) -> None:
+    # The scale lives in `instruments`; the row keeps the integer, beyond float8's 2**53 too.
     [row] = parse_rows(encode_tick_rows(batch([points], [points + 1], scale)), 1)
-    assert row[6] == price
-    assert repr(row[6]) == repr(price)
+    assert (row[6], row[8]) == (points, points + 1)
+
+
+def test_negative_scale_is_refused() -> None:
+    with pytest.raises(ValueError, match="price_scale -1"):
+        encode_tick_rows(batch([1], [2], -1))
 
 
 def test_unvalidated_batch_has_zero_flags_and_other_instrument() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,53 +80,6 @@ def test_refresh_sql_is_a_literal_call_and_only_for_ohlcv_views() -> None:
         refresh_sql("ticks'; DROP TABLE ticks; --", (H0, H0 + 1))
 
 
-class FakeConn:
-    def __init__(self, fail_on: str | None) -> None:
-        self.fail_on, self.calls = fail_on, list[str]()
-
-    async def execute(self, sql: str) -> None:
-        if self.fail_on and self.fail_on in sql:
-            raise RuntimeError("refresh boom")
-        self.calls.append(sql)
-
-
-class FakePool:
-    def __init__(self, conn: FakeConn) -> None:
-        self.conn = conn
-
-    def acquire(self) -> Any:
-        pool = self
-
-        class Ctx:
-            async def __aenter__(self) -> FakeConn:
-                return pool.conn
-
-            async def __aexit__(self, *exc: object) -> None:
-                return None
-
-        return Ctx()
-
-
-async def test_after_commit_refreshes_every_level_and_never_raises() -> None:
-    from tickpipe_writer.aggregates import REFRESH_FAILURES
-
-    views = ["ohlcv_1m", "ohlcv_5m", "ohlcv_1h", "ohlcv_1d"]
-    work = Plan(inserts=[batch([H0 + 5])])
-    conn = FakeConn(None)
-    await OhlcvRefresher(views).after_commit(FakePool(conn), work)  # type: ignore[arg-type]
-    assert [c.split("'")[1] for c in conn.calls] == views
-
-    before = REFRESH_FAILURES._value.get()
-    conn = FakeConn("ohlcv_5m")
-    await OhlcvRefresher(views).after_commit(FakePool(conn), work)  # type: ignore[arg-type]
-    assert [c.split("'")[1] for c in conn.calls] == ["ohlcv_1m"]  # coarser levels skipped
-    assert REFRESH_FAILURES._value.get() == before + 1
-
-    conn = FakeConn(None)
-    await OhlcvRefresher(views).after_commit(FakePool(conn), Plan())  # type: ignore[arg-type]
-    assert conn.calls == []
-
-
 def test_migration_0002_refreshes_after_commit_and_creates_aggregates_inside() -> None:
     from tickpipe_shared.db.migrate import load_migrations, split_after_commit
 
@@ -138,3 +92,44 @@ def test_migration_0002_refreshes_after_commit_and_creates_aggregates_inside() -
     ]
     assert "WITH NO DATA" in inside and "CALL refresh_continuous_aggregate" not in inside
     assert split_after_commit("SELECT 1;\n") == ("SELECT 1;\n", [])
+
+
+class CountingRefresher(OhlcvRefresher):
+    """Counts background rounds instead of touching a database; fails the ones in ``fail``."""
+
+    def __init__(self, fail: set[int] | None = None) -> None:
+        super().__init__(["ohlcv_1m"])
+        self.rounds, self.fail = 0, fail or set()
+
+    async def drain(self, pool: Any) -> int:
+        self.rounds += 1
+        if self.rounds in self.fail:
+            raise RuntimeError("refresh boom")
+        return 0
+
+
+async def _run_for(refresher: OhlcvRefresher, seconds: float, idle: float) -> None:
+    task = asyncio.create_task(refresher.run(None, 0.01, lambda: idle))  # type: ignore[arg-type]
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_rounds_wait_for_a_pause_and_are_overdue_after_ten_periods() -> None:
+    idle = CountingRefresher()
+    await _run_for(idle, 0.3, idle=1.0)  # idle writer: a round every period
+    busy = CountingRefresher()
+    await _run_for(busy, 0.3, idle=0.0)  # writing all the time: every BUSY_ROUNDS periods
+    assert busy.rounds >= 1
+    assert idle.rounds >= 3 * busy.rounds
+
+
+async def test_a_failed_round_is_counted_and_the_next_one_runs() -> None:
+    from tickpipe_writer.aggregates import REFRESH_FAILURES
+
+    before = REFRESH_FAILURES._value.get()
+    refresher = CountingRefresher(fail={1})
+    await _run_for(refresher, 0.1, idle=1.0)
+    assert REFRESH_FAILURES._value.get() == before + 1
+    assert refresher.rounds >= 2

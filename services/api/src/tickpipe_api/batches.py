@@ -5,7 +5,8 @@ numpy without a Python loop per row); candles as asyncpg records (:func:`records
 
 Column types (:func:`schema_of`): ``ts`` timestamp[ms, UTC] (the bar's open time for candles);
 prices ``decimal128(18, scale)`` — the exact decimal at the instrument's scale, one more decimal
-for mid prices — or float64 with ``price_format=float``; volumes float64 (nullable, the source's
+for mid prices, built straight from the stored integer points — or float64 with
+``price_format=float``; volumes float64 (nullable, the source's
 unit); ``flags`` int16; ``tick_count`` int64. The schema's metadata say the source and units.
 """
 
@@ -31,9 +32,9 @@ TICK_ROW = np.dtype(
         ("l_ts", ">i4"),
         ("ts", ">i8"),
         ("l_bid", ">i4"),
-        ("bid", ">f8"),
+        ("bid", ">i8"),
         ("l_ask", ">i4"),
-        ("ask", ">f8"),
+        ("ask", ">i8"),
         ("l_bv", ">i4"),
         ("bid_volume", ">f8"),
         ("l_av", ">i4"),
@@ -78,12 +79,13 @@ def schema_of(series: Series, columns: Sequence[str]) -> pa.Schema:
     return pa.schema(fields, metadata=meta)
 
 
-def _prices(values: NDArray[np.float64], series: Series) -> pa.Array:
-    """float8 prices (exact decimals at the scale once rounded) as the series' price type."""
-    if series.price_format == "float":
-        return pa.array(values, type=pa.float64())
+def _prices(points: NDArray[np.int64], series: Series) -> pa.Array:
+    """Prices in points at ``series.price_scale`` as the series' price type: decimal128 straight
+    from the integers (exact), or float64 ``points / 10^scale`` (correctly rounded: the double
+    nearest the decimal)."""
     scale = series.price_scale
-    points = np.rint(values * 10.0**scale).astype(np.int64)
+    if series.price_format == "float":
+        return pa.array(points / float(10**scale), type=pa.float64())
     raw = np.empty(2 * len(points), dtype="<i8")
     raw[0::2] = points
     raw[1::2] = points >> 63  # sign extension: the high 64 bits of the int128
@@ -120,8 +122,8 @@ def tick_batch(rows: NDArray[Any], series: Series, schema: pa.Schema) -> pa.Reco
     ts = pa.array(us // 1000, type=pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
     arrays = [
         ts,
-        _prices(rows["bid"].astype(np.float64), series),
-        _prices(rows["ask"].astype(np.float64), series),
+        _prices(rows["bid"].astype(np.int64), series),
+        _prices(rows["ask"].astype(np.int64), series),
         _volumes(rows["bid_volume"].astype(np.float64)),
         _volumes(rows["ask_volume"].astype(np.float64)),
         pa.array(rows["flags"].astype(np.int16), type=pa.int16()),
@@ -176,7 +178,7 @@ def records_batch(
             ms = [int(v.timestamp() * 1000) for v in values]
             arrays.append(pa.array(ms, type=pa.int64()).cast(field.type))
         elif c in PRICES:
-            arrays.append(_prices(np.array(values, dtype=np.float64), series))
+            arrays.append(_prices(np.array(values, dtype=np.int64), series))
         elif c.endswith("volume"):
             arrays.append(_volumes(np.array(values, dtype=np.float64)))  # None → NaN → null
         else:

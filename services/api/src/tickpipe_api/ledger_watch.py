@@ -1,4 +1,4 @@
-"""Following the ledger's change notifications (``LISTEN tickpipe_ledger``, migration 0007).
+"""Following the ledger's change notifications (``LISTEN tickpipe_ledger``, migration 0008).
 
 Every write of a unit's ``ingest_log`` row, and every change of an instrument's price scale, is
 announced by the database when it commits. The API's answer cache uses this to serve a cached

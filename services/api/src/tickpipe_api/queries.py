@@ -1,6 +1,8 @@
 """SQL of the API: instruments, tick and candle reads (pages and streams), counts, and the
 ledger state that ETags are derived from. No formatting here: rows leave as asyncpg records or
-raw binary ``COPY`` chunks (:mod:`tickpipe_api.copy_reader`)."""
+raw binary ``COPY`` chunks (:mod:`tickpipe_api.copy_reader`), every price as an integer number of
+points at the series' price scale (:attr:`~tickpipe_api.series.Series.price_scale`: mid candles
+have one decimal more), which :mod:`tickpipe_api.batches` turns into exact decimals or floats."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from tickpipe_shared.db.ohlcv import BUCKET_ORIGIN
+from tickpipe_shared.db.ohlcv import BUCKET_ORIGIN, SCALE_JOIN
 from tickpipe_shared.instruments.registry import canonical_name
 from tickpipe_shared.units import dt_to_ms, plan_units
 
@@ -97,21 +99,22 @@ async def find_instrument(conn: asyncpg.Connection | asyncpg.Pool, name: str) ->
 
 
 def tick_page_sql() -> str:
-    """One page of ticks: ``$1`` instrument, ``[$2, $3)``, ``$4`` rows at most; in the paging
-    order ``(ts, bid, ask, bid_volume, ask_volume, flags)`` — deterministic within a timestamp,
-    so the same rows come in the same order after their unit is rewritten."""
+    """One page of ticks: ``$1`` instrument, ``[$2, $3)``, ``$4`` rows at most, bid and ask in
+    points; in the paging order ``(ts, bid, ask, bid_volume, ask_volume, flags)`` —
+    deterministic within a timestamp, so the same rows come in the same order after their unit
+    is rewritten."""
     return (
-        "SELECT ts, bid, ask, bid_volume, ask_volume, flags FROM ticks\n"
-        "WHERE instrument = $1 AND ts >= $2 AND ts < $3\n"
-        "ORDER BY ts, bid, ask, bid_volume, ask_volume, flags\nLIMIT $4"
+        "SELECT ts, bid_points AS bid, ask_points AS ask, bid_volume, ask_volume, flags\n"
+        "FROM ticks WHERE instrument = $1 AND ts >= $2 AND ts < $3\n"
+        "ORDER BY ts, bid_points, ask_points, bid_volume, ask_volume, flags\nLIMIT $4"
     )
 
 
 def tick_copy_sql() -> str:
-    """Ticks of ``$1`` in ``[$2, $3)`` by ``ts`` with fixed-width rows (NULL volumes as NaN) for
-    ``COPY … TO STDOUT (FORMAT binary)``."""
+    """Ticks of ``$1`` in ``[$2, $3)`` by ``ts`` with fixed-width rows (bid and ask int8 points,
+    NULL volumes as NaN) for ``COPY … TO STDOUT (FORMAT binary)``."""
     return (
-        "SELECT ts, bid, ask, coalesce(bid_volume, 'NaN'::float8), "
+        "SELECT ts, bid_points, ask_points, coalesce(bid_volume, 'NaN'::float8), "
         "coalesce(ask_volume, 'NaN'::float8), flags FROM ticks\n"
         "WHERE instrument = $1 AND ts >= $2 AND ts < $3 ORDER BY ts"
     )
@@ -130,13 +133,19 @@ async def copy_ticks(
 # --------------------------------------------------------------------------- candles
 
 
+_OHLC = ("open", "high", "low", "close")
+
+
 def candle_sql(series: Series, timescaledb: bool, paged: bool) -> tuple[str, list[Any]]:
     """SQL and arguments of the candles of ``series`` (columns :data:`CANDLE_COLUMNS` or
-    :data:`SOURCE_CANDLE_COLUMNS`), oldest first. With ``paged`` the last two arguments are
-    ``from`` (first candle start to include) and the row limit, placeholders ``$n-1``/``$n``."""
+    :data:`SOURCE_CANDLE_COLUMNS`, prices in points at ``series.price_scale``), oldest first.
+    With ``paged`` the last two arguments are ``from`` (first candle start to include) and the
+    row limit, placeholders ``$n-1``/``$n``."""
     if series.kind == "source_candles":
+        # Source candles are stored as float8 prices: points are their exact round(price * f).
+        prices = ", ".join(f"round({p} * s.f)::bigint AS {p}" for p in _OHLC)
         sql = (
-            "SELECT ts, open, high, low, close, volume, flags FROM candles\n"
+            f"SELECT ts, {prices}, volume, flags FROM candles {SCALE_JOIN}\n"
             "WHERE instrument = $1 AND timeframe = $2 AND side = $3 AND ts >= $4 AND ts < $5"
         )
         args: list[Any] = [series.instrument, series.timeframe, series.side]
@@ -149,10 +158,13 @@ def candle_sql(series: Series, timescaledb: bool, paged: bool) -> tuple[str, lis
     lo, hi = series.tick_window()
     how, view = candle_source(series.timeframe, timescaledb)
     args = [series.instrument, lo, hi]
+    # Points at the series' scale: mid is stored in (half) points, its scale has one more decimal.
+    to_scale = "(({}) * 10)::bigint" if s == "mid" else "{}"
+    open_, high, low, close = (to_scale.format(f"{s}_{p}_points") for p in _OHLC)
     if how == "view":
         sql = (
-            f"SELECT bucket AS ts, {s}_open AS open, {s}_high AS high, {s}_low AS low, "
-            f"{s}_close AS close, tick_count, bid_volume, ask_volume FROM {view}\n"
+            f"SELECT bucket AS ts, {open_} AS open, {high} AS high, {low} AS low, "
+            f"{close} AS close, tick_count, bid_volume, ask_volume FROM {view}\n"
             "WHERE instrument = $1 AND bucket >= $2 AND bucket < $3"
         )
         if paged:
@@ -163,16 +175,16 @@ def candle_sql(series: Series, timescaledb: bool, paged: bool) -> tuple[str, lis
     if how == "rollup":
         b = bucket.format(t="bucket")
         sql = (
-            f"SELECT {b} AS ts, (array_agg({s}_open ORDER BY bucket))[1] AS open, "
-            f"max({s}_high) AS high, min({s}_low) AS low, "
-            f"(array_agg({s}_close ORDER BY bucket DESC))[1] AS close, "
+            f"SELECT {b} AS ts, (array_agg({open_} ORDER BY bucket))[1] AS open, "
+            f"max({high}) AS high, min({low}) AS low, "
+            f"(array_agg({close} ORDER BY bucket DESC))[1] AS close, "
             "sum(tick_count)::bigint AS tick_count, sum(bid_volume) AS bid_volume, "
             f"sum(ask_volume) AS ask_volume FROM {view}\n"
             "WHERE instrument = $1 AND bucket >= $2 AND bucket < $3"
         )
         where_from = " AND bucket >= $5"
     else:
-        price = "(bid + ask) / 2" if s == "mid" else s
+        price = "(bid_points + ask_points) * 5" if s == "mid" else f"{s}_points"
         b = bucket.format(t="ts")
         sql = (
             f"SELECT {b} AS ts, (array_agg({price} ORDER BY ts))[1] AS open, "

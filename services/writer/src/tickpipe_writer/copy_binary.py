@@ -21,7 +21,15 @@ from tickpipe_shared.wire.batch import CandleBatch, TickBatch
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 #: Columns written to ``ticks``, in COPY order.
-TICK_COPY_COLUMNS = ("instrument", "ts", "bid", "ask", "bid_volume", "ask_volume", "flags")
+TICK_COPY_COLUMNS = (
+    "instrument",
+    "ts",
+    "bid_points",
+    "ask_points",
+    "bid_volume",
+    "ask_volume",
+    "flags",
+)
 #: Columns written to ``candles``, in COPY order: the table's, as the schema module has them.
 CANDLE_COPY_COLUMNS = SOURCE_CANDLE_COLUMNS
 #: PostgreSQL timestamps count microseconds from 2000-01-01T00:00:00Z.
@@ -88,24 +96,24 @@ def encode_tick_rows(batch: TickBatch) -> bytes:
     """The binary COPY rows (no signature, no trailer) of one batch's ticks, for
     :data:`TICK_COPY_COLUMNS`.
 
-    ``ts`` becomes timestamptz (µs since 2000-01-01), prices ``points / 10^price_scale`` as
-    float8 (correctly rounded, so they read back as the exact decimal), volumes float8 with NaN
-    written as NULL (Deriv ticks have no volume), flags int2 (0 when the batch was not
-    validated). Raises :class:`ValueError` for an instrument name that is not ASCII or a
+    ``ts`` becomes timestamptz (µs since 2000-01-01), bid and ask their int64 points as int8
+    (``price = points / 10^price_scale``, the scale recorded in ``instruments``), volumes
+    float8 with NaN written as NULL (Deriv ticks have no volume), flags int2 (0 when the batch
+    was not validated). Raises :class:`ValueError` for an instrument name that is not ASCII or a
     negative price scale.
     """
     meta, ticks = batch.meta, batch.ticks
     name, name_fmt = _text(meta.unit.instrument, "instrument")
     _check_scale(meta.price_scale, meta.unit.key)
     rows = _new_rows(
-        [("instrument", name_fmt), ("ts", ">i8"), ("bid", ">f8"), ("ask", ">f8"),
+        [("instrument", name_fmt), ("ts", ">i8"), ("bid_points", ">i8"), ("ask_points", ">i8"),
          ("bid_volume", ">f8"), ("ask_volume", ">f8"), ("flags", ">i2")],
         len(ticks),
     )  # fmt: skip
     rows["instrument"] = name
     rows["ts"] = (ticks.ts_ms - PG_EPOCH_MS) * 1000
-    rows["bid"] = _prices(ticks.bid, meta.price_scale)
-    rows["ask"] = _prices(ticks.ask, meta.price_scale)
+    rows["bid_points"] = ticks.bid
+    rows["ask_points"] = ticks.ask
     rows["bid_volume"] = ticks.bid_volume
     rows["ask_volume"] = ticks.ask_volume
     rows["flags"] = _flags(batch.flags)

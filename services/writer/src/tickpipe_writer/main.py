@@ -3,6 +3,7 @@ ingest log's ``failed`` rows (a second runner, consumer group ``<prefix>writer-f
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from tickpipe_shared import service
@@ -17,15 +18,20 @@ from tickpipe_writer.failures import STAGE as FAILURES_STAGE
 from tickpipe_writer.failures import FailureLedger
 from tickpipe_writer.stage import Writer
 
+_background: set[asyncio.Task[None]] = set()
+
 
 async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
     """The writer runner, batching by rows (as bytes) and time, and the failure-ledger runner."""
     failures = FailureRecords(settings, "writer")
+    writer = Writer(settings, failures.record)
+    # Kept referenced by the loop until done; it starts the background OHLCV refresh.
+    _background.add(asyncio.get_running_loop().create_task(writer.warm_up()))
     runner = StageRunner(
         settings,
         failures.stage,
         VALIDATED_BATCHES,
-        Writer(settings, failures.record),
+        writer,
         health,
         policy=BatchPolicy(
             max_records=1000,

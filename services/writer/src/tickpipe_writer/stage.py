@@ -8,10 +8,18 @@ the runtime retries the same records with backoff and commits nothing. A databas
 waiting does not fix (:mod:`tickpipe_writer.db_errors`) is retried
 ``TICKPIPE_WRITER_DB_ERROR_ATTEMPTS`` times; then the records that still fail alone go to
 failures, so no partition is held forever.
+
+On TimescaleDB the continuous aggregates are not refreshed in the write path: each transaction
+records its windows in ``ohlcv_pending`` and a background task refreshes them once the writer has
+been idle for ``TICKPIPE_WRITER_OHLCV_REFRESH_SECONDS``, and at least every ten such periods
+while it keeps writing (:mod:`tickpipe_writer.aggregates`). A unit's progress
+event (and so a request's completion event) says its ticks are committed; the aggregates over a
+backfilled window follow within those periods (``ohlcv_pending`` empty: every window refreshed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -81,9 +89,30 @@ class Writer:
         self.progress_topic = settings.topic(PROGRESS)
         self._pool: asyncpg.Pool | None = None
         self._ohlcv: OhlcvRefresher | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._connecting = asyncio.Lock()
+        self._last_write = time.monotonic()
         self._attempts = AttemptCounter(settings.writer_db_error_attempts)
 
+    def _idle_seconds(self) -> float:
+        """Seconds since the last write committed (the background refresh waits for a pause)."""
+        return time.monotonic() - self._last_write
+
+    async def warm_up(self) -> None:
+        """Connect, migrate and start the background refresh at the service's start, so that
+        windows a crash left pending are refreshed without waiting for new records. Never
+        raises: an unavailable database is met again (and retried) by the first write."""
+        try:
+            await self._connection_pool()
+        except Exception as e:
+            log.warning("database not ready at start; connecting on the first write",
+                        error=f"{type(e).__name__}: {e}")  # fmt: skip
+
     async def _connection_pool(self) -> asyncpg.Pool:
+        async with self._connecting:
+            return await self._connect()
+
+    async def _connect(self) -> asyncpg.Pool:
         if self._pool is None:
             pool = await create_pool(
                 self.settings,
@@ -100,6 +129,13 @@ class Writer:
                 await pool.close()
                 raise
             self._pool = pool
+            if self._ohlcv is not None:  # TimescaleDB: refresh pending windows in the background
+                self._refresh_task = asyncio.create_task(
+                    self._ohlcv.run(
+                        pool, self.settings.writer_ohlcv_refresh_seconds, self._idle_seconds
+                    ),
+                    name="ohlcv-refresh",
+                )
         return self._pool
 
     def _on_write_error(
@@ -154,13 +190,12 @@ class Writer:
         consumed = [(r.topic, r.partition, r.offset) for r in records]
         try:
             async with pool.acquire() as conn:
-                work = await write(conn, batches)
+                work = await write(conn, batches, record_windows=self._ohlcv is not None)
         except Exception as e:
             raise self._on_write_error(e, consumed) from e
         self._attempts.succeeded(consumed)
+        self._last_write = time.monotonic()
         DB_WRITE_SECONDS.observe(time.monotonic() - started)
-        if self._ohlcv is not None:  # TimescaleDB: make the written ticks visible in ohlcv_*
-            await self._ohlcv.after_commit(pool, work)
         DUPLICATE_PARTS.inc(work.duplicates)
         ORPHAN_PARTS.inc(work.orphans)
         ticks = sum(len(b.ticks) for b in work.inserts if isinstance(b, TickBatch))

@@ -13,6 +13,7 @@ from tickpipe_shared.kinds import Kind
 from tickpipe_shared.units import ms_to_dt
 from tickpipe_shared.wire.batch import Batch, CandleBatch, TickBatch, rows_of
 
+from tickpipe_writer.aggregates import record_pending
 from tickpipe_writer.copy_binary import (
     CANDLE_COPY_COLUMNS,
     SIGNATURE,
@@ -182,8 +183,13 @@ async def delete_units(conn: asyncpg.Connection, windows: Sequence[UnitWindow]) 
         await conn.executemany(
             DELETE_CANDLES,
             [
-                (w.instrument, str(k.timeframe), str(k.side), ms_to_dt(w.start_ms),
-                 ms_to_dt(w.end_ms))
+                (
+                    w.instrument,
+                    str(k.timeframe),
+                    str(k.side),
+                    ms_to_dt(w.start_ms),
+                    ms_to_dt(w.end_ms),
+                )
                 for w, k in candles
             ],
         )
@@ -210,9 +216,13 @@ async def copy_rows(conn: asyncpg.Connection, batches: Sequence[Batch]) -> None:
         await conn.copy_to_table(table, source=buf, columns=list(columns), format="binary")
 
 
-async def write(conn: asyncpg.Connection, batches: Sequence[Batch]) -> Plan:
+async def write(
+    conn: asyncpg.Connection, batches: Sequence[Batch], *, record_windows: bool = False
+) -> Plan:
     """Store ``batches`` (ticks and candles) in one transaction: replace units, COPY rows,
-    update ``instruments`` and the ingest log.
+    update ``instruments`` and the ingest log and, with ``record_windows`` (TimescaleDB), the
+    continuous-aggregate windows to refresh (``ohlcv_pending``,
+    :func:`~tickpipe_writer.aggregates.record_pending`).
 
     Returns the executed plan. Raises :class:`asyncpg.PostgresError` (the transaction is rolled
     back), :class:`ValueError` for a batch that cannot be stored (malformed kind, negative
@@ -226,6 +236,8 @@ async def write(conn: asyncpg.Connection, batches: Sequence[Batch]) -> Plan:
         await delete_units(conn, work.deletes)
         await upsert_instruments(conn, work.inserts)
         await copy_rows(conn, work.inserts)
+        if record_windows:
+            await record_pending(conn, work)
         if work.ledger:
             await conn.executemany(
                 UPSERT_LEDGER,

@@ -11,8 +11,8 @@ Rows come out oldest first; ticks that share a timestamp are ordered by their va
 exporting the same stored data twice gives byte-identical files.
 
 Times are returned as integer milliseconds since the epoch (UTC), which is the precision the
-writer stores; prices as the stored float8 (``points / 10^scale``, exact at the instrument's
-scale once formatted with ``scale`` decimals).
+writer stores; prices as float8 computed from the stored points (``points / 10^scale``,
+correctly rounded: exact at the instrument's scale once formatted with ``scale`` decimals).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ import asyncpg
 from tickpipe_shared.db.ledger import sources as sources
 from tickpipe_shared.db.ohlcv import (
     CANDLE_COLUMNS,
+    SCALE_JOIN,
     SOURCE_CANDLE_COLUMNS,
+    price_select,
     source_series,
     view_name,
 )
@@ -53,19 +55,20 @@ _MS = "floor(extract(epoch FROM {col}) * 1000)::bigint"
 def ticks_export_sql() -> str:
     """Ticks of ``$1`` with ``$2 <= ts < $3``, in a deterministic order."""
     return (
-        f"SELECT {_MS.format(col='ts')} AS ts, bid, ask, bid_volume, ask_volume, flags\n"
-        "FROM ticks\n"
+        f"SELECT {_MS.format(col='ts')} AS ts, bid_points / s.f AS bid, ask_points / s.f AS ask,"
+        " bid_volume, ask_volume, flags\n"
+        f"FROM ticks {SCALE_JOIN}\n"
         "WHERE instrument = $1 AND ts >= $2::timestamptz AND ts < $3::timestamptz\n"
-        "ORDER BY ts, bid, ask, bid_volume, ask_volume, flags"
+        "ORDER BY ts, bid_points, ask_points, bid_volume, ask_volume, flags"
     )
 
 
 def candles_export_sql(timeframe: str) -> str:
     """Candles of ``$1`` whose bucket starts in ``[$2, $3)``, oldest first."""
-    cols = [_MS.format(col="bucket") + " AS bucket", *CANDLE_EXPORT_COLUMNS[1:]]
+    cols = [_MS.format(col="bucket") + " AS bucket", price_select(CANDLE_EXPORT_COLUMNS[1:])]
     return (
         f"SELECT {', '.join(cols)}\n"
-        f"FROM {view_name(timeframe)}\n"
+        f"FROM {view_name(timeframe)} {SCALE_JOIN}\n"
         "WHERE instrument = $1 AND bucket >= $2::timestamptz AND bucket < $3::timestamptz\n"
         "ORDER BY bucket"
     )

@@ -6,6 +6,12 @@ recorded in ``schema_migrations.variant``; which storage a database uses is deci
 its schema is first created (:data:`StorageMode`), and kept afterwards. An advisory lock keeps
 concurrent writers from migrating at the same time.
 
+A ``-- tickpipe:base`` line in a TimescaleDB file says where the base file runs (by default
+before the whole variant): what precedes it prepares the base file, e.g. drops continuous
+aggregates and decompresses chunks before a column of ``ticks`` changes type. Such a migration
+runs with the database's TimescaleDB jobs paused (:func:`paused_jobs`): a policy's run touching
+what the migration drops fails it with "tuple concurrently deleted".
+
 What follows a ``-- tickpipe:after-commit`` line in a TimescaleDB file runs after the commit, one
 statement at a time (statements end with ``;`` at the end of a line), for what cannot run in a
 transaction block, e.g. ``CALL refresh_continuous_aggregate(…)``. A failure there is logged and
@@ -14,7 +20,11 @@ does not undo the migration.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
@@ -36,8 +46,18 @@ StorageMode = Literal["auto", "on", "off"]
 class StorageModeError(RuntimeError):
     """The storage asked for cannot be had (``on`` without the extension, or a schema created
     with the other storage)."""
+
+
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 AFTER_COMMIT_MARKER = "-- tickpipe:after-commit"
+BASE_MARKER = "-- tickpipe:base"
+
+
+def split_base(sql: str) -> tuple[str, str]:
+    """A TimescaleDB file's transactional part cut at :data:`BASE_MARKER`: what runs before the
+    base file and what runs after it (everything, when there is no marker)."""
+    before, marker, after = sql.partition(BASE_MARKER)
+    return (before, after) if marker else ("", sql)
 
 
 def split_after_commit(sql: str) -> tuple[str, list[str]]:
@@ -123,6 +143,43 @@ async def storage_description(conn: asyncpg.Connection) -> str:
     return f"plain PostgreSQL {version}"
 
 
+#: Longest wait for running TimescaleDB jobs to finish before a migration that needs them paused.
+JOBS_WAIT_S = 120.0
+
+
+@asynccontextmanager
+async def paused_jobs(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """Unschedule this database's scheduled TimescaleDB policy jobs and wait (up to
+    :data:`JOBS_WAIT_S`) until none is running; afterwards schedule again those that still
+    exist (a migration may have dropped some, and creates its own scheduled). Raises
+    :class:`TimeoutError` when a job runs longer than the wait."""
+    ids = [
+        int(r["job_id"])
+        for r in await conn.fetch(
+            "SELECT job_id FROM timescaledb_information.jobs "
+            "WHERE scheduled AND hypertable_name IS NOT NULL"
+        )
+    ]
+    for job in ids:
+        await conn.execute("SELECT alter_job($1, scheduled => false)", job)
+    try:
+        deadline = time.monotonic() + JOBS_WAIT_S
+        while await conn.fetchval(
+            "SELECT count(*) FROM timescaledb_information.job_stats WHERE job_status = 'Running'"
+        ):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"TimescaleDB jobs still running after {JOBS_WAIT_S:.0f} s")
+            await asyncio.sleep(0.2)
+        yield
+    finally:
+        for job in ids:
+            await conn.execute(
+                "SELECT alter_job(job_id, scheduled => true) FROM timescaledb_information.jobs "
+                "WHERE job_id = $1",
+                job,
+            )
+
+
 async def _uses_timescaledb(conn: asyncpg.Connection, mode: StorageMode) -> bool:
     variants = {
         r["variant"]: r["n"]
@@ -152,8 +209,11 @@ async def _uses_timescaledb(conn: asyncpg.Connection, mode: StorageMode) -> bool
     return False
 
 
-async def migrate(conn: asyncpg.Connection, mode: StorageMode = "auto") -> MigrationReport:
-    """Apply every migration not applied yet, on the storage ``mode`` gives a new schema.
+async def migrate(
+    conn: asyncpg.Connection, mode: StorageMode = "auto", target: int | None = None
+) -> MigrationReport:
+    """Apply every migration not applied yet (up to version ``target`` when given: the upgrade
+    tests build an older schema first), on the storage ``mode`` gives a new schema.
 
     Raises :class:`asyncpg.PostgresError` when one fails (its transaction is rolled back;
     earlier ones stay) and :class:`StorageModeError` when ``mode`` cannot be honoured."""
@@ -170,14 +230,18 @@ async def migrate(conn: asyncpg.Connection, mode: StorageMode = "auto") -> Migra
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         applied = []
         for m in load_migrations():
-            if m.version in done:
+            if m.version in done or (target is not None and m.version > target):
                 continue
             variant = "timescaledb" if timescale and m.timescaledb_sql else "postgresql"
             variant_sql, after_commit = split_after_commit(m.timescaledb_sql or "")
-            async with conn.transaction():
+            before_base, after_base = split_base(variant_sql)
+            prepares = variant == "timescaledb" and bool(before_base.strip())
+            async with paused_jobs(conn) if prepares else nullcontext(), conn.transaction():
+                if prepares:
+                    await conn.execute(before_base)
                 await conn.execute(m.sql)
                 if variant == "timescaledb":
-                    await conn.execute(variant_sql)
+                    await conn.execute(after_base)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, variant) VALUES ($1, $2, $3)",
                     m.version,

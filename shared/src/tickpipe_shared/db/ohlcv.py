@@ -1,9 +1,11 @@
 """Read-side candle queries: OHLCV candles of any fixed timeframe computed from ticks, and
 source candles as the sources served them (table ``candles``).
 
-Migration 0002 creates ``ohlcv_1m`` … ``ohlcv_1d`` as continuous aggregates on TimescaleDB and as
-plain views over ``ticks`` on PostgreSQL, with the same columns, so :func:`candles_sql` is one
-query text for both. Those four timeframes are read from their view; any other fixed timeframe
+Migration 0002 (redone over points by 0006) creates ``ohlcv_1m`` … ``ohlcv_1d`` as continuous
+aggregates on TimescaleDB and as plain views over ``ticks`` on PostgreSQL, with the same columns
+(:data:`STORED_CANDLE_COLUMNS`: prices in points), so :func:`candles_sql` is one query text for
+both; it answers prices (:data:`CANDLE_COLUMNS`), ``points / 10^price_scale`` as float8. Those
+four timeframes are read from their view; any other fixed timeframe
 (``15m``, ``4h``, ``1w``, ``30s`` …) is rolled up with ``date_bin`` from the coarsest view whose
 width divides it (from ``ticks`` when none does), which is exact: OHLC of OHLC, sums of counts
 and volumes.
@@ -28,7 +30,18 @@ TIMEFRAMES: dict[str, timedelta] = {
     "1d": timedelta(days=1),
 }
 
-#: Columns of every ``ohlcv_<timeframe>``, in order.
+#: Price columns of a candle: open, high, low, close of bid, ask and mid.
+CANDLE_PRICES: tuple[str, ...] = tuple(
+    f"{side}_{p}" for side in ("bid", "ask", "mid") for p in ("open", "high", "low", "close")
+)
+
+
+def points_column(price: str) -> str:
+    """The stored column of candle price ``price``: ``bid_open`` → ``bid_open_points``."""
+    return f"{price}_points"
+
+
+#: Columns of a candle as read (:class:`Candle`, exports), in order: prices as prices.
 CANDLE_COLUMNS: tuple[str, ...] = (
     "instrument",
     "bucket",
@@ -48,6 +61,28 @@ CANDLE_COLUMNS: tuple[str, ...] = (
     "bid_volume",
     "ask_volume",
 )
+
+#: Columns of every ``ohlcv_<timeframe>`` as stored, in order: prices in points — bid and ask
+#: bigint, mid = (bid_points + ask_points) / 2 per tick as float8 (a multiple of 0.5, exact).
+STORED_CANDLE_COLUMNS: tuple[str, ...] = tuple(
+    points_column(c) if c in CANDLE_PRICES else c for c in CANDLE_COLUMNS
+)
+
+#: The factor ``10^price_scale`` of the instrument ``$1`` as ``s.f`` (float8): joined to a
+#: candle query, ``<price>_points / s.f`` is the price, correctly rounded (a division by an
+#: exact power of ten), so it reads back as the exact decimal at the scale (mid: one more
+#: decimal). No row for an instrument without a scale, i.e. without stored ticks.
+SCALE_JOIN = (
+    "CROSS JOIN (SELECT 10::float8 ^ price_scale AS f FROM instruments WHERE instrument = $1) AS s"
+)
+
+
+def price_select(columns: tuple[str, ...] = CANDLE_COLUMNS) -> str:
+    """The select list of ``columns`` from a relation with :data:`STORED_CANDLE_COLUMNS`,
+    prices divided by ``s.f`` (:data:`SCALE_JOIN`)."""
+    return ", ".join(
+        f"{points_column(c)} / s.f AS {c}" if c in CANDLE_PRICES else c for c in columns
+    )
 
 
 #: Where roll-up buckets start: a Monday (TimescaleDB's ``time_bucket`` origin), so weeks run
@@ -93,8 +128,9 @@ def rollup_base(tf: Timeframe) -> str | None:
 class Candle:
     """One candle: the ticks of ``instrument`` with ``bucket <= ts < bucket + width``.
 
-    Prices are float8 as stored (bid/ask read back as the exact decimal at the instrument's
-    scale; mid = (bid + ask) / 2 per tick). ``tick_count`` counts every stored tick, flagged
+    Prices are float8, ``points / 10^scale`` correctly rounded (bid/ask read back as the exact
+    decimal at the instrument's scale; mid = (bid + ask) / 2 per tick, at one more decimal).
+    ``tick_count`` counts every stored tick, flagged
     ones included; volumes are sums in the source's unit (``None`` when no tick had one).
     """
 
@@ -132,6 +168,7 @@ def view_name(timeframe: str) -> str:
 
 _WHERE = "WHERE instrument = $1 AND bucket >= $2::timestamptz AND bucket < $3::timestamptz\n"
 
+
 def _bucketed_sql(
     source: str, time_col: str, prices: dict[str, tuple[str, ...]], count: str
 ) -> str:
@@ -143,9 +180,10 @@ def _bucketed_sql(
     ``{columns}``, ``{interval}``, ``{origin}``, ``{where}``.
     """
     sides = ",\n".join(
-        f"         (array_agg({o} ORDER BY {time_col}))[1] AS {side}_open, max({h}) AS {side}_high,"
-        f"\n         min({lo}) AS {side}_low,"
-        f" (array_agg({c} ORDER BY {time_col} DESC))[1] AS {side}_close"
+        f"         (array_agg({o} ORDER BY {time_col}))[1] AS {side}_open_points,"
+        f" max({h}) AS {side}_high_points,"
+        f"\n         min({lo}) AS {side}_low_points,"
+        f" (array_agg({c} ORDER BY {time_col} DESC))[1] AS {side}_close_points"
         for side, (o, h, lo, c) in prices.items()
     )
     return (
@@ -159,7 +197,7 @@ def _bucketed_sql(
         f"    AND {time_col} >= date_bin({{interval}}, $2::timestamptz, {{origin}})\n"
         f"    AND {time_col} < date_bin({{interval}}, $3::timestamptz, {{origin}}) + {{interval}}\n"
         "  GROUP BY instrument, 2\n"
-        ") AS c\n"
+        f") AS c {SCALE_JOIN}\n"
         "{where}ORDER BY bucket"
     )
 
@@ -168,14 +206,18 @@ def _bucketed_sql(
 _FROM_TICKS = _bucketed_sql(
     "ticks",
     "ts",
-    {"bid": ("bid",) * 4, "ask": ("ask",) * 4, "mid": ("(bid + ask) / 2",) * 4},
+    {
+        "bid": ("bid_points",) * 4,
+        "ask": ("ask_points",) * 4,
+        "mid": ("(bid_points + ask_points)::float8 / 2",) * 4,
+    },
     "count(*)",
 )
 
 
 def _rollup_sql(base: str) -> str:
     """A roll-up of the candles of view ``base``: OHLC of OHLC, sums of counts and volumes."""
-    prices = {side: tuple(f"{side}_{p}" for p in ("open", "high", "low", "close"))
+    prices = {side: tuple(f"{side}_{p}_points" for p in ("open", "high", "low", "close"))
               for side in ("bid", "ask", "mid")}  # fmt: skip
     return _bucketed_sql(base, "bucket", prices, "sum(tick_count)::bigint")
 
@@ -186,9 +228,9 @@ def candles_sql(timeframe: str) -> str:
 
     Raises :class:`UnknownTimeframeError` for a malformed or calendar timeframe."""
     tf = parse_timeframe(timeframe)
-    columns = ", ".join(CANDLE_COLUMNS)
+    columns = price_select()
     if str(tf) in TIMEFRAMES:
-        return f"SELECT {columns}\nFROM {view_name(str(tf))}\n{_WHERE}ORDER BY bucket"
+        return f"SELECT {columns}\nFROM {view_name(str(tf))} {SCALE_JOIN}\n{_WHERE}ORDER BY bucket"
     seconds = (tf.duration_ms or 0) // 1000
     parts = {
         "columns": columns,

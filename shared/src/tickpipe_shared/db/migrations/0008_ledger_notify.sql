@@ -1,4 +1,4 @@
--- tickpipe schema version 7: every change of the ledger is announced on the channel
+-- tickpipe schema version 8: every change of the ledger is announced on the channel
 -- tickpipe_ledger. Works on plain PostgreSQL and TimescaleDB alike (no TimescaleDB part).
 --
 -- Why: answers derived from ledger state (the Market Data API's cached answers and their ETags)
