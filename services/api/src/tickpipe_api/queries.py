@@ -249,11 +249,13 @@ class LedgerState:
     rows: int
     final: int
     digest: str
+    pending: int = 0
 
     @property
     def complete(self) -> bool:
-        """Every unit of the range stored (or verified empty) since it closed."""
-        return self.expected == self.rows == self.final
+        """Every unit of the range stored (or verified empty) since it closed, and (candles) no
+        continuous-aggregate window of it still waiting for the writer's refresh."""
+        return self.expected == self.rows == self.final and self.pending == 0
 
 
 def _unit_bounds(series: Series) -> tuple[datetime, datetime]:
@@ -280,16 +282,22 @@ async def ledger_state(conn: asyncpg.Connection | asyncpg.Pool, series: Series) 
                                    AND fetched_at >= unit_end) AS final,
                   coalesce(string_agg(
                       concat_ws('/', unit_start, state, rows, payload_sha256, written_at), ','
-                      ORDER BY unit_start), '') AS state
+                      ORDER BY unit_start), '') AS state,
+                  -- Candles from the continuous aggregates are final only once the writer's
+                  -- background refresh of the written windows is done (ohlcv_pending).
+                  CASE WHEN $5 THEN (SELECT count(*) FROM ohlcv_pending
+                                     WHERE window_start < $4 AND window_end > $3)
+                       ELSE 0 END AS pending
            FROM ingest_log
            WHERE instrument = $1 AND kind = $2 AND unit_start >= $3 AND unit_start < $4""",
         series.instrument,
         series.ledger_kind,
         ulo,
         uhi,
+        series.kind == "candles",
     )
     digest = hashlib.sha256(str(r["state"]).encode()).hexdigest()
-    return LedgerState(expected, int(r["n"]), int(r["final"]), digest)
+    return LedgerState(expected, int(r["n"]), int(r["final"]), digest, int(r["pending"]))
 
 
 def closed(series: Series, now: datetime | None = None, margin: timedelta = timedelta(0)) -> bool:
