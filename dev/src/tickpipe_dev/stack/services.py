@@ -64,6 +64,7 @@ def service_env(
     env = dict(base)
     env["TICKPIPE_METRICS_PORT"] = str(metrics_port(name))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TICKPIPE_SYNTHETIC_SOURCE", "1")  # generated ticks for volume runs
     if name == "api":
         # The local stack is the one place auth may be off, and it says so explicitly.
         env.setdefault("TICKPIPE_API_AUTH", "off")
