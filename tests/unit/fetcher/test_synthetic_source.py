@@ -16,6 +16,7 @@ from tickpipe_fetcher.main import configured_sources
 from tickpipe_fetcher.planner import Planner
 from tickpipe_fetcher.sources.synthetic import SyntheticSource, encode_bi5_ticks
 from tickpipe_shared.config import Settings
+from tickpipe_shared.instruments.schedule import FX_DEFAULT_SCHEDULE
 from tickpipe_shared.kafka.records import OutRecord
 from tickpipe_shared.synthetic.checksum import ticks_checksum
 from tickpipe_shared.synthetic.ticks import (
@@ -29,21 +30,22 @@ from tickpipe_shared.units import Unit
 from tickpipe_shared.wire.batch import TickBatch, decode_batch
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.raw import RawPayloadMeta
-from tickpipe_shared.instruments.schedule import FX_DEFAULT_SCHEDULE
 from tickpipe_validator.validate import configure, validate_ticks
 
 T0 = int(datetime(2024, 1, 15, 14, tzinfo=UTC).timestamp() * 1000)  # a Monday afternoon
 PARAMS = SyntheticParams(ticks_per_hour=20_000, volatility=0.002, spread_points=6, seed=7)
 
 
-def _unit(start: int = T0, instrument: str = "SYNEURUSD", market_open: bool | None = True) -> FetchUnit:
+def _unit(
+    start: int = T0, instrument: str = "SYNEURUSD", market_open: bool | None = True
+) -> FetchUnit:
     return FetchUnit(
         "req-syn",
         Unit("synthetic", instrument, "ticks", start, start + HOUR_MS),
         instrument,
         price_scale_of(instrument),
         "fx",
-        market_open,
+        True,
     )
 
 

@@ -67,7 +67,7 @@ def _level_points(instrument: str, start_ms: int, scale: int) -> float:
     base = next((v for c, v in _BASE_LEVELS.items() if c in upper), 1.1)
     # A slow deterministic drift (±5 % over ~a month) so candles and aggregates move.
     phase = start_ms / (30 * 24 * HOUR_MS) * 2 * np.pi
-    return base * (1.0 + 0.05 * np.sin(phase)) * 10.0**scale
+    return float(base * (1.0 + 0.05 * np.sin(phase)) * 10.0**scale)
 
 
 def _rng(instrument: str, start_ms: int, seed: int) -> np.random.Generator:
