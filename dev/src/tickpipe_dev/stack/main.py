@@ -20,12 +20,20 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="start everything (idempotent)")
     up.add_argument("--infra-only", action="store_true", help="only Kafka, PostgreSQL and topics")
+    up.add_argument(
+        "--replicas",
+        metavar="SERVICE=N,...",
+        help="replicas of data-path services, e.g. fetcher=2,decoder=2,validator=2,writer=2 "
+        "(at most the topics' partition count; remembered for later ups)",
+    )
     down = commands.add_parser("down", help="stop what up started")
     down.add_argument("--keep-infra", action="store_true", help="stop only services and stand-in")
     status = commands.add_parser("status", help="show components")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     restart = commands.add_parser("restart-service", help="stop and start one component")
-    restart.add_argument("name", choices=api.COMPONENTS)
+    restart.add_argument(
+        "name", help=f"one of {', '.join(api.COMPONENTS)}, or a replica such as writer-2"
+    )
     commands.add_parser("reset-data", help="stop everything and delete Kafka and PostgreSQL data")
     return parser
 
@@ -51,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "up":
-            api.up(infra_only=args.infra_only)
+            api.up(infra_only=args.infra_only, replica_counts=args.replicas)
         elif args.command == "down":
             api.down(keep_infra=args.keep_infra)
         elif args.command == "status":

@@ -123,8 +123,10 @@ def start_services(
     *,
     names: tuple[str, ...] = SERVICES,
     standin_port: int | None = None,
+    extra_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, int]:
     """Start each service in ``names`` that is not already running, then wait for its /healthz.
+    ``extra_env``: service → variables added to its environment (replica counts).
 
     All are launched first and then awaited, so their start-up overlaps. Returns name → pid.
     Raises :class:`StackError` when a script is missing, a process dies, or /healthz does not
@@ -145,6 +147,7 @@ def start_services(
             if port_open(port):
                 raise StackError(f"{name}: port {port} is in use by a process we did not start")
             env = service_env(name, os.environ, standin_port=standin_port)
+            env.update((extra_env or {}).get(name, {}))
             pid = spawn(name, [str(exe)], paths, env=env)
             launched.add(name)
         pids[name] = pid
