@@ -83,7 +83,8 @@ GROUPS = {
     "validator": DECODED_BATCHES,
     "writer": VALIDATED_BATCHES,
 }
-STAGES = ("fetcher", "decoder", "validator", "writer", "tracker", "api", "postgres", "kafka")
+SERVICES = ("fetcher", "decoder", "validator", "writer", "tracker", "api")
+STAGES = (*SERVICES, "postgres", "kafka")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 RSS_LIMIT_MB = 300
@@ -222,10 +223,10 @@ async def consumer_lag(
 ) -> dict[str, int]:
     """Group → records between its committed offsets and the ends of its topic."""
     lag: dict[str, int] = {}
-    await ends.topics()  # refreshes the metadata partitions_for_topic reads
     for service, topic in GROUPS.items():
         name = settings.topic(topic)
-        parts = [TopicPartition(name, p) for p in sorted(ends.partitions_for_topic(name) or ())]
+        # Topics are created with TICKPIPE_TOPIC_PARTITIONS partitions (ensure_topics).
+        parts = [TopicPartition(name, p) for p in range(settings.topic_partitions)]
         end = await ends.end_offsets(parts)
         committed = await admin.list_consumer_group_offsets(settings.group(service))
         lag[service] = sum(
@@ -440,10 +441,10 @@ def draw(path: Path, result: RunResult) -> None:
         rates.append((b.rows - a.rows) / (b.t - a.t) / 1e3 if b.t > a.t else 0.0)
     ax[0].plot(t, rates)
     ax[0].set_ylabel("committed kticks/s")
-    for stage in STAGES:
+    for stage in SERVICES:
         ax[1].plot(t, [x.rss_mb.get(stage, 0) for x in s], label=stage)
     ax[1].axhline(RSS_LIMIT_MB, color="red", linestyle="--", linewidth=0.8)
-    ax[1].set_ylabel("RSS MB (largest replica)")
+    ax[1].set_ylabel("RSS MB per service (largest replica)")
     ax[1].legend(fontsize=7, ncol=4)
     for group in GROUPS:
         ax[2].plot(t, [x.lag.get(group, 0) for x in s], label=group)
