@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import asyncpg
 import numpy as np
@@ -24,6 +25,8 @@ from tickpipe_shared.synthetic.ticks import (
     unit_tick_counts,
 )
 from tickpipe_shared.units import ms_to_iso
+
+from support.golden_db import GoldenHour
 
 #: Hours planned per step while looking for the range that holds N ticks.
 _CHUNK_HOURS = 24 * 7
@@ -95,6 +98,18 @@ def plan_ticks(
     )
 
 
+def plan_hours(
+    instrument: str, first: datetime, hours: int, params: SyntheticParams
+) -> SyntheticPlan:
+    """The ``hours`` whole hours from ``first`` (rounded down to its hour), whatever they hold."""
+    start = int(first.timestamp() * 1000) // HOUR_MS * HOUR_MS
+    starts = start + HOUR_MS * np.arange(hours, dtype=np.int64)
+    open_ = FX_DEFAULT_SCHEDULE.open_ms_between(starts, starts + HOUR_MS) > 0
+    return SyntheticPlan(
+        instrument, params, starts, open_, unit_tick_counts(instrument, starts, open_, params)
+    )
+
+
 def expected_units(plan: SyntheticPlan) -> Iterator[tuple[int, int, int]]:
     """``(unit start ms, rows, checksum)`` of every hour of ``plan`` that has ticks."""
     for start, is_open, n in zip(
@@ -143,3 +158,24 @@ async def verify(conn: asyncpg.Connection, plan: SyntheticPlan) -> Verification:
     for start, (n, _) in sorted(stored.items()):
         result.mismatches.append(f"{ms_to_iso(start)}: {n} rows stored in an hour with none")
     return result
+
+
+def golden_hour(plan: SyntheticPlan, start_ms: int) -> GoldenHour:
+    """The generated hour at ``start_ms`` of ``plan`` in the golden form of
+    :mod:`support.golden_db` (exact decimal prices at the scale), for a row-by-row comparison."""
+    open_ = bool(plan.open_[int((start_ms - plan.from_ms) // HOUR_MS)])
+    t = generate_ticks(plan.instrument, start_ms, start_ms + HOUR_MS, market_open=open_,
+                       params=plan.params)  # fmt: skip
+    scale = plan.scale
+
+    def price(points: int) -> str:
+        return f"{Decimal(points).scaleb(-scale):.{scale}f}"
+
+    rows = [
+        (ms, price(a), price(b), av, bv)
+        for ms, a, b, av, bv in zip(
+            t.ts_ms.tolist(), t.ask.tolist(), t.bid.tolist(), t.ask_volume.tolist(),
+            t.bid_volume.tolist(), strict=True,
+        )
+    ]  # fmt: skip
+    return GoldenHour(plan.instrument, datetime.fromtimestamp(start_ms / 1000, tz=UTC), scale, rows)
