@@ -63,6 +63,13 @@ class BatchPolicy:
     #: Longest a checkpoint may take before the broker considers the consumer dead and
     #: rebalances (Kafka's max.poll.interval.ms); the fetcher's, which waits on sources, is long.
     max_poll_interval_s: float = 600.0
+    #: How long the broker keeps a silent member's partitions (a SIGKILLed replica's), and how
+    #: often members heartbeat. aiokafka heartbeats and rejoins from a background task, so a
+    #: rebalance never waits for a checkpoint in progress; a partition of a dead member stalls
+    #: at most this long plus the rebalance (bounded by ``rebalance_timeout_s``).
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 3.0
+    rebalance_timeout_s: float = 30.0
 
 
 class StageRunner:
@@ -116,6 +123,9 @@ class StageRunner:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
             max_poll_interval_ms=int(self.policy.max_poll_interval_s * 1000),
+            session_timeout_ms=int(self.policy.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.policy.heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(self.policy.rebalance_timeout_s * 1000),
         )
         self._consumer = consumer
         if not await self._start_with_retry(consumer):
