@@ -214,10 +214,10 @@ def _restart(name: str, paths: StackPaths, reporter: Reporter) -> int:
     standin_up = live_pid(paths.pid_file(services.STANDIN)) is not None
     standin_port = services.STANDIN_PORT if standin_up else None
     counts = replicas.remembered(paths)
+    if replica is not None and replica[1] > counts.get(replica[0], 1):
+        raise StackError(f"{name}: the stack runs {counts.get(replica[0], 1)} {replica[0]}s")
     services.stop_component(paths, name, reporter)
     if replica is not None:
-        if replica[1] > counts.get(replica[0], 1):
-            raise StackError(f"{name}: the stack runs {counts.get(replica[0], 1)} {replica[0]}s")
         return replicas.start(paths, reporter, counts, standin_port=standin_port, only=name)[name]
     pids = services.start_services(
         paths, reporter, names=(name,), standin_port=standin_port,
