@@ -88,6 +88,11 @@ STAGES = (*SERVICES, "postgres", "kafka")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 RSS_LIMIT_MB = 300
+#: Disk per tick measured in the 3 M smoke: Kafka (raw .bi5 ~8 B, decoded and validated batches
+#: ~42 B each; decoded/validated are kept 3 days) and the database before compression (float8
+#: prices, two indexes, aggregates).
+KAFKA_BYTES_PER_TICK = 90
+DB_BYTES_PER_TICK = 200
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -513,9 +518,28 @@ def report(result: RunResult, copy_rate: float, out: Path) -> None:
     print(f"samples: {out / f'samples-{slug}.csv'}; plot: {out / f'scale-{slug}.png'}")
 
 
+def check_disk(ticks: float, runs: int, force: bool) -> None:
+    """Print the disk the run needs against what is free under ``.local``; exit when it does
+    not fit (``--force`` goes on anyway)."""
+    paths = StackPaths.discover()
+    need = ticks * runs * (KAFKA_BYTES_PER_TICK + DB_BYTES_PER_TICK)
+    st = os.statvfs(paths.local)
+    free = st.f_bavail * st.f_frsize
+    print(
+        f"disk: the run needs ~{need / 1e9:,.0f} GB (Kafka ~{KAFKA_BYTES_PER_TICK} B/tick, "
+        f"database ~{DB_BYTES_PER_TICK} B/tick before compression); {free / 1e9:,.0f} GB free"
+    )
+    if need > free and not force:
+        raise SystemExit(
+            "not enough disk: shorten decoded/validated retention (kafka-configs --alter "
+            "--add-config retention.ms=3600000), free space, or pass --force"
+        )
+
+
 async def bench(args: argparse.Namespace) -> int:
     settings = Settings()
     params = synthetic_params(settings)
+    check_disk(args.ticks, 2 if args.replicas else 1, args.force)
     first = datetime.fromisoformat(args.from_).replace(tzinfo=UTC)
     print(
         f"synthetic: {params.ticks_per_hour:,.0f} ticks/open hour, volatility "
@@ -573,6 +597,7 @@ def main() -> None:
         metavar="STAGE=N",
         help="compare 1 and N replicas of STAGE (restarts that stage's replicas)",
     )
+    ap.add_argument("--force", action="store_true", help="run even if the disk looks too small")
     ap.add_argument("--out", default=str(REPO / ".local" / "bench-scale"), help="CSV/PNG dir")
     args = ap.parse_args()
     if args.replicas:
