@@ -39,3 +39,15 @@ def test_freed_big_buffers_leave_rss_where_it_was() -> None:
     grown_at_peak, grown_after = map(int, out.split())
     assert grown_at_peak > 60  # the buffers were resident
     assert grown_after < 16  # and left RSS when freed
+
+
+def test_consumer_fetch_buffers_follow_the_batch_budget() -> None:
+    from tickpipe_shared.kafka.runtime import BatchPolicy
+
+    mib = 1024 * 1024
+    writer = BatchPolicy(max_records=1000, max_bytes=4_200_000)
+    assert writer.partition_fetch_bytes == 2_100_000 and writer.fetch_bytes == 8_400_000
+    small = BatchPolicy(max_bytes=64 * 1024)
+    assert small.partition_fetch_bytes == mib and small.fetch_bytes == 4 * mib
+    big = BatchPolicy(max_bytes=256 * mib)
+    assert big.partition_fetch_bytes == 8 * mib and big.fetch_bytes == 32 * mib
