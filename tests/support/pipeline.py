@@ -97,7 +97,8 @@ class Pipeline:
         self.wait_healthy(name)
 
     def launch(self, name: str, extra_env: Mapping[str, str] | None = None) -> None:
-        """Start the stand-in or one service without waiting (see :meth:`wait_healthy`)."""
+        """Start the stand-in or one service without waiting (see :meth:`wait_healthy`);
+        ``<service>-<n>`` starts another replica of that service (own metrics port and log)."""
         env = {**os.environ, **self.env, **(extra_env or {})}
         if name == "standin":
             cmd = [
@@ -113,8 +114,11 @@ class Pipeline:
                 cmd += [f"--{source}-root", str(shared / "data" / source)]
             cmd += self.standin_args
         else:
-            cmd = [str(BIN / f"tickpipe-{name}")]
-            env["TICKPIPE_METRICS_PORT"] = str(self.ports[name])
+            # "decoder-2": another replica of the decoder, with its own port and log.
+            base, _, index = name.rpartition("-")
+            service = base if index.isdigit() else name
+            cmd = [str(BIN / f"tickpipe-{service}")]
+            env["TICKPIPE_METRICS_PORT"] = str(self.ports.setdefault(name, free_port()))
         log = (self.log_dir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 

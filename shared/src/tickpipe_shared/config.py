@@ -200,6 +200,24 @@ class Settings(BaseSettings):
     polygon_page_limit: int = Field(
         50_000, ge=1, le=50_000, description="Polygon aggregates 'limit' per page (base bars)"
     )
+    synthetic_source: bool = Field(
+        False,
+        description="Serve source 'synthetic' (generated ticks for volume runs, no network); "
+        "the local stack turns it on",
+    )
+    synthetic_ticks_per_hour: float = Field(
+        36_000.0, ge=0, description="Mean ticks per open hour of the synthetic source"
+    )
+    synthetic_volatility: float = Field(
+        0.001, ge=0, description="Synthetic price standard deviation over an hour, a fraction"
+    )
+    synthetic_spread_points: int = Field(
+        8, ge=0, description="Smallest synthetic spread (ask - bid), in points"
+    )
+    synthetic_seed: int = Field(0, ge=0, description="Seed of the synthetic source")
+    synthetic_lzma_preset: int = Field(
+        0, ge=0, le=9, description="LZMA preset of the synthetic .bi5 payloads (0: fastest)"
+    )
     default_source: str = Field("dukascopy-json", description="Source of requests that name none")
     instrument_cache_dir: str = Field(
         ".local/cache/instruments", description="Where instrument metadata from sources is cached"

@@ -11,6 +11,7 @@ import structlog
 from tickpipe_shared.config import Settings, get_settings
 from tickpipe_shared.kafka.runtime import StageRunner
 from tickpipe_shared.logging import configure_logging
+from tickpipe_shared.memory import bound_malloc
 from tickpipe_shared.metrics import Health, start_http
 
 log = structlog.get_logger()
@@ -53,7 +54,9 @@ async def serve(service: str, build: Build, settings: Settings | None = None) ->
 
 
 def main(service: str, build: Build) -> None:
-    """Console-script entry point: configure JSON logging, then :func:`serve`."""
+    """Console-script entry point: bound malloc's heap growth (:mod:`tickpipe_shared.memory`),
+    configure JSON logging, then :func:`serve`."""
+    bound_malloc()
     settings = get_settings()
     configure_logging(service, settings.log_level)
     asyncio.run(serve(service, build, settings))

@@ -9,6 +9,7 @@ against this table (:mod:`tickpipe_shared.wire.requests`) before any unit is pla
   ``../shared/docs/deriv.md``.
 * ``polygon``: ``trade`` aggregates of any multiplier and timespan (second … year); no ticks.
   Spec: ``../shared/docs/polygon.md``.
+* ``synthetic``: generated ticks for volume runs (no network; :mod:`tickpipe_shared.synthetic`).
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ SOURCES: dict[str, SourceSpec] = {
     ),
     "polygon": SourceSpec(
         "polygon", (CANDLES,), None, ("trade",), "Polygon (Massive) REST aggregates"
+    ),
+    "synthetic": SourceSpec(
+        "synthetic", (TICKS,), frozenset(), (), "Generated ticks for volume runs (no network)"
     ),
 }
 SOURCE_NAMES = tuple(SOURCES)

@@ -380,3 +380,46 @@ def test_events_validate_against_the_published_schema() -> None:
                                    "at_ms": 1})  # fmt: skip
     assert not validator.is_valid({"schema": 1, "event": "rejected", "request_id": "r",
                                    "at_ms": 1})  # fmt: skip
+
+
+class ForgettingTables(Tables):
+    """:class:`Tables` that drop a request's unit states when it becomes final, as app.py's
+    ``_apply`` does."""
+
+    def apply(self, step: Step, unit_key: str | None) -> list[dict[str, Any]]:
+        events = super().apply(step, unit_key)
+        if aggregate.became_final(step):
+            rid = step.request.request_id
+            for k in aggregate.finished_units(rid, list(self.units)):
+                del self.units[k]
+        return events
+
+
+def test_unit_states_are_bounded_by_the_requests_in_progress() -> None:
+    t = ForgettingTables()
+    peak = 0
+    for r in range(50):  # 50 requests of 100 units one after the other: 5 000 units in all
+        rid = f"req-{r}"
+        t.feed(planned(100, rid))
+        for h in range(100):
+            t.feed(unit(h, 10, rid))
+            peak = max(peak, len(t.units))
+        assert len(t.of("completed", rid)) == 1
+        assert t.state(rid).stored == 100 and t.state(rid).ticks == 1000
+    assert peak <= 100  # never more than one running request's units
+    assert t.units == {}
+
+
+def test_running_requests_keep_their_units_and_a_rejection_forgets_nothing_else() -> None:
+    t = ForgettingTables()
+    t.feed(planned(3, "a"))
+    t.feed(unit(0, 5, "a"))
+    t.feed(planned(2, "b"))
+    t.feed(unit(0, 5, "b"))
+    t.feed(unit(1, 5, "b"))  # b completes
+    assert set(t.units) == {aggregate.unit_table_key("a", key(0))}
+    t.feed(unit(0, 5, "a"))  # a redelivery of a running request's unit still counts once
+    assert t.state("a").stored == 1
+    t.feed(rejection("c"))
+    assert set(t.units) == {aggregate.unit_table_key("a", key(0))}
+    assert aggregate.finished_units("a", ["a|x", "ab|y", "b|a|z"]) == ["a|x"]

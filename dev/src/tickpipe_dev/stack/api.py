@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from tickpipe_shared.config import Settings
 
-from tickpipe_dev.stack import kafka, postgres, secure, services
+from tickpipe_dev.stack import kafka, postgres, replicas, secure, services
 from tickpipe_dev.stack.paths import StackError, StackPaths
 from tickpipe_dev.stack.processes import (
     Reporter,
@@ -99,12 +99,15 @@ def up(
     secure_mode: bool = False,
     paths: StackPaths | None = None,
     reporter: Reporter | None = None,
+    replica_counts: str | None = None,
 ) -> Settings:
     """Bring the stack up: Kafka, PostgreSQL, topics and, unless ``infra_only``, the stand-in
     Dukascopy server and the services. Components already running are left as they are.
     ``secure_mode`` (``--secure``) adds Kafka's SASL_SSL listener and PostgreSQL's TLS-only
     access (:mod:`tickpipe_dev.stack.secure`) and the services use them; the mode lasts until
     a full :func:`down`.
+    ``replica_counts`` (``"fetcher=2,writer=2"``): run that many replicas of those data-path
+    services (:mod:`tickpipe_dev.stack.replicas`); replicas beyond a new count are stopped.
 
     Returns the :class:`Settings` (from the environment) the stack serves. Raises
     :class:`StackError` when a component fails to start or become healthy.
@@ -112,10 +115,16 @@ def up(
     paths = _paths(paths)
     reporter = reporter or Reporter()
     with stack_lock(paths):
-        return _up(infra_only, secure_mode, paths, reporter)
+        return _up(infra_only, secure_mode, paths, reporter, replica_counts)
 
 
-def _up(infra_only: bool, secure_mode: bool, paths: StackPaths, reporter: Reporter) -> Settings:
+def _up(
+    infra_only: bool,
+    secure_mode: bool,
+    paths: StackPaths,
+    reporter: Reporter,
+    replica_counts: str | None = None,
+) -> Settings:
     paths.ensure_dirs()
     started = time.monotonic()
     secure_mode = secure_mode or secure.active(paths) is not None
@@ -133,15 +142,39 @@ def _up(infra_only: bool, secure_mode: bool, paths: StackPaths, reporter: Report
     else:
         secure.relax_postgres(paths, reporter)
     settings = secure.client_settings(files) if files else load_settings()
+    counts = (
+        replicas.parse_replicas(replica_counts, settings.topic_partitions)
+        if replica_counts is not None
+        else replicas.remembered(paths)
+    )
     ensure_topics(settings, reporter)
     if not infra_only:
         standin_pid = services.start_standin(paths, reporter)
+        standin_port = services.STANDIN_PORT if standin_pid else None
+        if replica_counts is not None:
+            _stop_surplus(paths, reporter, counts)
         services.start_services(
-            paths, reporter, standin_port=services.STANDIN_PORT if standin_pid else None,
+            paths, reporter, standin_port=standin_port,
             env=secure.client_env(files) if files else None,
+            extra_env=replicas.first_replica_env(counts),
         )  # fmt: skip
+        replicas.start(paths, reporter, counts, standin_port=standin_port)
+        replicas.remember(paths, counts)
     reporter.line(f"{'stack up':<38} ({time.monotonic() - started:.1f}s); logs in {paths.log_dir}")
     return settings
+
+
+def _stop_surplus(paths: StackPaths, reporter: Reporter, counts: dict[str, int]) -> None:
+    """Stop replicas beyond the new ``counts`` (and, when the fetcher count changed, the running
+    fetchers: their share of each host's rate is fixed at start)."""
+    old = replicas.remembered(paths)
+    for name in replicas.running(paths):
+        parts = replicas.split_name(name)
+        if parts is not None and parts[1] > counts.get(parts[0], 1):
+            services.stop_component(paths, name, reporter)
+    if old.get("fetcher", 1) != counts.get("fetcher", 1):
+        replicas.stop(paths, reporter, "fetcher")
+        services.stop_component(paths, "fetcher", reporter)
 
 
 def down(
@@ -156,6 +189,8 @@ def down(
     paths = _paths(paths)
     reporter = reporter or Reporter()
     with stack_lock(paths):
+        replicas.stop(paths, reporter)
+        replicas.forget(paths)
         for name in reversed(services.SERVICES):
             services.stop_component(paths, name, reporter)
         services.stop_component(paths, services.STANDIN, reporter)
@@ -167,7 +202,8 @@ def down(
 
 
 def restart(name: str, *, paths: StackPaths | None = None, reporter: Reporter | None = None) -> int:
-    """Stop component ``name`` (one of :data:`COMPONENTS`) and start it again; returns its pid.
+    """Stop component ``name`` (one of :data:`COMPONENTS`, or a replica such as ``writer-2``)
+    and start it again; returns its pid.
 
     A service gets the stand-in URLs when the stand-in is running. Raises :class:`StackError`
     for an unknown name or when the start fails.
@@ -192,15 +228,25 @@ def _restart(name: str, paths: StackPaths, reporter: Reporter) -> int:
         if pid is None:
             raise StackError("standin: not started (no data or not installed)")
         return pid
-    if name not in services.SERVICES:
-        raise StackError(f"unknown component {name!r}; one of {', '.join(COMPONENTS)}")
-    services.stop_component(paths, name, reporter)
+    replica = replicas.split_name(name)
+    if name not in services.SERVICES and replica is None:
+        raise StackError(
+            f"unknown component {name!r}; one of {', '.join(COMPONENTS)} or a replica "
+            "(e.g. writer-2)"
+        )
     standin_up = live_pid(paths.pid_file(services.STANDIN)) is not None
     files = secure.active(paths)
+    standin_port = services.STANDIN_PORT if standin_up else None
+    counts = replicas.remembered(paths)
+    if replica is not None and replica[1] > counts.get(replica[0], 1):
+        raise StackError(f"{name}: the stack runs {counts.get(replica[0], 1)} {replica[0]}s")
+    services.stop_component(paths, name, reporter)
+    if replica is not None:
+        return replicas.start(paths, reporter, counts, standin_port=standin_port, only=name)[name]
     pids = services.start_services(
-        paths, reporter, names=(name,),
-        standin_port=services.STANDIN_PORT if standin_up else None,
+        paths, reporter, names=(name,), standin_port=standin_port,
         env=secure.client_env(files) if files else None,
+        extra_env=replicas.first_replica_env(counts),
     )  # fmt: skip
     return pids[name]
 
@@ -252,6 +298,10 @@ def status(*, paths: StackPaths | None = None) -> list[ComponentStatus]:
     ]
     for name in services.SERVICES:
         rows.append((name, services.metrics_port(name), http_ok(services.health_url(name))))
+    for name in replicas.running(paths):
+        service, index = replicas.split_name(name) or (name, 1)
+        port = replicas.replica_port(service, index)
+        rows.append((name, port, http_ok(f"http://127.0.0.1:{port}/healthz")))
     result = []
     for name, port, healthy in rows:
         pid_file = paths.pid_file(name)

@@ -25,12 +25,20 @@ def _parser() -> argparse.ArgumentParser:
         help="Kafka SASL_SSL listener on :9094 (SCRAM-SHA-512) and PostgreSQL TLS only, with a "
         "CA generated in .local/secure; the services use them",
     )  # fmt: skip
+    up.add_argument(
+        "--replicas",
+        metavar="SERVICE=N,...",
+        help="replicas of data-path services, e.g. fetcher=2,decoder=2,validator=2,writer=2 "
+        "(at most the topics' partition count; remembered for later ups)",
+    )
     down = commands.add_parser("down", help="stop what up started")
     down.add_argument("--keep-infra", action="store_true", help="stop only services and stand-in")
     status = commands.add_parser("status", help="show components")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     restart = commands.add_parser("restart-service", help="stop and start one component")
-    restart.add_argument("name", choices=api.COMPONENTS)
+    restart.add_argument(
+        "name", help=f"one of {', '.join(api.COMPONENTS)}, or a replica such as writer-2"
+    )
     commands.add_parser("reset-data", help="stop everything and delete Kafka and PostgreSQL data")
     return parser
 
@@ -56,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "up":
-            api.up(infra_only=args.infra_only, secure_mode=args.secure)
+            api.up(
+                infra_only=args.infra_only, secure_mode=args.secure, replica_counts=args.replicas
+            )
         elif args.command == "down":
             api.down(keep_infra=args.keep_infra)
         elif args.command == "status":

@@ -53,9 +53,7 @@ def _version_key(path: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", path.parent.name)) or (-1,)
 
 
-def find_bin_dir(
-    base: Path = Path("/usr/lib/postgresql"), *, private: Path | None = None
-) -> Path:
+def find_bin_dir(base: Path = Path("/usr/lib/postgresql"), *, private: Path | None = None) -> Path:
     """The server binaries the stack runs.
 
     The private tree ``<private>/current/usr/lib/postgresql/<version>/bin`` (a copy of the

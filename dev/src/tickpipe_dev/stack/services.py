@@ -64,6 +64,7 @@ def service_env(
     env = dict(base)
     env["TICKPIPE_METRICS_PORT"] = str(metrics_port(name))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TICKPIPE_SYNTHETIC_SOURCE", "1")  # generated ticks for volume runs
     if name == "api":
         # The local stack is the one place auth may be off, and it says so explicitly.
         env.setdefault("TICKPIPE_API_AUTH", "off")
@@ -123,8 +124,10 @@ def start_services(
     names: tuple[str, ...] = SERVICES,
     standin_port: int | None = None,
     env: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, int]:
     """Start each service in ``names`` that is not already running, then wait for its /healthz.
+    ``extra_env``: service → variables added to its environment (replica counts).
 
     ``env`` entries are added to every service's environment (``--secure``: TLS and SASL).
 
@@ -147,8 +150,9 @@ def start_services(
             if port_open(port):
                 raise StackError(f"{name}: port {port} is in use by a process we did not start")
             base = {**os.environ, **(env or {})}
-            pid = spawn(name, [str(exe)], paths,
-                        env=service_env(name, base, standin_port=standin_port))  # fmt: skip
+            proc_env = service_env(name, base, standin_port=standin_port)
+            proc_env.update((extra_env or {}).get(name, {}))
+            pid = spawn(name, [str(exe)], paths, env=proc_env)
             launched.add(name)
         pids[name] = pid
     for name, pid in pids.items():

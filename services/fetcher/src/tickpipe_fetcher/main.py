@@ -14,6 +14,7 @@ from tickpipe_shared.kafka.failure_records import FailureRecords
 from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
 from tickpipe_shared.kafka.topics import FETCH_REQUESTS, FETCH_UNITS
 from tickpipe_shared.metrics import Health
+from tickpipe_shared.synthetic.ticks import SyntheticParams
 
 from tickpipe_fetcher.downloader import Downloader
 from tickpipe_fetcher.http import AiohttpTransport
@@ -25,6 +26,7 @@ from tickpipe_fetcher.sources import (
     PacedSource,
     PolygonSource,
     Source,
+    SyntheticSource,
 )
 
 log = structlog.get_logger()
@@ -43,7 +45,21 @@ def configured_sources(settings: Settings) -> dict[str, Source]:
         )
     if settings.deriv_url:
         sources["deriv"] = PacedSource(DerivSource(settings))
+    if settings.synthetic_source:
+        sources["synthetic"] = SyntheticSource(
+            synthetic_params(settings), settings.synthetic_lzma_preset
+        )
     return sources
+
+
+def synthetic_params(settings: Settings) -> SyntheticParams:
+    """The synthetic source's parameters from ``TICKPIPE_SYNTHETIC_*``."""
+    return SyntheticParams(
+        ticks_per_hour=settings.synthetic_ticks_per_hour,
+        volatility=settings.synthetic_volatility,
+        spread_points=settings.synthetic_spread_points,
+        seed=settings.synthetic_seed,
+    )
 
 
 def source_proxies(settings: Settings, sources: Mapping[str, Source]) -> dict[str, str]:

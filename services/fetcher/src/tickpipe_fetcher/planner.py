@@ -8,6 +8,8 @@ Per request (``docs/fetcher.md``, "Planning"):
   detail (:class:`~tickpipe_shared.instruments.catalog.InstrumentDetails`, cached; a slow or
   failed download falls back to defaults after :data:`DETAILS_TIMEOUT_S`) clamps ``from`` to
   the history start of the kind.
+* **Synthetic**: the instrument as given, on the FX week, with the synthetic price scale
+  (:func:`~tickpipe_shared.synthetic.ticks.price_scale_of`).
 * **Deriv, Polygon**: no registry; the instrument is the symbol or ticker as given, the price
   scale unknown (-1), the asset class from its prefix
   (:func:`~tickpipe_shared.instruments.classes.asset_class_of`).
@@ -45,10 +47,11 @@ from tickpipe_shared.instruments.catalog import (
 )
 from tickpipe_shared.instruments.classes import asset_class_of
 from tickpipe_shared.instruments.details import InstrumentDetail
-from tickpipe_shared.instruments.schedule import TradingSchedule
+from tickpipe_shared.instruments.schedule import FX_DEFAULT_SCHEDULE, TradingSchedule
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
 from tickpipe_shared.kafka.topics import FETCH_UNITS, PROGRESS
 from tickpipe_shared.metrics import UNITS
+from tickpipe_shared.synthetic.ticks import price_scale_of
 from tickpipe_shared.units import Unit, dt_to_ms, ms_to_iso, plan_units
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.headers import encode_headers
@@ -225,6 +228,14 @@ class Planner:
         ]
 
     async def _target(self, request: FetchRequest, kind: str) -> Target:
+        if request.source == "synthetic":
+            return Target(
+                name=request.instrument,
+                source_code=request.instrument,
+                price_scale=price_scale_of(request.instrument),
+                asset_class="fx",
+                schedule=FX_DEFAULT_SCHEDULE,
+            )
         if request.source not in DUKASCOPY:
             asset_class = asset_class_of(request.source, request.instrument)
             return Target(

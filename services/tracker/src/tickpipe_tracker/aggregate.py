@@ -4,7 +4,9 @@ The tracker keeps two kinds of state, both plain JSON-able dataclasses:
 
 * :class:`UnitState`, one per ``request_id|unit_key``: the outcome of one unit as far as the
   tracker knows. Delivery is at-least-once, so the same unit is reported more than once; the
-  unit state makes a repeat change nothing.
+  unit state makes a repeat change nothing. Unit states live only while their request runs:
+  they are dropped when it becomes final (:func:`finished_units`), so memory is bounded by the
+  units of the requests in progress (about 0.3 kB each), not by every unit ever tracked.
 * :class:`RequestState`, one per ``request_id``: the planned unit count, the units the planner
   skipped, counts per outcome, rows stored, the first few failure reasons, the progress
   throttle, and whether the request is finished (``completed`` or ``rejected``) so that its
@@ -36,6 +38,7 @@ Rules:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -158,6 +161,20 @@ class Step:
 def unit_table_key(request_id: str, unit_key: str) -> str:
     """Key of a unit's state: ``request_id|unit_key``."""
     return f"{request_id}|{unit_key}"
+
+
+def finished_units(request_id: str, keys: Iterable[str]) -> list[str]:
+    """The keys among ``keys`` (of the unit table) that belong to ``request_id``: forgotten once
+    the request is final, so the unit table holds only units of requests still running and stays
+    bounded however many requests and units pass (a later report of such a unit is counted into
+    the final request's counts again, but emits nothing: the request is final)."""
+    prefix = f"{request_id}|"
+    return [k for k in keys if k.startswith(prefix)]
+
+
+def became_final(step: Step) -> bool:
+    """True when ``step`` emitted the request's ``completed`` or ``rejected`` event."""
+    return any(e["event"] in ("completed", "rejected") for e in step.events)
 
 
 def encode_event(event: dict[str, Any]) -> bytes:

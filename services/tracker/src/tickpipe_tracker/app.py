@@ -11,7 +11,8 @@ issues cannot cost data — the worst case is a repeated request event).
   failures meet its progress in the same partition), then folded into the same tables.
 * tables (in memory, changelog-backed, so a restarted or rebalanced worker recovers them):
   ``requests`` (``request_id`` → :class:`RequestState`) and ``units``
-  (``request_id|unit_key`` → :class:`UnitState`).
+  (``request_id|unit_key`` → :class:`UnitState`, only for requests still running: a request's
+  unit states are deleted when it becomes final).
 * output: ``request-events`` (keyed by request id, JSON).
 
 Delivery: a table update's changelog record is published when faust commits the input offset,
@@ -128,6 +129,11 @@ class Tracker:
             self.units[aggregate.unit_table_key(rid, unit_key)] = step.unit.to_dict()
         if step.request_changed:
             self.requests[rid] = step.request.to_dict()
+        if aggregate.became_final(step):
+            # Same partition as this input (keys start with the request id, which keys every
+            # input of the request), so the tombstones go to the right changelog partition.
+            for key in aggregate.finished_units(rid, list(self.units.keys())):
+                del self.units[key]
         changed = step.unit is not None or step.request_changed
         metrics.INPUTS.labels(kind, "counted" if changed else "duplicate").inc()
         for event in step.events:

@@ -64,6 +64,30 @@ class BatchPolicy:
     #: Longest a checkpoint may take before the broker considers the consumer dead and
     #: rebalances (Kafka's max.poll.interval.ms); the fetcher's, which waits on sources, is long.
     max_poll_interval_s: float = 600.0
+    #: How long the broker keeps a silent member's partitions (a SIGKILLed replica's), and how
+    #: often members heartbeat. aiokafka heartbeats and rejoins from a background task, so a
+    #: rebalance never waits for a checkpoint in progress; a partition of a dead member stalls
+    #: at most this long plus the rebalance (bounded by ``rebalance_timeout_s``).
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 3.0
+    rebalance_timeout_s: float = 30.0
+
+
+    @property
+    def partition_fetch_bytes(self) -> int:
+        """Bytes the consumer fetches (and buffers) per partition: half a batch, 1–8 MiB. A
+        record larger than this still comes (Kafka returns at least one), so it only bounds
+        how much waits in memory per assigned partition, however many partitions a replica
+        holds."""
+        return min(8 * _MIB, max(_MIB, self.max_bytes // 2))
+
+    @property
+    def fetch_bytes(self) -> int:
+        """Bytes of one fetch over all partitions: two batches, 4–32 MiB."""
+        return min(32 * _MIB, max(4 * _MIB, 2 * self.max_bytes))
+
+
+_MIB = 1024 * 1024
 
 
 class StageRunner:
@@ -114,9 +138,12 @@ class StageRunner:
             client_id=f"tickpipe-{self.stage}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=self.policy.partition_fetch_bytes,
+            fetch_max_bytes=self.policy.fetch_bytes,
             max_poll_interval_ms=int(self.policy.max_poll_interval_s * 1000),
+            session_timeout_ms=int(self.policy.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.policy.heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(self.policy.rebalance_timeout_s * 1000),
         )
         self._consumer = consumer
         if not await self._start_with_retry(consumer):

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tickpipe_shared.kinds import Kind, KindError
 from tickpipe_shared.sources import SOURCE_NAMES, SOURCES
 
-SOURCES_LITERAL = Literal["dukascopy-json", "dukascopy-bi5", "deriv", "polygon"]
+SOURCES_LITERAL = Literal["dukascopy-json", "dukascopy-bi5", "deriv", "polygon", "synthetic"]
 assert set(SOURCES_LITERAL.__args__) == set(SOURCE_NAMES)  # type: ignore[attr-defined]
 #: Earliest plausible market-data timestamp; anything before is a typo, not history.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)

@@ -6,6 +6,7 @@ from tickpipe_fetcher.sources.dukascopy_bi5 import DukascopyBi5
 from tickpipe_fetcher.sources.dukascopy_json import DukascopyJson
 from tickpipe_fetcher.sources.paced import PacedSource
 from tickpipe_fetcher.sources.polygon import PolygonSource
+from tickpipe_fetcher.sources.synthetic import SyntheticSource
 
 __all__ = [
     "Answer",
@@ -17,4 +18,5 @@ __all__ = [
     "PolygonSource",
     "Requests",
     "Source",
+    "SyntheticSource",
 ]
