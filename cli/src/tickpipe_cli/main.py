@@ -26,6 +26,7 @@ from tickpipe_cli import candles as candle_ops
 from tickpipe_cli import export as export_ops
 from tickpipe_cli import replay as replay_ops
 from tickpipe_cli import requests as request_ops
+from tickpipe_cli import sources as source_ops
 from tickpipe_cli.db import connect, stored_name
 from tickpipe_cli.output import console, err
 from tickpipe_cli.times import parse_time
@@ -39,6 +40,7 @@ app.add_typer(db_app, name="db")
 app.command("candles")(candle_ops.command)
 app.command("export")(export_ops.command)
 app.add_typer(api_key_ops.app, name="api-key")
+app.add_typer(source_ops.app, name="sources")
 
 
 @app.callback()

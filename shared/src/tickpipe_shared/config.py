@@ -24,13 +24,24 @@ DEFAULT_METRICS_PORTS = {
 }
 
 
+#: The sources' public endpoints: the production defaults. Only the local stack's stand-in mode
+#: (``tickpipe-stack up`` with ``../shared``) points the services elsewhere.
+DUKASCOPY_JSON_URL = "https://jetta.dukascopy.com/v1"
+DUKASCOPY_BI5_URL = "https://datafeed.dukascopy.com/datafeed"
+DERIV_URL = "wss://ws.derivws.com/websockets/v3"
+POLYGON_URL = "https://api.polygon.io"
+
+
 class Settings(BaseSettings):
     """All configuration. Field ``x`` is read from the environment variable ``TICKPIPE_X``.
 
-    Defaults match the local stack (``tickpipe-stack up``), so a laptop needs no configuration.
+    Infrastructure defaults match the local stack (``tickpipe-stack up``) and source URLs
+    default to the sources' public endpoints, so a laptop with internet needs no configuration.
     """
 
-    model_config = SettingsConfigDict(env_prefix="TICKPIPE_", extra="ignore")
+    # An empty variable counts as unset (compose and ConfigMaps write ``VAR: ""`` for "not set"),
+    # so it never turns a public source URL into nothing.
+    model_config = SettingsConfigDict(env_prefix="TICKPIPE_", extra="ignore", env_ignore_empty=True)
 
     # --- infrastructure ---------------------------------------------------------------
     kafka_bootstrap: str = Field(
@@ -53,15 +64,16 @@ class Settings(BaseSettings):
 
     # --- sources ----------------------------------------------------------------------
     dukascopy_json_url: str | None = Field(
-        None, description="Base URL of the Dukascopy JSON API, up to and including /v1"
+        DUKASCOPY_JSON_URL,
+        description="Base URL of the Dukascopy JSON API, up to and including /v1",
     )
     dukascopy_bi5_url: str | None = Field(
-        None, description="Base URL of the legacy Dukascopy datafeed, up to and including /datafeed"
+        DUKASCOPY_BI5_URL,
+        description="Base URL of the legacy Dukascopy datafeed, up to and including /datafeed",
     )
     deriv_url: str | None = Field(
-        None,
-        description="Deriv WebSocket URL without app_id, e.g. wss://ws.derivws.com/websockets/v3 "
-        "or the new public gateway",
+        DERIV_URL,
+        description="Deriv WebSocket URL without app_id",
     )
     deriv_app_id: str = Field(
         "1089", description="Deriv application id sent as ?app_id= (1089: the public test id)"
@@ -76,7 +88,9 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Keep-alive ping interval on an idle Deriv WebSocket"
     )
     polygon_url: str | None = Field(
-        None, description="Base URL of the Polygon (Massive) REST API, e.g. https://api.polygon.io"
+        POLYGON_URL,
+        description="Base URL of the Polygon (Massive) REST API; the public host needs "
+        "polygon_api_key",
     )
     polygon_api_key: SecretStr | None = Field(
         None, description="Polygon API key, sent as an Authorization: Bearer header (secret)"

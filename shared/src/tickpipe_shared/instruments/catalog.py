@@ -184,6 +184,28 @@ async def load_registry(
     return registry
 
 
+async def probe_registry(settings: Settings, timeout_s: float = 15.0) -> int:
+    """Download the instrument list from ``{TICKPIPE_DUKASCOPY_JSON_URL}/instruments`` now,
+    bypassing the cache, within ``timeout_s`` seconds in total; the number of instruments.
+
+    Raises :class:`RegistryUnavailableError` with a one-line reason (host not resolved,
+    refused, timed out, HTTP status, unusable answer) when it cannot.
+    """
+    base = settings.dukascopy_json_url
+    if not base:
+        raise RegistryUnavailableError("the Dukascopy JSON API is disabled (empty URL)")
+    url = base.rstrip("/") + "/instruments"
+    try:
+        data = await _download(url, None, timeout_s)
+        registry = InstrumentRegistry.from_instruments_response(data, settings.bi5_scale_overrides)
+    except TimeoutError:
+        raise RegistryUnavailableError(f"no answer from {url} within {timeout_s:g} s") from None
+    except (aiohttp.ClientError, ValueError, AttributeError, KeyError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise RegistryUnavailableError(f"cannot reach {url}: {reason}") from None
+    return len(registry)
+
+
 # --- what it is and when it trades: instrument details ----------------------------------------
 
 
