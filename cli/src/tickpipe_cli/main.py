@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,6 +14,7 @@ from aiokafka.errors import KafkaError
 from rich import box
 from rich.table import Table
 from tickpipe_shared.config import get_settings
+from tickpipe_shared.config_file import CONFIG_ENV
 from tickpipe_shared.db.coverage import status_report
 from tickpipe_shared.db.migrate import migrate, storage_description
 from tickpipe_shared.instruments.schedule import default_schedule_for
@@ -23,6 +26,7 @@ from tickpipe_shared.wire.requests import RequestError, parse_request
 
 from tickpipe_cli import api_keys as api_key_ops
 from tickpipe_cli import candles as candle_ops
+from tickpipe_cli import config_cmd as config_ops
 from tickpipe_cli import export as export_ops
 from tickpipe_cli import replay as replay_ops
 from tickpipe_cli import requests as request_ops
@@ -41,10 +45,24 @@ app.command("candles")(candle_ops.command)
 app.command("export")(export_ops.command)
 app.add_typer(api_key_ops.app, name="api-key")
 app.add_typer(source_ops.app, name="sources")
+app.add_typer(config_ops.app, name="config")
 
 
 @app.callback()
-def _setup() -> None:
+def _setup(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help=f"Configuration file (default: ${CONFIG_ENV}); environment variables win over it",
+        ),
+    ] = None,
+) -> None:
+    if config is not None:
+        # Through the environment, so that every settings class (and anything started from
+        # here) reads the same file.
+        os.environ[CONFIG_ENV] = str(config)
+        get_settings.cache_clear()
     # Library log lines (migrations, Kafka) go to stderr and only when they matter, so that
     # stdout stays clean for --json.
     configure_logging("cli", "WARNING", stream="stderr")

@@ -1,4 +1,6 @@
-"""Settings for every tickpipe process, read from ``TICKPIPE_*`` environment variables.
+"""Settings for every tickpipe process, read from ``TICKPIPE_*`` environment variables and the
+configuration file ``TICKPIPE_CONFIG`` names (:mod:`tickpipe_shared.config_file`): environment >
+file > defaults.
 
 One settings class serves all services so that an operator sets a variable once (in the local
 stack's environment, docker-compose or a Kubernetes ConfigMap) and every stage agrees on it.
@@ -11,7 +13,9 @@ from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tickpipe_shared.config_file import SectionedYamlSource
 
 #: Ports the local stack gives each service's ``/metrics`` and ``/healthz`` endpoint.
 DEFAULT_METRICS_PORTS = {
@@ -207,6 +211,25 @@ class Settings(BaseSettings):
     metrics_host: str = Field("0.0.0.0", description="Interface the metrics endpoint binds")
     log_level: str = Field("INFO")
     consumer_group_prefix: str = Field("tickpipe-", description="Prefix of every consumer group id")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Sources, highest priority first: arguments, environment, .env, the configuration
+        file (``TICKPIPE_CONFIG``), secret files."""
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            SectionedYamlSource(settings_cls),
+            file_secret_settings,
+        )
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical topic name such as ``"raw-payloads"``."""
