@@ -15,6 +15,7 @@ from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
 from tickpipe_shared.kafka.topics import FETCH_REQUESTS, FETCH_UNITS
 from tickpipe_shared.metrics import Health
 
+from tickpipe_fetcher.cancellations import CancellationRegistry
 from tickpipe_fetcher.downloader import Downloader
 from tickpipe_fetcher.http import AiohttpTransport
 from tickpipe_fetcher.planner import Planner
@@ -76,12 +77,14 @@ async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
     async def registry() -> InstrumentRegistry:
         return await load_registry(settings)
 
+    cancellations = CancellationRegistry(settings)
     planner_failures = FailureRecords(settings, "fetcher-planner")
     planner = Planner(
         settings,
         registry,
         set(sources),
         lambda r, e, rid: planner_failures.record(r, e, request_id=rid),
+        cancelled=cancellations.is_cancelled,
     )
     planner_runner = StageRunner(
         settings,
@@ -98,6 +101,7 @@ async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
         sources,
         AiohttpTransport(settings, source_proxies(settings, sources)),
         downloader_failures.record,
+        cancelled=cancellations.is_cancelled,
     )
     downloader_runner = StageRunner(
         settings,

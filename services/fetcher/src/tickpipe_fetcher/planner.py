@@ -96,6 +96,19 @@ class Target:
     history_start_ms: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A request planned: its unit ``kind``, :class:`Target`, the ``units`` to fetch,
+    ``skipped`` units the ingest log already has (``skip_existing``), and per unit whether the
+    market is open in it (``None``: no schedule known)."""
+
+    kind: str
+    target: Target
+    units: list[Unit]
+    skipped: int
+    market_open: list[bool | None]
+
+
 class Planner:
     """Processor for ``fetch-requests``: validates each request and emits its units.
 
@@ -103,7 +116,8 @@ class Planner:
     instrument registry (loaded when a Dukascopy request first needs it); ``details`` looks up
     an instrument detail by JSON API code (default: :class:`InstrumentDetails`); ``ledger``
     answers ``skip_existing`` (default: :class:`~tickpipe_fetcher.ledger.IngestLedger`);
-    ``clock``: wall time in seconds.
+    ``clock``: wall time in seconds; ``cancelled`` tells a cancelled request id (default: none;
+    :class:`~tickpipe_fetcher.cancellations.CancellationRegistry` in the service).
     """
 
     def __init__(
@@ -117,7 +131,9 @@ class Planner:
         ledger: LedgerReader | None = None,
         clock: Callable[[], float] = time.time,
         details_timeout_s: float = DETAILS_TIMEOUT_S,
+        cancelled: Callable[[str], bool] = lambda request_id: False,
     ) -> None:
+        self.cancelled = cancelled
         self.settings = settings
         self._load_registry = load_registry
         self.registry: InstrumentRegistry | None = None
@@ -144,8 +160,9 @@ class Planner:
                 out.append(self.failure(record, e, _request_id(record.value)))
         return out
 
-    async def plan(self, request: FetchRequest) -> list[OutRecord]:
-        """A ``planned`` progress event, then a fetch-unit record per unit of the request.
+    async def preview(self, request: FetchRequest) -> Plan:
+        """What :meth:`plan` would publish for ``request``, without publishing: the target,
+        the units (``skip_existing`` ones left out and counted), ``market_open`` per unit.
 
         Raises :class:`RequestError` for a source that is not configured,
         :class:`UnknownInstrumentError` for an instrument Dukascopy does not list and
@@ -181,7 +198,20 @@ class Planner:
             )
             kept = [u for u in units if u.start_ms not in done]
             skipped, units = len(units) - len(kept), kept
-        market_open = _market_open(target, units, now_ms)
+        return Plan(kind, target, units, skipped, _market_open(target, units, now_ms))
+
+    async def plan(self, request: FetchRequest) -> list[OutRecord]:
+        """A ``planned`` progress event, then a fetch-unit record per unit of the request.
+
+        Raises what :meth:`preview` raises.
+        """
+        if self.cancelled(request.request_id):
+            raise RequestError(f"request {request.request_id} was cancelled before it was planned")
+        plan = await self.preview(request)
+        target, units, skipped, market_open = (
+            plan.target, plan.units, plan.skipped, plan.market_open
+        )  # fmt: skip
+        kind = plan.kind
         log.info(
             "request planned",
             request_id=request.request_id,

@@ -29,6 +29,7 @@ VALIDATED_BATCHES = "validated-batches"
 FAILURES = "failures"
 PROGRESS = "progress"
 REQUEST_EVENTS = "request-events"
+REQUEST_CANCELLATIONS = "request-cancellations"
 
 #: 8 MiB lets a split-free unit through even with large configured batches.
 _MAX_MESSAGE = {"max.message.bytes": str(8 * 1024 * 1024)}
@@ -46,6 +47,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PROGRESS, {"retention.ms": str(7 * 86_400_000)}, "request progress events (JSON)"),
     TopicSpec(
         REQUEST_EVENTS, {"retention.ms": str(30 * 86_400_000)}, "request progress and completion"
+    ),
+    TopicSpec(
+        REQUEST_CANCELLATIONS,
+        {"retention.ms": str(7 * 86_400_000)},
+        "cancelled requests (JSON), read by the planner and downloader",
     ),
 )
 
