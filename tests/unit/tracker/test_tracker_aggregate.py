@@ -380,3 +380,16 @@ def test_events_validate_against_the_published_schema() -> None:
                                    "at_ms": 1})  # fmt: skip
     assert not validator.is_valid({"schema": 1, "event": "rejected", "request_id": "r",
                                    "at_ms": 1})  # fmt: skip
+
+
+def test_cancelled_units_count_apart_and_complete_the_request() -> None:
+    t = Tables()
+    t.feed(planned(3))
+    t.feed(unit(0, 10))
+    for hour in (1, 2):
+        t.feed(Failure("fetcher", "request r1 was cancelled: unit not downloaded",
+                       "RequestCancelledError", key=key(hour), unit_key=key(hour),
+                       request_id=RID, at_ms=T0))  # fmt: skip
+    (done,) = t.of("completed")
+    assert (done["stored"], done["failed"], done["cancelled"]) == (1, 0, 2)
+    assert done["failures"] == []  # a cancellation is no failure reason
