@@ -36,8 +36,6 @@ StorageMode = Literal["auto", "on", "off"]
 class StorageModeError(RuntimeError):
     """The storage asked for cannot be had (``on`` without the extension, or a schema created
     with the other storage)."""
-
-
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 AFTER_COMMIT_MARKER = "-- tickpipe:after-commit"
 

@@ -132,7 +132,6 @@ def view_name(timeframe: str) -> str:
 
 _WHERE = "WHERE instrument = $1 AND bucket >= $2::timestamptz AND bucket < $3::timestamptz\n"
 
-
 def _bucketed_sql(
     source: str, time_col: str, prices: dict[str, tuple[str, ...]], count: str
 ) -> str:
