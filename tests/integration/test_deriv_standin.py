@@ -250,3 +250,39 @@ async def test_token_authorizes_once_per_socket(standin: DerivStandinServer) -> 
         await bad.fetch(unit("ticks", T0, T0 + HOUR_MS), NOW_MS, Pace())
     await bad.close()
     assert "bad-token" not in str(info.value)
+
+
+def closed_unit(market_open: bool | None) -> FetchUnit:
+    """An hour of frxEURUSD ticks with the planner's ``market_open``."""
+    return FetchUnit("req", Unit("deriv", "frxEURUSD", "ticks", T0, T0 + HOUR_MS), "frxEURUSD",
+                     -1, "fx", market_open)  # fmt: skip
+
+
+@pytest.mark.parametrize("market_open", [False, None])
+async def test_market_is_closed_in_a_closed_period_is_an_empty_unit(
+    standin: DerivStandinServer, market_open: bool | None
+) -> None:
+    from tickpipe_decoder.formats.deriv import decode_deriv_ticks
+
+    standin.standin.set_faults(DerivFaults(market_closed_next=1))
+    src = source(standin)
+    answer = await src.fetch(closed_unit(market_open), NOW_MS, Pace())
+    await src.close()
+    assert (answer.body, answer.empty) == (b"[]", True)
+    assert [h["outcome"] for h in standin.stats.history] == ["error:MarketIsClosed"]
+    ticks, _ = decode_deriv_ticks(answer.body, T0, T0 + HOUR_MS)
+    assert len(ticks) == 0  # the decoder stores it as an empty unit
+
+
+async def test_market_is_closed_when_the_schedule_says_open_is_retried(
+    standin: DerivStandinServer,
+) -> None:
+    from tickpipe_fetcher.sources.deriv import MarketClosedError
+
+    standin.standin.set_faults(DerivFaults(market_closed_next=1))
+    src = source(standin)
+    with pytest.raises(MarketClosedError, match="MarketIsClosed"):
+        await src.fetch(closed_unit(True), NOW_MS, Pace())
+    answer = await src.fetch(closed_unit(True), NOW_MS, Pace())  # the retry goes through
+    await src.close()
+    assert not answer.empty
