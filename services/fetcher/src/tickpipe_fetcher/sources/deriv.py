@@ -193,8 +193,8 @@ class DerivSource:
         Raises :class:`RetryableFetchError` (:class:`RateLimitedError` for ``RateLimit``) for a
         dropped socket, no reply in time, a malformed reply, ``MarketIsClosed`` in a unit the
         trading schedule has open (``market_open`` True; in a closed or unknown period it ends
-        the unit: empty, or the pages so far) and error codes not known to be permanent; :class:`PermanentFetchError` for the codes of
-        :data:`PERMANENT_CODES`, an unsupported kind, or more full pages than the window can
+        the unit: empty, or the pages so far) and error codes not known to be permanent;
+        :class:`PermanentFetchError` for the codes of :data:`PERMANENT_CODES`, an unsupported kind, or more full pages than the window can
         hold at one tick per second or one candle per bucket (a server ignoring ``end``).
         Messages name the unit, symbol and error code.
         """
