@@ -194,8 +194,9 @@ class DerivSource:
         dropped socket, no reply in time, a malformed reply, ``MarketIsClosed`` in a unit the
         trading schedule has open (``market_open`` True; in a closed or unknown period it ends
         the unit: empty, or the pages so far) and error codes not known to be permanent;
-        :class:`PermanentFetchError` for the codes of :data:`PERMANENT_CODES`, an unsupported kind, or more full pages than the window can
-        hold at one tick per second or one candle per bucket (a server ignoring ``end``).
+        :class:`PermanentFetchError` for the codes of :data:`PERMANENT_CODES`, an unsupported
+        kind, or more full pages than the window can hold at one tick per second or one candle
+        per bucket (a server ignoring ``end``).
         Messages name the unit, symbol and error code.
         """
         request = self.request_for(unit, now_ms)
