@@ -65,6 +65,20 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("tickpipe.", description="Prefix of every tickpipe topic name")
     topic_partitions: int = Field(6, ge=1, description="Partitions of topics created by tickpipe")
     topic_replication: int = Field(1, ge=1, description="Replication factor of created topics")
+    topic_batch_retention_ms: int = Field(
+        3 * 86_400_000,
+        ge=-1,
+        description="retention.ms of the batch topics (decoded-batches, validated-batches) when "
+        "created: how far back 'tickpipe replay validator|writer --since' can go (the decoder "
+        "replays from raw-payloads, kept forever); -1 keeps them forever",
+    )
+    topic_max_message_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=65_536,
+        description="Largest record: topics' max.message.bytes when created, the producers' "
+        "max_request_size, hence the raw-payload size limit; a bigger output record fails its "
+        "unit with the reason instead of being retried",
+    )
 
     # --- sources ----------------------------------------------------------------------
     dukascopy_json_url: str | None = Field(
