@@ -48,6 +48,7 @@ class DryRun:
     est_rows: int | None
     est_bytes: int | None
     min_seconds: float | None
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able form (``--dry-run --json``)."""
@@ -78,6 +79,7 @@ class DryRun:
                 f"  source requests: ~{self.requests}, at least {_duration(self.min_seconds)} "
                 "at the configured rate limit (TICKPIPE_FETCH_RATE_PER_HOST)"
             )
+        out += [f"  note: {n}" for n in self.notes]
         return out
 
 
@@ -162,6 +164,7 @@ def dry_run(settings: Settings, request: FetchRequest, plan: Plan, stored: Estim
         est_rows=est_rows,
         est_bytes=est_bytes,
         min_seconds=seconds,
+        notes=plan.target.notes,
     )
 
 

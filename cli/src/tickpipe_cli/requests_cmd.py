@@ -119,6 +119,8 @@ def show(
     elif state.get("status") != "published":
         console.print(f"  units: {_counts(state)}; skipped (already stored): "
                       f"{state.get('skipped', 0)}; rows: {state.get('ticks', 0)}")  # fmt: skip
+    for note in state.get("notes") or []:
+        console.print(f"  [yellow]note[/yellow]: {escape(str(note))}")
     updated = state.get("updated_ms")
     if isinstance(updated, int):
         console.print(

@@ -128,6 +128,15 @@ class Settings(BaseSettings):
     instrument_cache_ttl_s: float = Field(
         86400.0, ge=0, description="Age after which it is refetched"
     )
+    instrument_detail_retry_s: float = Field(
+        60.0,
+        ge=0,
+        description="After a failed instrument-detail download: seconds before it is asked "
+        "again, doubling per failure up to instrument_detail_retry_max_s (not the cache TTL)",
+    )
+    instrument_detail_retry_max_s: float = Field(
+        1800.0, ge=0, description="Longest wait between instrument-detail download attempts"
+    )
 
     # --- fetcher ----------------------------------------------------------------------
     fetch_concurrency: int = Field(

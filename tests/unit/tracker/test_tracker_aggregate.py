@@ -393,3 +393,13 @@ def test_cancelled_units_count_apart_and_complete_the_request() -> None:
     (done,) = t.of("completed")
     assert (done["stored"], done["failed"], done["cancelled"]) == (1, 0, 2)
     assert done["failures"] == []  # a cancellation is no failure reason
+
+
+def test_the_planners_notes_reach_the_request_events() -> None:
+    t = Tables()
+    note = "planned without the instrument detail of EUR-USD (download failed …)"
+    t.feed(RequestPlanned(RID, "dukascopy-json", "EURUSD", "ticks", 1, notes=[note], at_ms=T0))
+    t.feed(unit(0, 5))
+    (done,) = t.of("completed")
+    assert done["notes"] == [note]
+    assert all(e["notes"] == [note] for e in t.of("progress"))

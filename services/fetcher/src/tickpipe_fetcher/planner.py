@@ -94,6 +94,8 @@ class Target:
     asset_class: str
     schedule: TradingSchedule | None = None
     history_start_ms: int | None = None
+    #: What the target had to do without (see :attr:`RequestPlanned.notes`).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +233,7 @@ class Planner:
             kind=kind,
             units=len(units),
             skipped=skipped,
+            notes=list(target.notes),
         )
         headers = encode_headers({"request_id": request.request_id})
         # The planned event goes first: the tracker then knows how many units to expect.
@@ -268,6 +271,11 @@ class Planner:
         instrument = registry.get(request.instrument)
         detail = await self._detail(instrument.json_code)
         asset_class = instrument.asset_class or (detail.asset_class if detail else "")
+        notes = () if detail is not None else (
+            f"planned without the instrument detail of {instrument.json_code} (download "
+            "failed or too slow; asked again later): default trading schedule, no history "
+            "start clamp",
+        )  # fmt: skip
         return Target(
             name=instrument.name,
             source_code=instrument.code_for(request.source),
@@ -275,6 +283,7 @@ class Planner:
             asset_class=asset_class,
             schedule=trading_schedule(instrument.name, asset_class, detail),
             history_start_ms=detail.history_start(kind) if detail is not None else None,
+            notes=notes,
         )
 
     async def _registry(self) -> InstrumentRegistry:

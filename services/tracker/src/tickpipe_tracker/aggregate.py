@@ -108,6 +108,7 @@ class RequestState:
     suspect_empty: int = 0
     cancelled: int = 0  # units skipped by the downloader because the request was cancelled
     skipped: int = 0  # units left out by the planner (skip_existing), from the planned event
+    notes: list[str] = field(default_factory=list)  # the planner's, from the planned event
     failures: list[FailureNote] = field(default_factory=list)
     first_at_ms: int | None = None  # first event seen about the request
     last_progress_ms: int | None = None  # last progress snapshot emitted
@@ -183,6 +184,7 @@ def _counts(req: RequestState) -> dict[str, Any]:
         "cancelled": req.cancelled,
         "skipped": req.skipped,
         "ticks": req.ticks,
+        **({"notes": req.notes} if req.notes else {}),
     }
 
 
@@ -260,11 +262,11 @@ def on_planned(req: RequestState | None, ev: RequestPlanned, now_ms: int) -> Ste
     state = req if req is not None else RequestState(ev.request_id)
     if (
         req is not None
-        and (state.units, state.skipped) == (ev.units, ev.skipped)
+        and (state.units, state.skipped, state.notes) == (ev.units, ev.skipped, ev.notes)
         and (state.source, state.instrument, state.kind) == (ev.source, ev.instrument, ev.kind)
     ):
         return Step(state)
-    state.units, state.skipped = ev.units, ev.skipped
+    state.units, state.skipped, state.notes = ev.units, ev.skipped, list(ev.notes)
     state.source, state.instrument, state.kind = ev.source, ev.instrument, ev.kind
     _seen(state, ev.at_ms)
     return Step(state, request_changed=True, events=_after_change(state, now_ms))

@@ -44,6 +44,9 @@ def fold(state: dict[str, Any] | None, event: dict[str, Any]) -> dict[str, Any] 
         value = event.get(name)
         if isinstance(value, int) or (name == "units" and value is None and name not in out):
             out[name] = value
+    notes = event.get("notes")
+    if isinstance(notes, list):
+        out["notes"] = [str(n) for n in notes]
     if kind == "completed":
         out["status"] = "completed"
         failures = event.get("failures")
