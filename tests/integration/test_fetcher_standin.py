@@ -259,3 +259,21 @@ async def test_a_failed_instrument_detail_is_retried_after_a_backoff_and_noted(
     await asyncio.sleep(0.4)  # the backoff (seconds here, minutes by default), not the 1-day TTL
     planned, units = await plan("with-detail")
     assert planned.notes == [] and units[0].unit.start_ms == ms(2003, 5, 4, 19)
+
+
+async def test_polygon_straddling_bar_is_asked_for_its_whole_span(
+    server: standin.StandinServer,
+) -> None:
+    """A 7m unit (a day: 1440 is no multiple of 7) is asked up to the end of the bar holding
+    midnight; the stand-in answers the range, the raw payload is the whole answer."""
+    src = PolygonSource(server.polygon_url, SecretStr(KEY))
+    day = ms(2023, 7, 31)
+    end = day + 86_400_000
+    fu = FetchUnit("req-7m", Unit("polygon", "AAPL", "candles:7m:trade", day, end), "AAPL", -1,
+                   "stock")  # fmt: skip
+    [out], failed = await download(server, {"polygon": src}, [Rec(fu.to_json())])
+    assert failed == []
+    [path] = [r["path"] for r in server.stats.as_json()["requests"]]
+    last_open = end - end % 420_000
+    assert f"/range/7/minute/{day}/{last_open + 420_000 - 1}?" in path
+    assert RawPayloadMeta.from_headers(out.headers).format == "polygon-aggs"
