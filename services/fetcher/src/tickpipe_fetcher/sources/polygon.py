@@ -7,8 +7,8 @@ Spec: ``../shared/docs/polygon.md``. First page::
 
 ``from_ms`` is the unit start and ``to_ms`` its end − 1 ms (Polygon's bounds are both
 inclusive), the end extended to the end of the bar containing it when a bar straddles the
-unit's end (:func:`bar_span_end`: no partial bar is stored); the timeframe gives multiplier and timespan (``5m`` → ``5/minute``, ``1mo`` →
-``1/month``). Further pages: the body's ``next_url``, with its scheme and host replaced by the
+unit's end (:func:`bar_span_end`: no partial bar is stored); the timeframe gives multiplier
+and timespan (``5m`` → ``5/minute``, ``1mo`` → ``1/month``). Further pages: the body's ``next_url``, with its scheme and host replaced by the
 configured base (the recorded ``next_url`` names api.polygon.io; the stand-in is elsewhere),
 until a page has none. The API key goes as ``Authorization: Bearer`` on every page, never in a
 URL. The raw payload is the JSON array of the untouched page bodies, in order
