@@ -6,14 +6,14 @@ Spec: ``../shared/docs/polygon.md``. First page::
         ?adjusted=true&sort=asc&limit={TICKPIPE_POLYGON_PAGE_LIMIT}
 
 ``from_ms`` is the unit start and ``to_ms`` its end − 1 ms (Polygon's bounds are both
-inclusive), the end extended to the end of the bar containing it when a bar straddles the
-unit's end (:func:`bar_span_end`: no partial bar is stored); the timeframe gives multiplier
-and timespan (``5m`` → ``5/minute``, ``1mo`` → ``1/month``). Further pages: the body's ``next_url``, with its scheme and host replaced by the
-configured base (the recorded ``next_url`` names api.polygon.io; the stand-in is elsewhere),
-until a page has none. The API key goes as ``Authorization: Bearer`` on every page, never in a
-URL. The raw payload is the JSON array of the untouched page bodies, in order
-(``b"[" + b",".join(pages) + b"]"``, format ``polygon-aggs``); the unit is empty when no page
-has ``results`` (absent, ``null`` or ``[]``).
+inclusive), the end extended to the end of the bar containing it when a bar straddles the unit's
+end (:func:`bar_span_end`: no partial bar is stored); the timeframe gives multiplier and
+timespan (``5m`` → ``5/minute``, ``1mo`` → ``1/month``). Further pages: the body's ``next_url``,
+with its scheme and host replaced by the configured base (the recorded ``next_url`` names
+api.polygon.io; the stand-in is elsewhere), until a page has none. The API key goes as
+``Authorization: Bearer`` on every page, never in a URL. The raw payload is the JSON array of
+the untouched page bodies, in order (``b"[" + b",".join(pages) + b"]"``, format
+``polygon-aggs``); the unit is empty when no page has ``results`` (absent, ``null`` or ``[]``).
 
 Errors (§5): 401/403 (``NOT_AUTHORIZED``) and 400 are permanent with the body's message; 429
 (``Retry-After``), 408, 413, 499 and 5xx are retryable; so are HTML pages, truncated or
