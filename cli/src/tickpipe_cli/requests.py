@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from rich.markup import escape
 from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.follow import groupless_consumer, seek_to_time
 from tickpipe_shared.kafka.producer import make_producer, produce_all
 from tickpipe_shared.kafka.records import OutRecord
 from tickpipe_shared.kafka.topics import FETCH_REQUESTS, REQUEST_CANCELLATIONS, REQUEST_EVENTS
@@ -147,20 +147,6 @@ def _decode(value: bytes | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-async def _seek_to_request(consumer: AIOKafkaConsumer, since_ms: int) -> None:
-    """Position every assigned partition at the first record at or after ``since_ms``.
-
-    The end offsets are read first, as concrete numbers, so an event produced while we look is
-    never skipped (``seek_to_end`` would resolve "the end" later, past it).
-    """
-    parts = list(consumer.assignment())
-    ends = await consumer.end_offsets(parts)
-    since = await consumer.offsets_for_times({tp: since_ms for tp in parts})
-    for tp in parts:
-        found = since.get(tp)
-        consumer.seek(tp, found.offset if found is not None else ends[tp])
-
-
 async def wait(
     settings: Settings, request: FetchRequest, timeout_s: float, display: PlainDisplay
 ) -> WaitResult:
@@ -173,14 +159,10 @@ async def wait(
     result = WaitResult(rows_name="candles" if request.kind == "candles" else "ticks")
     key = request.request_id.encode()
     # Without a group id the consumer is assigned every partition of the topic at start.
-    consumer = AIOKafkaConsumer(
-        settings.topic(REQUEST_EVENTS),
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-    )
+    consumer = groupless_consumer(settings, REQUEST_EVENTS)
     await consumer.start()
     try:
-        await _seek_to_request(consumer, dt_to_ms(request.requested_at) - CLOCK_SKEW_MS)
+        await seek_to_time(consumer, dt_to_ms(request.requested_at) - CLOCK_SKEW_MS)
         deadline = time.monotonic() + timeout_s
         while not result.finished and time.monotonic() < deadline:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
@@ -268,14 +250,12 @@ def exit_code(result: WaitResult) -> int:
 async def read_topic(settings: Settings, topic: str, since_ms: int) -> list[Any]:
     """Every record of logical ``topic`` from ``since_ms`` to the end as it is now (all
     partitions, no consumer group). Raises :class:`aiokafka.errors.KafkaError`."""
-    consumer = AIOKafkaConsumer(
-        settings.topic(topic), bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
-    )
+    consumer = groupless_consumer(settings, topic)
     await consumer.start()
     try:
         parts = list(consumer.assignment())
         ends = await consumer.end_offsets(parts)
-        await _seek_to_request(consumer, since_ms)
+        await seek_to_time(consumer, since_ms)
         out: list[Any] = []
         pending = {tp for tp in parts if await consumer.position(tp) < ends[tp]}
         while pending:

@@ -16,10 +16,10 @@ import time
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from cachetools import LRUCache
 from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.follow import groupless_consumer, seek_to_time
 from tickpipe_shared.kafka.topics import REQUEST_EVENTS
 from tickpipe_shared.wire.request_events import fold
 
@@ -61,20 +61,11 @@ class RequestEvents:
                 delay = min(delay * 2, 30.0)
 
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(
-            self.settings.topic(REQUEST_EVENTS),
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            enable_auto_commit=False,
-        )
+        consumer = groupless_consumer(self.settings, REQUEST_EVENTS)
         await consumer.start()
         try:
             parts = list(consumer.assignment())
-            ends = await consumer.end_offsets(parts)
-            since_ms = int((time.time() - self.lookback_s) * 1000)
-            since = await consumer.offsets_for_times({tp: since_ms for tp in parts})
-            for tp in parts:
-                found = since.get(tp)
-                consumer.seek(tp, found.offset if found is not None else ends[tp])
+            ends = await seek_to_time(consumer, int((time.time() - self.lookback_s) * 1000))
             while True:
                 batches = await consumer.getmany(timeout_ms=500)
                 for records in batches.values():
