@@ -312,7 +312,7 @@ def test_cli_reports_a_rejected_request(pipeline: Pipeline) -> None:
     result = pipeline.cli(
         "request", "NOPE", "--from", "2021-03-01", "--to", "2021-03-02", "--wait", "--timeout", "60"
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # invalid request (docs/cli.md, exit codes)
     assert "unknown instrument 'NOPE'" in result.stdout
 
 

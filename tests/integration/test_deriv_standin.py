@@ -250,3 +250,106 @@ async def test_token_authorizes_once_per_socket(standin: DerivStandinServer) -> 
         await bad.fetch(unit("ticks", T0, T0 + HOUR_MS), NOW_MS, Pace())
     await bad.close()
     assert "bad-token" not in str(info.value)
+
+
+def closed_unit(market_open: bool | None) -> FetchUnit:
+    """An hour of frxEURUSD ticks with the planner's ``market_open``."""
+    return FetchUnit("req", Unit("deriv", "frxEURUSD", "ticks", T0, T0 + HOUR_MS), "frxEURUSD",
+                     -1, "fx", market_open)  # fmt: skip
+
+
+@pytest.mark.parametrize("market_open", [False, None])
+async def test_market_is_closed_in_a_closed_period_is_an_empty_unit(
+    standin: DerivStandinServer, market_open: bool | None
+) -> None:
+    from tickpipe_decoder.formats.deriv import decode_deriv_ticks
+
+    standin.standin.set_faults(DerivFaults(market_closed_next=1))
+    src = source(standin)
+    answer = await src.fetch(closed_unit(market_open), NOW_MS, Pace())
+    await src.close()
+    assert (answer.body, answer.empty) == (b"[]", True)
+    assert [h["outcome"] for h in standin.stats.history] == ["error:MarketIsClosed"]
+    ticks, _ = decode_deriv_ticks(answer.body, T0, T0 + HOUR_MS)
+    assert len(ticks) == 0  # the decoder stores it as an empty unit
+
+
+async def test_market_is_closed_when_the_schedule_says_open_is_retried(
+    standin: DerivStandinServer,
+) -> None:
+    from tickpipe_fetcher.sources.deriv import MarketClosedError
+
+    standin.standin.set_faults(DerivFaults(market_closed_next=1))
+    src = source(standin)
+    with pytest.raises(MarketClosedError, match="MarketIsClosed"):
+        await src.fetch(closed_unit(True), NOW_MS, Pace())
+    answer = await src.fetch(closed_unit(True), NOW_MS, Pace())  # the retry goes through
+    await src.close()
+    assert not answer.empty
+
+
+class ForwardProxy:
+    """A minimal HTTP proxy on 127.0.0.1: ``CONNECT host:port`` tunnels, and absolute-URI
+    requests (``GET http://host:port/path``, how aiohttp proxies ``ws://``) forwarded with the
+    path only, then bytes piped both ways. ``seen``: the request lines it handled."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        line, _, rest = head.partition(b"\r\n")
+        method, target, version = line.decode().split(" ")
+        self.seen.append(f"{method} {target}")
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+            up_r, up_w = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(target)
+            up_r, up_w = await asyncio.open_connection(parts.hostname, parts.port or 80)
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            up_w.write(f"{method} {path} {version}\r\n".encode() + rest)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer), return_exceptions=True)
+
+
+async def test_the_per_source_proxy_carries_the_deriv_websocket(
+    standin: DerivStandinServer,
+) -> None:
+    proxy = ForwardProxy()
+    await proxy.start()
+    try:
+        src = source(standin, http_proxy_by_source={"deriv": proxy.url},
+                     http_proxy="http://127.0.0.1:9/unused")  # fmt: skip
+        answer = await src.fetch(unit("ticks", T0, T0 + HOUR_MS), NOW_MS, Pace())
+        await src.close()
+    finally:
+        await proxy.stop()
+    assert not answer.empty
+    host = standin.url.split("//", 1)[1].split("/", 1)[0]
+    assert len(proxy.seen) == 1 and host in proxy.seen[0]  # the one socket went through it
+    assert standin.stats.connections == 1

@@ -83,3 +83,35 @@ async def test_rewind_to_earliest_and_to_a_time(settings: Settings) -> None:
 async def test_unknown_stage_is_refused(settings: Settings) -> None:
     with pytest.raises(ReplayError, match="unknown stage 'fetcher'"):
         await rewind(settings, "fetcher", None)
+
+
+async def test_replay_refuses_a_range_older_than_the_topic_holds(settings: Settings) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+    from tickpipe_shared.kafka.topics import VALIDATED_BATCHES
+
+    topic = settings.topic(VALIDATED_BATCHES)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    old_ms = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    try:
+        for i in range(4):
+            await producer.send_and_wait(topic, b"x", partition=0, timestamp_ms=old_ms + i * 1000)
+    finally:
+        await producer.stop()
+    # What retention does, on demand: the two oldest records of partition 0 are deleted.
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(2)})
+    finally:
+        await admin.close()
+    since = datetime(2025, 12, 31, tzinfo=UTC)
+    with pytest.raises(ReplayError) as info:
+        await rewind(settings, "writer", since)
+    message = str(info.value)
+    assert "cannot replay writer from 2025-12-31T00:00:00Z" in message
+    assert "holds records only from 2026-01-01T00:00:02Z" in message
+    assert "TICKPIPE_TOPIC_BATCH_RETENTION_MS" in message and "replay the decoder" in message
+    # From a time the topic still holds, it goes through.
+    moved = await rewind(settings, "writer", datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC))
+    assert {m.partition: m.new for m in moved}[0] == 2

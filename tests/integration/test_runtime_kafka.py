@@ -245,9 +245,12 @@ async def test_outputs_are_acknowledged_before_offsets_are_committed(
     assert acked == len(values)
 
 
-async def test_a_rejected_produce_commits_nothing(scratch: Scratch) -> None:
-    """The broker refuses an output record (over the topic's max.message.bytes): no commit,
-    the batch is retried, nothing goes to failures — the partition waits, nothing is lost."""
+async def test_an_oversized_output_fails_its_input_and_the_partition_moves_on(
+    scratch: Scratch,
+) -> None:
+    """The broker refuses an output record (over the topic's max.message.bytes): retrying
+    cannot help, so that input becomes one failure record naming the limit, its neighbours go
+    through, and the batch is committed — never retried forever (MessageSizeTooLargeError)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=scratch.bootstrap)
     await admin.start()
     small = scratch.topic("toy-small")
@@ -257,20 +260,18 @@ async def test_a_rejected_produce_commits_nothing(scratch: Scratch) -> None:
         )
     finally:
         await admin.close()
-    await scratch.produce([b"x" * 2048], partition=0)
-    retries = metric("tickpipe_checkpoint_retries_total", scratch.stage)
+    await scratch.produce([b"ok-1", b"x" * 2048, b"ok-2"], partition=0)
     runner = scratch.runner(Echo(small))
-
-    async def retried_twice() -> bool:
-        return metric("tickpipe_checkpoint_retries_total", scratch.stage) >= retries + 2
-
-    await run_until(runner, "the batch was retried twice", retried_twice)
+    await run_until(runner, "every input is committed", scratch.drained)
     rejected = REGISTRY.get_sample_value(
-        "tickpipe_errors_total", {"stage": scratch.stage, "error": "MessageSizeTooLargeError"}
+        "tickpipe_errors_total", {"stage": scratch.stage, "error": "RecordTooLargeError"}
     )
-    assert rejected and rejected >= 2, "the retries were not caused by the broker's rejection"
-    assert await scratch.committed() == {}
-    assert not await scratch.read(FAILURES)
+    assert rejected and rejected >= 1
+    assert await scratch.committed() == {0: 3}
+    [failure] = [json.loads(r.value) for r in await scratch.read(FAILURES)]
+    assert (failure["offset"], failure["error_class"]) == (1, "RecordTooLargeError")
+    assert "over the message size limit (TICKPIPE_TOPIC_MAX_MESSAGE_BYTES=" in failure["reason"]
+    assert "not retried" in failure["reason"]
 
 
 async def test_retryable_error_retries_then_commits_once(

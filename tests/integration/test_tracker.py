@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from tickpipe_cli import requests as request_ops
+from tickpipe_cli.progress import PlainDisplay
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.producer import make_producer, produce_all
 from tickpipe_shared.kafka.records import OutRecord
@@ -318,7 +319,7 @@ async def test_cli_wait_follows_the_request_to_its_completion(env: Env) -> None:
                                     "to": "2019-02-04T03:00:00Z"}).encode())  # fmt: skip
     rid = req.request_id
     console = Console(file=io.StringIO(), width=200)
-    waiting = asyncio.create_task(request_ops.wait(s, req, 60, console))
+    waiting = asyncio.create_task(request_ops.wait(s, req, 60, PlainDisplay(console)))
     await asyncio.sleep(1)  # some events arrive after wait() looked at the offsets
     await publish(s, [progress(s, planned(rid, 3)), progress(s, unit(rid, 0, 11)),
                       progress(s, unit(rid, 1, 0)), failure(s, unit_failure(rid, 2))])  # fmt: skip
@@ -333,7 +334,7 @@ async def test_cli_wait_follows_the_request_to_its_completion(env: Env) -> None:
     other = parse_request(json.dumps({"instrument": "EURUSD", "from": "2019-02-04T00:00:00Z",
                                       "to": "2019-02-04T01:00:00Z"}).encode())  # fmt: skip
     console = Console(file=io.StringIO(), width=400)
-    result = await request_ops.wait(s, other, 2, console)
+    result = await request_ops.wait(s, other, 2, PlainDisplay(console))
     out = console.file.getvalue()  # type: ignore[attr-defined]
     assert not result.complete
     assert "tracker" in out and "tickpipe-stack status" in out

@@ -4,31 +4,42 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from aiokafka.errors import KafkaError
 from rich import box
+from rich.markup import escape
 from rich.table import Table
-from tickpipe_shared.config import get_settings
+from tickpipe_shared.config import Settings, get_settings
+from tickpipe_shared.config_file import CONFIG_ENV
 from tickpipe_shared.db.coverage import status_report
 from tickpipe_shared.db.migrate import migrate, storage_description
+from tickpipe_shared.instruments import UnknownInstrumentError
 from tickpipe_shared.instruments.schedule import default_schedule_for
+from tickpipe_shared.kafka.records import RetryableError
 from tickpipe_shared.kinds import Kind, KindError
 from tickpipe_shared.logging import configure_logging
 from tickpipe_shared.sources import SOURCE_NAMES
 from tickpipe_shared.units import unit_span
-from tickpipe_shared.wire.requests import RequestError, parse_request
+from tickpipe_shared.wire.requests import FetchRequest, RequestError, parse_request
 
 from tickpipe_cli import api_keys as api_key_ops
 from tickpipe_cli import candles as candle_ops
+from tickpipe_cli import config_cmd as config_ops
 from tickpipe_cli import export as export_ops
+from tickpipe_cli import plan as plan_ops
 from tickpipe_cli import replay as replay_ops
 from tickpipe_cli import requests as request_ops
+from tickpipe_cli import requests_cmd
+from tickpipe_cli import sources as source_ops
 from tickpipe_cli import topics as topic_ops
 from tickpipe_cli.db import connect, stored_name
 from tickpipe_cli.output import console, err
+from tickpipe_cli.progress import display_for
 from tickpipe_cli.times import parse_time
 
 app = typer.Typer(
@@ -41,10 +52,26 @@ app.command("candles")(candle_ops.command)
 app.command("export")(export_ops.command)
 app.add_typer(api_key_ops.app, name="api-key")
 app.add_typer(topic_ops.app, name="topics")
+app.add_typer(source_ops.app, name="sources")
+app.add_typer(config_ops.app, name="config")
+app.add_typer(requests_cmd.app, name="requests")
 
 
 @app.callback()
-def _setup() -> None:
+def _setup(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help=f"Configuration file (default: ${CONFIG_ENV}); environment variables win over it",
+        ),
+    ] = None,
+) -> None:
+    if config is not None:
+        # Through the environment, so that every settings class (and anything started from
+        # here) reads the same file.
+        os.environ[CONFIG_ENV] = str(config)
+        get_settings.cache_clear()
     # Library log lines (migrations, Kafka) go to stderr and only when they matter, so that
     # stdout stays clean for --json.
     configure_logging("cli", "WARNING", stream="stderr")
@@ -75,12 +102,31 @@ def request(
     ] = False,
     wait: Annotated[bool, typer.Option(help="Wait until every unit is stored or failed")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most")] = 1800.0,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the fetcher's plan (units, already stored, closed market, estimated "
+            "rows/bytes, time at the rate limit) and publish nothing",
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="With --wait: print only the final line")
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="With --wait: print only the completion event; with --dry-run: the plan"
+        ),
+    ] = False,
 ) -> None:
     """Publish a fetch request for INSTRUMENT ticks (or candles) over [--from, --to).
 
     The request is validated here and by the fetcher (unknown instruments are only known
     there); anything it rejects lands in the failures topic with the reason, which --wait
-    reports.
+    reports. Exit codes: 0 every unit stored or empty; 1 some units failed; 2 invalid or
+    rejected request; 3 --wait timed out; 4 Kafka (--dry-run: database or instrument
+    metadata) unreachable; 5 cancelled (tickpipe requests cancel).
     """
     settings = get_settings()
     payload: dict[str, object] = {
@@ -99,22 +145,59 @@ def request(
     try:
         req = parse_request(json.dumps(payload).encode())
     except RequestError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
+        err.print(f"[red]{escape(str(e))}[/red]")
+        raise typer.Exit(request_ops.EXIT_INVALID) from None
+    if dry_run:
+        raise typer.Exit(_dry_run(settings, req, as_json))
     try:
         asyncio.run(request_ops.publish(settings, req))
     except KafkaError as e:
         err.print(f"[red]cannot publish to Kafka at {settings.kafka_bootstrap}: {e}[/red]")
-        raise typer.Exit(1) from None
-    console.print(
-        f"published request [bold]{req.request_id}[/bold]: {req.source} {req.instrument} "
-        f"{req.unit_kind} {req.from_:%Y-%m-%dT%H:%MZ} → {req.to:%Y-%m-%dT%H:%MZ}"
-        + (" (skipping existing units)" if req.skip_existing else "")
-    )
+        raise typer.Exit(request_ops.EXIT_UNREACHABLE) from None
+    if not (wait and (quiet or as_json)):
+        console.print(
+            f"published request [bold]{req.request_id}[/bold]: {req.source} {req.instrument} "
+            f"{req.unit_kind} {req.from_:%Y-%m-%dT%H:%MZ} → {req.to:%Y-%m-%dT%H:%MZ}"
+            + (" (skipping existing units)" if req.skip_existing else "")
+        )
     if wait:
-        result = asyncio.run(request_ops.wait(settings, req, timeout, console))
-        if not result.complete or result.failed:
-            raise typer.Exit(1)
+        display = display_for(quiet, as_json)
+        result = asyncio.run(request_ops.wait(settings, req, timeout, display))
+        code = request_ops.exit_code(result)
+        if code:
+            raise typer.Exit(code)
+
+
+def _dry_run(settings: Settings, req: FetchRequest, as_json: bool) -> int:
+    """Print the plan of ``req``; the exit code."""
+
+    async def run() -> plan_ops.DryRun:
+        plan = await plan_ops.preview(settings, req)
+        conn = await connect(settings)
+        try:
+            await migrate(conn, settings.database_timescaledb)
+            stored = await plan_ops.stored_estimate(conn, plan.target.name, plan.kind)
+        finally:
+            await conn.close()
+        return plan_ops.dry_run(settings, req, plan, stored)
+
+    try:
+        result = asyncio.run(run())
+    except (RequestError, UnknownInstrumentError) as e:
+        err.print(f"[red]{escape(str(e))}[/red]")
+        return request_ops.EXIT_INVALID
+    except RetryableError as e:
+        err.print(f"[red]cannot plan now: {escape(str(e))}[/red]")
+        return request_ops.EXIT_UNREACHABLE
+    except SystemExit as e:  # connect(): the database is unreachable, message included
+        err.print(f"[red]{escape(str(e.code))}[/red]")
+        return request_ops.EXIT_UNREACHABLE
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+    else:
+        for line in result.lines():
+            console.print(line, markup=False, highlight=False)
+    return request_ops.EXIT_OK
 
 
 @app.command()

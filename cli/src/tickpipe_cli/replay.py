@@ -9,7 +9,7 @@ whole units, so a replay never duplicates rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -60,7 +60,9 @@ async def rewind(settings: Settings, stage: str, since: datetime | None) -> list
     """Rewind ``stage``'s consumer group on its input topic to the first record at or after
     ``since`` (UTC), or to the earliest retained record when ``since`` is None.
 
-    Raises :class:`ReplayError` for an unknown stage or while the group has active members
+    Raises :class:`ReplayError` for an unknown stage, for a ``since`` older than what the input
+    topic still holds (records before its oldest were deleted by retention), or while the group
+    has active members
     (Kafka only accepts offsets for a group nobody consumes in; it would also be overwritten
     by the running replicas' next commit).
     """
@@ -86,6 +88,7 @@ async def rewind(settings: Settings, stage: str, since: datetime | None) -> list
         if since is None:
             targets = await consumer.beginning_offsets(tps)
         else:
+            await _refuse_if_expired(consumer, tps, STAGE_INPUTS[stage], stage, since, settings)
             ends = await consumer.end_offsets(tps)
             found = await consumer.offsets_for_times({tp: dt_to_ms(since) for tp in tps})
             targets = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in tps}
@@ -94,3 +97,39 @@ async def rewind(settings: Settings, stage: str, since: datetime | None) -> list
         return [Rewind(tp.partition, old[tp], targets[tp]) for tp in tps]
     finally:
         await consumer.stop()
+
+
+async def _refuse_if_expired(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    name: str,
+    stage: str,
+    since: datetime,
+    settings: Settings,
+) -> None:
+    """Raise :class:`ReplayError` when a partition of the input topic has lost records (its log
+    start offset is above 0) and its oldest retained record is younger than ``since``: a
+    replay from ``since`` would silently skip the deleted ones."""
+    beginning = await consumer.beginning_offsets(tps)
+    oldest = await consumer.offsets_for_times({tp: 0 for tp in tps})
+    for tp in tps:
+        first = oldest.get(tp)
+        if beginning[tp] == 0 or first is None or first.timestamp <= dt_to_ms(since):
+            continue
+        held = datetime.fromtimestamp(first.timestamp / 1000, UTC)
+        retention = (
+            "retention.ms -1" if name == RAW_PAYLOADS else
+            f"TICKPIPE_TOPIC_BATCH_RETENTION_MS={settings.topic_batch_retention_ms} when created"
+        )  # fmt: skip
+        instead = (
+            "request the range again to download it (tickpipe request … --skip-existing does "
+            "not skip failed or missing units)"
+            if stage == "decoder"
+            else f"replay the decoder instead (tickpipe replay decoder --since "
+            f"{since:%Y-%m-%dT%H:%MZ}): it rebuilds from raw-payloads, which are kept forever"
+        )
+        raise ReplayError(
+            f"cannot replay {stage} from {since:%Y-%m-%dT%H:%M:%SZ}: {name} partition "
+            f"{tp.partition} holds records only from {held:%Y-%m-%dT%H:%M:%SZ} ({retention}); "
+            f"{instead}"
+        )

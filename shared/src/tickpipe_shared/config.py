@@ -1,4 +1,6 @@
-"""Settings for every tickpipe process, read from ``TICKPIPE_*`` environment variables.
+"""Settings for every tickpipe process, read from ``TICKPIPE_*`` environment variables and the
+configuration file ``TICKPIPE_CONFIG`` names (:mod:`tickpipe_shared.config_file`): environment >
+file > defaults.
 
 One settings class serves all services so that an operator sets a variable once (in the local
 stack's environment, docker-compose or a Kubernetes ConfigMap) and every stage agrees on it.
@@ -19,6 +21,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from tickpipe_shared.config_file import SectionedYamlSource
 
 #: Ports the local stack gives each service's ``/metrics`` and ``/healthz`` endpoint.
 DEFAULT_METRICS_PORTS = {
@@ -88,16 +92,27 @@ class SecretFilesSource(PydanticBaseSettingsSource):
         return values
 
 
+#: The sources' public endpoints: the production defaults. Only the local stack's stand-in mode
+#: (``tickpipe-stack up`` with ``../shared``) points the services elsewhere.
+DUKASCOPY_JSON_URL = "https://jetta.dukascopy.com/v1"
+DUKASCOPY_BI5_URL = "https://datafeed.dukascopy.com/datafeed"
+DERIV_URL = "wss://ws.derivws.com/websockets/v3"
+POLYGON_URL = "https://api.polygon.io"
+
+
 class Settings(BaseSettings):
     """All configuration. Field ``x`` is read from the environment variable ``TICKPIPE_X``.
 
-    Defaults match the local stack (``tickpipe-stack up``), so a laptop needs no configuration.
+    Infrastructure defaults match the local stack (``tickpipe-stack up``) and source URLs
+    default to the sources' public endpoints, so a laptop with internet needs no configuration.
     """
 
     # Validation errors name field and problem but never echo inputs: a model-level error
-    # would otherwise print every setting, secrets included.
+    # would otherwise print every setting, secrets included. An empty variable counts as unset
+    # (compose and ConfigMaps write ``VAR: ""`` for "not set"), so it never turns a public
+    # source URL into nothing.
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True
+        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True, env_ignore_empty=True
     )
 
     # --- infrastructure ---------------------------------------------------------------
@@ -166,18 +181,33 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("tickpipe.", description="Prefix of every tickpipe topic name")
     topic_partitions: int = Field(6, ge=1, description="Partitions of topics created by tickpipe")
     topic_replication: int = Field(1, ge=1, description="Replication factor of created topics")
+    topic_batch_retention_ms: int = Field(
+        3 * 86_400_000,
+        ge=-1,
+        description="retention.ms of the batch topics (decoded-batches, validated-batches) when "
+        "created: how far back 'tickpipe replay validator|writer --since' can go (the decoder "
+        "replays from raw-payloads, kept forever); -1 keeps them forever",
+    )
+    topic_max_message_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=65_536,
+        description="Largest record: topics' max.message.bytes when created, the producers' "
+        "max_request_size, hence the raw-payload size limit; a bigger output record fails its "
+        "unit with the reason instead of being retried",
+    )
 
     # --- sources ----------------------------------------------------------------------
     dukascopy_json_url: str | None = Field(
-        None, description="Base URL of the Dukascopy JSON API, up to and including /v1"
+        DUKASCOPY_JSON_URL,
+        description="Base URL of the Dukascopy JSON API, up to and including /v1",
     )
     dukascopy_bi5_url: str | None = Field(
-        None, description="Base URL of the legacy Dukascopy datafeed, up to and including /datafeed"
+        DUKASCOPY_BI5_URL,
+        description="Base URL of the legacy Dukascopy datafeed, up to and including /datafeed",
     )
     deriv_url: str | None = Field(
-        None,
-        description="Deriv WebSocket URL without app_id, e.g. wss://ws.derivws.com/websockets/v3 "
-        "or the new public gateway",
+        DERIV_URL,
+        description="Deriv WebSocket URL without app_id",
     )
     deriv_app_id: str = Field(
         "1089", description="Deriv application id sent as ?app_id= (1089: the public test id)"
@@ -192,7 +222,9 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Keep-alive ping interval on an idle Deriv WebSocket"
     )
     polygon_url: str | None = Field(
-        None, description="Base URL of the Polygon (Massive) REST API, e.g. https://api.polygon.io"
+        POLYGON_URL,
+        description="Base URL of the Polygon (Massive) REST API; the public host needs "
+        "polygon_api_key",
     )
     polygon_api_key: SecretStr | None = Field(
         None, description="Polygon API key, sent as an Authorization: Bearer header (secret)"
@@ -229,6 +261,15 @@ class Settings(BaseSettings):
     )
     instrument_cache_ttl_s: float = Field(
         86400.0, ge=0, description="Age after which it is refetched"
+    )
+    instrument_detail_retry_s: float = Field(
+        60.0,
+        ge=0,
+        description="After a failed instrument-detail download: seconds before it is asked "
+        "again, doubling per failure up to instrument_detail_retry_max_s (not the cache TTL)",
+    )
+    instrument_detail_retry_max_s: float = Field(
+        1800.0, ge=0, description="Longest wait between instrument-detail download attempts"
     )
 
     # --- fetcher ----------------------------------------------------------------------
@@ -344,12 +385,15 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Arguments, then ``TICKPIPE_*`` variables, then ``TICKPIPE_*_FILE`` secret files."""
+        """Sources, highest priority first: arguments, ``TICKPIPE_*`` variables,
+        ``TICKPIPE_*_FILE`` secret files, .env, the configuration file (``TICKPIPE_CONFIG``),
+        secret directories."""
         return (
             init_settings,
             env_settings,
             SecretFilesSource(settings_cls),
             dotenv_settings,
+            SectionedYamlSource(settings_cls),
             file_secret_settings,
         )
 

@@ -4,6 +4,7 @@ payload, ``pace`` before every call, error codes, the token, reconnects (deriv.m
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -19,6 +20,7 @@ from tickpipe_fetcher.http import PermanentFetchError, RetryableFetchError
 from tickpipe_fetcher.sources.deriv import (
     DerivAnswer,
     DerivSource,
+    MarketClosedError,
     RateLimitedError,
     page_epochs,
     ws_url,
@@ -363,15 +365,16 @@ async def test_pages_are_capped() -> None:
         ("InvalidAppID", PermanentFetchError),
         ("InvalidToken", PermanentFetchError),
         ("RateLimit", RateLimitedError),
-        ("MarketIsClosed", RetryableFetchError),
+        ("MarketIsClosed", MarketClosedError),  # in a unit the schedule has open
         ("SomethingNew", RetryableFetchError),
     ],
 )
 async def test_error_codes(code: str, exc_type: type[Exception]) -> None:
     fake = FakeDeriv(lambda r: error(r, code, "You have reached the rate limit for ticks_history."))
     src = source_for(fake)
+    open_unit = dataclasses.replace(unit(code="R_75"), market_open=True)
     with pytest.raises(exc_type) as info:
-        await src.fetch(unit(code="R_75"), NOW, Pace(fake))
+        await src.fetch(open_unit, NOW, Pace(fake))
     assert type(info.value) is exc_type
     message = str(info.value)
     assert (
@@ -382,6 +385,7 @@ async def test_error_codes(code: str, exc_type: type[Exception]) -> None:
 
 def test_rate_limit_is_retryable() -> None:
     assert issubclass(RateLimitedError, RetryableFetchError)
+    assert issubclass(MarketClosedError, RetryableFetchError)
 
 
 async def test_error_details_name_the_field() -> None:

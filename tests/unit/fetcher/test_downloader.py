@@ -480,3 +480,21 @@ async def test_fetched_at_is_when_the_attempt_asked_not_when_it_was_published() 
     meta = RawPayloadMeta.from_headers(out.headers)
     assert meta.fetched_at_ms == int(NOW * 1000)
     assert wall[0] == NOW + 90.0
+
+
+async def test_units_of_a_cancelled_request_are_skipped_not_downloaded() -> None:
+    from tickpipe_fetcher.cancellations import CancellationRegistry
+    from tickpipe_shared.wire.request_events import CANCELLED_ERROR_CLASS
+
+    registry = CancellationRegistry(Settings())
+    registry._task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+    registry.add("req-42")  # what following request-cancellations does
+    transport = FakeTransport({BI5_URL: [ok()]})
+    d = make(transport)
+    d.cancelled = registry.is_cancelled
+    await d.process([Rec(fetch_unit())])
+    assert transport.calls == []
+    [(_, error, attempts)] = failures
+    assert type(error).__name__ == CANCELLED_ERROR_CLASS and attempts == 0
+    assert "req-42 was cancelled" in str(error)
+    registry._task.cancel()  # type: ignore[union-attr]

@@ -248,7 +248,23 @@ def test_sources_by_configured_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (polygon.host, polygon.page_limit) == ("api.polygon.test", 1000)
     deriv = sources["deriv"]
     assert isinstance(deriv, PacedSource) and (deriv.name, deriv.host) == ("deriv", HOST)
-    assert configured_sources(Settings()) == {}
+    empty = {"dukascopy_json_url": "", "dukascopy_bi5_url": "", "polygon_url": "", "deriv_url": ""}
+    assert configured_sources(Settings(**empty)) == {}
+
+
+def test_public_endpoints_are_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No URL set: every source points at its public host; Polygon's needs a key."""
+    monkeypatch.setattr("tickpipe_fetcher.main.DerivSource", FakeDeriv)
+    with capture_logs() as logs:
+        sources = configured_sources(Settings())
+    assert set(sources) == {"dukascopy-json", "dukascopy-bi5", "deriv"}
+    json_api, datafeed = sources["dukascopy-json"], sources["dukascopy-bi5"]
+    assert isinstance(json_api, DukascopyJson) and isinstance(datafeed, DukascopyBi5)
+    assert json_api.base_url == "https://jetta.dukascopy.com/v1"
+    assert datafeed.base_url == "https://datafeed.dukascopy.com/datafeed"
+    assert any("TICKPIPE_POLYGON_API_KEY" in e["event"] for e in logs)
+    polygon = configured_sources(Settings(polygon_api_key=SecretStr("k")))["polygon"]
+    assert isinstance(polygon, PolygonSource) and polygon.host == "api.polygon.io"
 
 
 def test_source_proxies_by_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,6 +272,8 @@ def test_source_proxies_by_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(
         polygon_url="https://api.polygon.test/",
         deriv_url="wss://ws.deriv.test/websockets/v3",
+        dukascopy_json_url="",
+        dukascopy_bi5_url="",
         http_proxy_by_source={"polygon": "http://proxy:3128", "deriv": "", "nope": "x"},
     )
     with capture_logs() as logs:

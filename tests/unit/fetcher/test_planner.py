@@ -536,3 +536,23 @@ async def test_ledger_unreachable_is_retryable() -> None:
     with pytest.raises(RetryableError, match="ingest log unreachable"):
         await p.process([Rec(request(skip_existing=True))])
     assert failures == []
+
+
+async def test_a_request_cancelled_before_planning_is_refused() -> None:
+    p, _ = planner()
+    p.cancelled = lambda rid: rid == "req-1"
+    out = await p.process([Rec(request())])
+    assert [o.topic for o in out] == ["tickpipe.failures"]
+    assert "req-1 was cancelled before it was planned" in str(failures[-1][1])
+    assert len(fetch_units(await p.process([Rec(request(request_id="req-2"))]))) == 3
+
+
+async def test_preview_is_the_plan_without_records() -> None:
+    p, _ = planner()
+    from tickpipe_shared.wire.requests import parse_request
+
+    plan = await p.preview(parse_request(request()))
+    assert (plan.kind, plan.target.name, plan.skipped) == ("ticks", "EURUSD", 0)
+    assert [u.key for u in plan.units] == [
+        o.key.decode() for o in fetch_units(await p.process([Rec(request())])) if o.key
+    ]

@@ -345,3 +345,27 @@ async def test_key_never_in_urls_logs_or_errors_even_when_echoed() -> None:
     assert "Unknown API Key ***" in str(failures[0])
     assert not any(KEY in str(e) for e in logs)
     assert KEY not in repr(source())
+
+
+def test_a_bar_straddling_the_units_end_is_asked_for_its_whole_span() -> None:
+    from tickpipe_decoder.formats.polygon import decode_polygon_aggs
+    from tickpipe_fetcher.sources.polygon import bar_span_end
+
+    day = int(datetime(2023, 7, 31, tzinfo=UTC).timestamp() * 1000)
+    seven = 7 * 60_000
+    # 1440 minutes are not a multiple of 7: the bar opening at 23:55 (on the epoch grid) ends
+    # at 00:02 the next day.
+    last_open = day + DAY_MS - (day + DAY_MS) % seven
+    assert bar_span_end("candles:7m:trade", day + DAY_MS) == last_open + seven
+    url = source().url_for(unit("candles:7m:trade", day, day + DAY_MS))
+    assert f"/range/7/minute/{day}/{last_open + seven - 1}?" in url
+    # Aligned timeframes keep the unit's own bounds (and the recorded captures' URLs).
+    assert bar_span_end("candles:1m:trade", day + DAY_MS) == day + DAY_MS
+    assert bar_span_end("candles:1mo:trade", day + DAY_MS) == day + DAY_MS
+    # What comes back for the extended range: the straddling bar whole, and the next one
+    # (opening after the unit), which the decoder drops; as is the bar opening before the unit.
+    bars = [(day - seven + 60_000, 1.0), (last_open, 2.0), (last_open + seven, 3.0)]
+    results = [{"t": t, "o": p, "h": p, "l": p, "c": p, "v": 1} for t, p in bars]
+    body = json.dumps([{"status": "OK", "results": results}]).encode()
+    decoded = decode_polygon_aggs(body, day, day + DAY_MS, "AAPL")
+    assert [int(t) for t in decoded.candles.ts_ms] == [last_open]

@@ -418,3 +418,21 @@ def test_source_errors_inside_pages_are_decode_errors() -> None:
     body = b'[{"msg_type":"ticks_history","error":{"code":"MarketIsClosed","message":"closed"}}]'
     with pytest.raises(DecodeError, match=r"code 'MarketIsClosed'"):
         decode_payload(candle_meta(body, "deriv-ticks-history", "ticks"), body, 900_000)
+
+
+def test_polygon_delayed_pages_reach_the_quality_report() -> None:
+    bar = {"t": DAY0, "o": 1.07, "h": 1.08, "l": 1.06, "c": 1.075, "v": 12, "n": 12}
+    pages = [{"status": "DELAYED", "results": [bar]}, {"status": "DELAYED"}, {"status": "OK"}]
+    body = json.dumps(pages).encode()
+    year = (DAY0, DAY0 + 365 * DAY)
+    meta = candle_meta(body, "polygon-aggs", "candles:1d:trade", *year, source_code="AAPL")
+    [b] = candle_parts(decode_payload(meta, body, 900_000).batches)
+    assert b.meta.quality == {"source_delayed": 2}
+    # The validator keeps the decoder's note beside the rules' counts: the ledger's report.
+    validated = validate(b, configure({}), int(time.time() * 1000))
+    assert validated.meta.quality["source_delayed"] == 2
+    fresh = json.dumps([{"status": "OK", "results": [bar]}]).encode()
+    [ok] = candle_parts(decode_payload(candle_meta(fresh, "polygon-aggs", "candles:1d:trade",
+                                                   *year, source_code="AAPL"), fresh,
+                                       900_000).batches)  # fmt: skip
+    assert ok.meta.quality == {}

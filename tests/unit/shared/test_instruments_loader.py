@@ -14,7 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from tickpipe_shared.config import Settings
 from tickpipe_shared.instruments import catalog
-from tickpipe_shared.instruments.catalog import RegistryUnavailableError, load_registry
+from tickpipe_shared.instruments.catalog import (
+    RegistryUnavailableError,
+    load_registry,
+    probe_registry,
+)
 
 DATA: dict[str, Any] = {
     "instruments": [
@@ -199,3 +203,33 @@ async def test_download_rejects_bad_answers(status: int, body: bytes, message: s
                 await catalog._download(str(server.make_url("/v1/instruments")), session)
     finally:
         await server.close()
+
+
+async def test_probe_counts_instruments_and_bypasses_the_cache(tmp_path: Path) -> None:
+    write_cache(tmp_path, OLD_DATA, age_s=1)  # fresh, yet the probe asks the API
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=json.dumps(DATA).encode())
+
+    server = await _serve(handler)
+    try:
+        s = settings(tmp_path, dukascopy_json_url=str(server.make_url("/v1")))
+        assert await probe_registry(s, timeout_s=5) == 2
+    finally:
+        await server.close()
+
+
+async def test_probe_gives_a_one_line_reason(tmp_path: Path) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=503, body=b"{}")
+
+    server = await _serve(handler)
+    try:
+        s = settings(tmp_path, dukascopy_json_url=str(server.make_url("/v1")))
+        with pytest.raises(RegistryUnavailableError, match=r"cannot reach .*HTTP 503") as info:
+            await probe_registry(s, timeout_s=5)
+    finally:
+        await server.close()
+    assert "\n" not in str(info.value)
+    with pytest.raises(RegistryUnavailableError, match="disabled"):
+        await probe_registry(settings(tmp_path, dukascopy_json_url=""), timeout_s=5)

@@ -23,7 +23,11 @@ def test_defaults_match_local_stack() -> None:
     assert s.database_url.get_secret_value() == (
         "postgresql://tickpipe:tickpipe@127.0.0.1:55432/tickpipe"
     )
-    assert s.dukascopy_json_url is None and s.dukascopy_bi5_url is None
+    # Source URLs: the public endpoints (only the stand-in mode of the stack overrides them).
+    assert s.dukascopy_json_url == "https://jetta.dukascopy.com/v1"
+    assert s.dukascopy_bi5_url == "https://datafeed.dukascopy.com/datafeed"
+    assert s.deriv_url == "wss://ws.derivws.com/websockets/v3" and s.deriv_app_id == "1089"
+    assert s.polygon_url == "https://api.polygon.io" and s.polygon_api_key is None
     assert s.fetch_attempts == 5 and s.fetch_concurrency == 4
     assert s.max_batch_bytes == 900_000
 
@@ -92,3 +96,9 @@ def test_get_settings_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     assert get_settings() is first
     assert first.kafka_bootstrap == "a:1"
     get_settings.cache_clear()
+
+
+def test_empty_env_var_keeps_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compose and ConfigMaps write ``VAR: ""`` for "not set": the public endpoint stays."""
+    monkeypatch.setenv("TICKPIPE_DUKASCOPY_JSON_URL", "")
+    assert Settings().dukascopy_json_url == "https://jetta.dukascopy.com/v1"

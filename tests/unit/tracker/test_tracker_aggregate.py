@@ -423,3 +423,26 @@ def test_running_requests_keep_their_units_and_a_rejection_forgets_nothing_else(
     t.feed(rejection("c"))
     assert set(t.units) == {aggregate.unit_table_key("a", key(0))}
     assert aggregate.finished_units("a", ["a|x", "ab|y", "b|a|z"]) == ["a|x"]
+
+
+def test_cancelled_units_count_apart_and_complete_the_request() -> None:
+    t = Tables()
+    t.feed(planned(3))
+    t.feed(unit(0, 10))
+    for hour in (1, 2):
+        t.feed(Failure("fetcher", "request r1 was cancelled: unit not downloaded",
+                       "RequestCancelledError", key=key(hour), unit_key=key(hour),
+                       request_id=RID, at_ms=T0))  # fmt: skip
+    (done,) = t.of("completed")
+    assert (done["stored"], done["failed"], done["cancelled"]) == (1, 0, 2)
+    assert done["failures"] == []  # a cancellation is no failure reason
+
+
+def test_the_planners_notes_reach_the_request_events() -> None:
+    t = Tables()
+    note = "planned without the instrument detail of EUR-USD (download failed …)"
+    t.feed(RequestPlanned(RID, "dukascopy-json", "EURUSD", "ticks", 1, notes=[note], at_ms=T0))
+    t.feed(unit(0, 5))
+    (done,) = t.of("completed")
+    assert done["notes"] == [note]
+    assert all(e["notes"] == [note] for e in t.of("progress"))

@@ -3,9 +3,8 @@
 ``TICKPIPE_API_REQUESTS_LOOKBACK_S`` back) and keeps the latest state of each request,
 bounded (the least recently updated are forgotten).
 
-An event is folded like ``tickpipe request --wait`` does (docs/topics/request-events.md):
-``progress`` snapshots replace the counts, ``completed`` and ``rejected`` end the request; events
-after the end are ignored.
+An event is folded by :func:`tickpipe_shared.wire.request_events.fold`, as ``tickpipe requests
+show`` does (docs/topics/request-events.md).
 """
 
 from __future__ import annotations
@@ -17,45 +16,14 @@ import time
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from cachetools import LRUCache
 from tickpipe_shared.config import Settings
-from tickpipe_shared.kafka.security import kafka_client_kwargs
+from tickpipe_shared.kafka.follow import groupless_consumer, seek_to_time
 from tickpipe_shared.kafka.topics import REQUEST_EVENTS
+from tickpipe_shared.wire.request_events import fold
 
 log = structlog.get_logger()
-
-COUNTS = ("units", "stored", "empty", "suspect_empty", "failed", "skipped", "ticks")
-
-
-def fold(state: dict[str, Any] | None, event: dict[str, Any]) -> dict[str, Any] | None:
-    """``state`` (``None`` for a new request) with ``event`` folded in; ``None`` when the event
-    is unknown or the request had already ended."""
-    kind = event.get("event")
-    if kind not in ("progress", "completed", "rejected"):
-        return None
-    if state is not None and state["status"] in ("completed", "rejected"):
-        return None
-    out: dict[str, Any] = dict(state or {"status": "running", "failures": [], "reason": None})
-    out["updated_ms"] = event.get("at_ms")
-    if kind == "rejected":
-        out["status"] = "rejected"
-        out["reason"] = str(event.get("reason", "rejected"))
-        out["error_class"] = event.get("error_class")
-        return out
-    for name in COUNTS:
-        value = event.get(name)
-        if isinstance(value, int) or (name == "units" and value is None and name not in out):
-            out[name] = value
-    if kind == "completed":
-        out["status"] = "completed"
-        failures = event.get("failures")
-        out["failures"] = [f for f in failures if isinstance(f, dict)] if failures else []
-        for name in ("source", "instrument", "kind", "started_ms"):
-            out[name] = event.get(name)
-    return out
-
 
 class RequestEvents:
     """Follows ``request-events``; :meth:`get` answers from memory."""
@@ -93,20 +61,11 @@ class RequestEvents:
                 delay = min(delay * 2, 30.0)
 
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(
-            self.settings.topic(REQUEST_EVENTS),
-            **kafka_client_kwargs(self.settings),
-            enable_auto_commit=False,
-        )
+        consumer = groupless_consumer(self.settings, REQUEST_EVENTS)
         await consumer.start()
         try:
             parts = list(consumer.assignment())
-            ends = await consumer.end_offsets(parts)
-            since_ms = int((time.time() - self.lookback_s) * 1000)
-            since = await consumer.offsets_for_times({tp: since_ms for tp in parts})
-            for tp in parts:
-                found = since.get(tp)
-                consumer.seek(tp, found.offset if found is not None else ends[tp])
+            ends = await seek_to_time(consumer, int((time.time() - self.lookback_s) * 1000))
             while True:
                 batches = await consumer.getmany(timeout_ms=500)
                 for records in batches.values():

@@ -1,4 +1,5 @@
-"""Settings of the Market Data API, read from ``TICKPIPE_API_*`` environment variables.
+"""Settings of the Market Data API, read from ``TICKPIPE_API_*`` environment variables and the
+``api`` section of the configuration file (``TICKPIPE_CONFIG``): environment > file > defaults.
 
 The infrastructure settings (database, Kafka, topics, log level) are the shared ones
 (:class:`tickpipe_shared.config.Settings`); these are the API's own.
@@ -7,16 +8,37 @@ The infrastructure settings (database, Kafka, topics, log level) are the shared 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from tickpipe_shared.config_file import SectionedYamlSource
 
 
 class ApiSettings(BaseSettings):
     """Field ``x`` is read from ``TICKPIPE_API_X``. Defaults suit one replica on a laptop."""
 
     model_config = SettingsConfigDict(env_prefix="TICKPIPE_API_", extra="ignore")
+    #: Every field is key ``api.<field>`` of the configuration file.
+    FILE_SECTION: ClassVar[str] = "api"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, environment, .env, the ``api`` section of the file, secret files."""
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            SectionedYamlSource(settings_cls),
+            file_secret_settings,
+        )
 
     host: str = Field("0.0.0.0", description="Interface the HTTP API binds")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port of the API")

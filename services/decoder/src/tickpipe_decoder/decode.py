@@ -63,6 +63,9 @@ class Decoded:
     rows: Ticks | Candles
     scale: int | None
     volume_unit: str
+    #: What the source said about the data, for the unit's quality report (e.g.
+    #: ``{"source_delayed": 2}``: Polygon pages marked ``DELAYED``); carried on part 0.
+    quality: dict[str, int] = field(default_factory=dict)
 
 
 Decode = Callable[[RawPayloadMeta, bytes, Kind], Decoded]
@@ -146,7 +149,8 @@ def _polygon(meta: RawPayloadMeta, payload: bytes, kind: Kind) -> Decoded:
     aggs = decode_polygon_aggs(
         payload, meta.unit.start_ms, meta.unit.end_ms, ticker=meta.source_code
     )
-    return Decoded(aggs.candles, aggs.scale, aggs.volume_unit)
+    quality = {"source_delayed": aggs.delayed_pages} if aggs.delayed_pages else {}
+    return Decoded(aggs.candles, aggs.scale, aggs.volume_unit, quality)
 
 
 def _millions(meta: RawPayloadMeta) -> str:
@@ -266,6 +270,7 @@ def decode_payload(meta: RawPayloadMeta, payload: bytes, max_batch_bytes: int) -
             fetched_at_ms=meta.fetched_at_ms,
             decoded_at_ms=now,
             volume_unit=decoded.volume_unit,
+            quality=dict(decoded.quality) if i == 0 else {},
             decoder_version=DECODER_VERSION,
             columns=list(columns),
             source_code=meta.source_code,

@@ -33,6 +33,7 @@ from tickpipe_shared.metrics import BYTES, UNITS
 from tickpipe_shared.units import unit_span
 from tickpipe_shared.wire.fetch_units import FetchUnit
 from tickpipe_shared.wire.raw import RawPayloadMeta
+from tickpipe_shared.wire.request_events import RequestCancelledError
 
 from tickpipe_fetcher import http
 from tickpipe_fetcher.admission import AttemptRequests, BreakerBudget, Verdict
@@ -83,8 +84,10 @@ class Downloader:
         policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        cancelled: Callable[[str], bool] = lambda request_id: False,
     ) -> None:
         self.sources = sources
+        self.cancelled = cancelled
         self.transport = transport
         self.failure = failure
         self.policy = policy or RetryPolicy.from_settings(settings)
@@ -132,6 +135,12 @@ class Downloader:
     async def _one(self, record: InRecord) -> OutRecord:
         try:
             unit = FetchUnit.from_json(record.value or b"")
+            if self.cancelled(unit.request_id):
+                UNITS.labels("fetcher", "cancelled").inc()
+                cancelled = RequestCancelledError(
+                    f"request {unit.request_id} was cancelled: unit not downloaded"
+                )
+                return self.failure(record, cancelled, 0)
             source = self.sources.get(unit.unit.source)
             if source is None:
                 raise PermanentFetchError(

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 from tickpipe_shared import service
-from tickpipe_shared.config import Settings
+from tickpipe_shared.config import POLYGON_URL, Settings
 from tickpipe_shared.instruments import InstrumentRegistry
 from tickpipe_shared.instruments.catalog import load_registry
 from tickpipe_shared.kafka.failure_records import FailureRecords
@@ -16,6 +16,7 @@ from tickpipe_shared.kafka.topics import FETCH_REQUESTS, FETCH_UNITS
 from tickpipe_shared.metrics import Health
 from tickpipe_shared.synthetic.ticks import SyntheticParams
 
+from tickpipe_fetcher.cancellations import CancellationRegistry
 from tickpipe_fetcher.downloader import Downloader
 from tickpipe_fetcher.http import AiohttpTransport
 from tickpipe_fetcher.planner import Planner
@@ -33,13 +34,17 @@ log = structlog.get_logger()
 
 
 def configured_sources(settings: Settings) -> dict[str, Source]:
-    """The sources whose base URL is configured, by name."""
+    """The sources whose base URL is configured (non-empty), by name. Polygon's public host
+    needs an API key: without ``polygon_api_key`` it is left out (with a warning), so a
+    request for it is rejected as not configured instead of failing unit by unit with 401."""
     sources: dict[str, Source] = {}
     if settings.dukascopy_json_url:
         sources["dukascopy-json"] = DukascopyJson(settings.dukascopy_json_url)
     if settings.dukascopy_bi5_url:
         sources["dukascopy-bi5"] = DukascopyBi5(settings.dukascopy_bi5_url)
-    if settings.polygon_url:
+    if settings.polygon_url and not settings.polygon_api_key and _is_public_polygon(settings):
+        log.warning("polygon: no TICKPIPE_POLYGON_API_KEY for the public host; source disabled")
+    elif settings.polygon_url:
         sources["polygon"] = PolygonSource(
             settings.polygon_url, settings.polygon_api_key, settings.polygon_page_limit
         )
@@ -60,6 +65,10 @@ def synthetic_params(settings: Settings) -> SyntheticParams:
         spread_points=settings.synthetic_spread_points,
         seed=settings.synthetic_seed,
     )
+
+
+def _is_public_polygon(settings: Settings) -> bool:
+    return (settings.polygon_url or "").rstrip("/") == POLYGON_URL
 
 
 def source_proxies(settings: Settings, sources: Mapping[str, Source]) -> dict[str, str]:
@@ -84,12 +93,14 @@ async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
     async def registry() -> InstrumentRegistry:
         return await load_registry(settings)
 
+    cancellations = CancellationRegistry(settings)
     planner_failures = FailureRecords(settings, "fetcher-planner")
     planner = Planner(
         settings,
         registry,
         set(sources),
         lambda r, e, rid: planner_failures.record(r, e, request_id=rid),
+        cancelled=cancellations.is_cancelled,
     )
     planner_runner = StageRunner(
         settings,
@@ -106,6 +117,7 @@ async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
         sources,
         AiohttpTransport(settings, source_proxies(settings, sources)),
         downloader_failures.record,
+        cancelled=cancellations.is_cancelled,
     )
     downloader_runner = StageRunner(
         settings,

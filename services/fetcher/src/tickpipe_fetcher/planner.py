@@ -97,6 +97,21 @@ class Target:
     asset_class: str
     schedule: TradingSchedule | None = None
     history_start_ms: int | None = None
+    #: What the target had to do without (see :attr:`RequestPlanned.notes`).
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A request planned: its unit ``kind``, :class:`Target`, the ``units`` to fetch,
+    ``skipped`` units the ingest log already has (``skip_existing``), and per unit whether the
+    market is open in it (``None``: no schedule known)."""
+
+    kind: str
+    target: Target
+    units: list[Unit]
+    skipped: int
+    market_open: list[bool | None]
 
 
 class Planner:
@@ -106,7 +121,8 @@ class Planner:
     instrument registry (loaded when a Dukascopy request first needs it); ``details`` looks up
     an instrument detail by JSON API code (default: :class:`InstrumentDetails`); ``ledger``
     answers ``skip_existing`` (default: :class:`~tickpipe_fetcher.ledger.IngestLedger`);
-    ``clock``: wall time in seconds.
+    ``clock``: wall time in seconds; ``cancelled`` tells a cancelled request id (default: none;
+    :class:`~tickpipe_fetcher.cancellations.CancellationRegistry` in the service).
     """
 
     def __init__(
@@ -120,7 +136,9 @@ class Planner:
         ledger: LedgerReader | None = None,
         clock: Callable[[], float] = time.time,
         details_timeout_s: float = DETAILS_TIMEOUT_S,
+        cancelled: Callable[[str], bool] = lambda request_id: False,
     ) -> None:
+        self.cancelled = cancelled
         self.settings = settings
         self._load_registry = load_registry
         self.registry: InstrumentRegistry | None = None
@@ -147,8 +165,9 @@ class Planner:
                 out.append(self.failure(record, e, _request_id(record.value)))
         return out
 
-    async def plan(self, request: FetchRequest) -> list[OutRecord]:
-        """A ``planned`` progress event, then a fetch-unit record per unit of the request.
+    async def preview(self, request: FetchRequest) -> Plan:
+        """What :meth:`plan` would publish for ``request``, without publishing: the target,
+        the units (``skip_existing`` ones left out and counted), ``market_open`` per unit.
 
         Raises :class:`RequestError` for a source that is not configured,
         :class:`UnknownInstrumentError` for an instrument Dukascopy does not list and
@@ -184,7 +203,20 @@ class Planner:
             )
             kept = [u for u in units if u.start_ms not in done]
             skipped, units = len(units) - len(kept), kept
-        market_open = _market_open(target, units, now_ms)
+        return Plan(kind, target, units, skipped, _market_open(target, units, now_ms))
+
+    async def plan(self, request: FetchRequest) -> list[OutRecord]:
+        """A ``planned`` progress event, then a fetch-unit record per unit of the request.
+
+        Raises what :meth:`preview` raises.
+        """
+        if self.cancelled(request.request_id):
+            raise RequestError(f"request {request.request_id} was cancelled before it was planned")
+        plan = await self.preview(request)
+        target, units, skipped, market_open = (
+            plan.target, plan.units, plan.skipped, plan.market_open
+        )  # fmt: skip
+        kind = plan.kind
         log.info(
             "request planned",
             request_id=request.request_id,
@@ -204,6 +236,7 @@ class Planner:
             kind=kind,
             units=len(units),
             skipped=skipped,
+            notes=list(target.notes),
         )
         headers = encode_headers({"request_id": request.request_id})
         # The planned event goes first: the tracker then knows how many units to expect.
@@ -249,6 +282,11 @@ class Planner:
         instrument = registry.get(request.instrument)
         detail = await self._detail(instrument.json_code)
         asset_class = instrument.asset_class or (detail.asset_class if detail else "")
+        notes = () if detail is not None else (
+            f"planned without the instrument detail of {instrument.json_code} (download "
+            "failed or too slow; asked again later): default trading schedule, no history "
+            "start clamp",
+        )  # fmt: skip
         return Target(
             name=instrument.name,
             source_code=instrument.code_for(request.source),
@@ -256,6 +294,7 @@ class Planner:
             asset_class=asset_class,
             schedule=trading_schedule(instrument.name, asset_class, detail),
             history_start_ms=detail.history_start(kind) if detail is not None else None,
+            notes=notes,
         )
 
     async def _registry(self) -> InstrumentRegistry:

@@ -20,12 +20,15 @@ events.
 Rules:
 
 * A unit counts once. Its outcome is ``stored``, ``empty``, ``suspect-empty`` (no rows although
-  the market was open: counted apart, never as stored) or ``failed``; a unit that failed and is
+  the market was open: counted apart, never as stored), ``failed`` or ``cancelled`` (a failure
+  record of error class ``RequestCancelledError``: the downloader skipped it because the
+  request was cancelled); a unit that failed and is
   later reported in the database (a retry that went through) moves to that outcome; a unit that
   is in the database stays there whatever failure is reported for it later.
 * Units may be reported before the ``planned`` event (different producers, different partitions
   upstream): they are counted and completion waits for the plan.
-* ``completed`` is emitted once, when ``stored + empty + suspect_empty + failed >= units``.
+* ``completed`` is emitted once, when ``stored + empty + suspect_empty + failed + cancelled
+  >= units``.
   ``units`` never includes the units the planner skipped because the ingest log already had
   them (``skip_existing``); they are reported as ``skipped``. A failure of stage
   ``fetcher-planner`` (the whole request refused) emits ``rejected`` instead. After either, the
@@ -44,6 +47,7 @@ from typing import Any, Literal
 
 from tickpipe_shared.wire.failures import Failure
 from tickpipe_shared.wire.progress import RequestPlanned, UnitFinished
+from tickpipe_shared.wire.request_events import CANCELLED_ERROR_CLASS
 
 #: Stage whose failures mean the request as a whole was refused.
 PLANNER_STAGE = "fetcher-planner"
@@ -56,7 +60,7 @@ PROGRESS_INTERVAL_MS = 1000
 #: Version of the request-event JSON.
 EVENT_SCHEMA = 1
 
-Outcome = Literal["stored", "empty", "suspect-empty", "failed"]
+Outcome = Literal["stored", "empty", "suspect-empty", "failed", "cancelled"]
 Final = Literal["completed", "rejected"]
 
 
@@ -105,7 +109,9 @@ class RequestState:
     failed: int = 0
     ticks: int = 0  # rows stored over the stored units: ticks, or candles for a candle kind
     suspect_empty: int = 0
+    cancelled: int = 0  # units skipped by the downloader because the request was cancelled
     skipped: int = 0  # units left out by the planner (skip_existing), from the planned event
+    notes: list[str] = field(default_factory=list)  # the planner's, from the planned event
     failures: list[FailureNote] = field(default_factory=list)
     first_at_ms: int | None = None  # first event seen about the request
     last_progress_ms: int | None = None  # last progress snapshot emitted
@@ -115,8 +121,8 @@ class RequestState:
 
     @property
     def done(self) -> int:
-        """Units accounted for: stored + empty + suspect_empty + failed."""
-        return self.stored + self.empty + self.suspect_empty + self.failed
+        """Units accounted for: stored + empty + suspect_empty + failed + cancelled."""
+        return self.stored + self.empty + self.suspect_empty + self.failed + self.cancelled
 
     @property
     def complete(self) -> bool:
@@ -192,8 +198,10 @@ def _counts(req: RequestState) -> dict[str, Any]:
         "empty": req.empty,
         "suspect_empty": req.suspect_empty,
         "failed": req.failed,
+        "cancelled": req.cancelled,
         "skipped": req.skipped,
         "ticks": req.ticks,
+        **({"notes": req.notes} if req.notes else {}),
     }
 
 
@@ -271,11 +279,11 @@ def on_planned(req: RequestState | None, ev: RequestPlanned, now_ms: int) -> Ste
     state = req if req is not None else RequestState(ev.request_id)
     if (
         req is not None
-        and (state.units, state.skipped) == (ev.units, ev.skipped)
+        and (state.units, state.skipped, state.notes) == (ev.units, ev.skipped, ev.notes)
         and (state.source, state.instrument, state.kind) == (ev.source, ev.instrument, ev.kind)
     ):
         return Step(state)
-    state.units, state.skipped = ev.units, ev.skipped
+    state.units, state.skipped, state.notes = ev.units, ev.skipped, list(ev.notes)
     state.source, state.instrument, state.kind = ev.source, ev.instrument, ev.kind
     _seen(state, ev.at_ms)
     return Step(state, request_changed=True, events=_after_change(state, now_ms))
@@ -287,6 +295,7 @@ _COUNTER: dict[str, str] = {
     "empty": "empty",
     "suspect-empty": "suspect_empty",
     "failed": "failed",
+    "cancelled": "cancelled",
 }
 
 
@@ -307,7 +316,7 @@ def _transition(old: UnitState | None, new: UnitState) -> bool:
     """Whether a unit in state ``old`` takes the newly reported ``new``."""
     if old is None:
         return True
-    if new.outcome == "failed":
+    if new.outcome in ("failed", "cancelled"):
         return False  # failed once already, or in the database: a failure changes nothing
     return old != new  # failed → in the database, or a rewrite with another row count
 
@@ -350,11 +359,12 @@ def on_failure(req: RequestState | None, unit: UnitState | None, f: Failure, now
             FailureNote(failure_unit_key(f), f.stage, f.error_class, f.reason[:MAX_REASON])
         ]
         return Step(state, request_changed=True, events=[rejected_event(state, f, now_ms)])
-    new = UnitState(outcome="failed")
+    cancelled = f.error_class == CANCELLED_ERROR_CLASS
+    new = UnitState(outcome="cancelled" if cancelled else "failed")
     if not _transition(unit, new):
         return Step(state, request_changed=req is None)
     _account(state, unit, new)
-    if len(state.failures) < MAX_FAILURES:
+    if not cancelled and len(state.failures) < MAX_FAILURES:
         state.failures.append(
             FailureNote(failure_unit_key(f), f.stage, f.error_class, f.reason[:MAX_REASON])
         )

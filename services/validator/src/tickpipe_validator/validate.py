@@ -90,7 +90,8 @@ def _apply(
     ``hits`` yields (lazily: a rejection stops the evaluation)."""
     flags = np.zeros(rows, dtype=np.uint16)
     drop = np.zeros(rows, dtype=np.bool_)
-    quality: dict[str, int] = {}
+    # The decoder's notes about the source (e.g. ``source_delayed``) stay in the report.
+    quality: dict[str, int] = dict(meta.quality)
     for configured, description, hit in hits:
         rule = configured.rule
         count = int(np.count_nonzero(hit))

@@ -184,15 +184,38 @@ async def load_registry(
     return registry
 
 
+async def probe_registry(settings: Settings, timeout_s: float = 15.0) -> int:
+    """Download the instrument list from ``{TICKPIPE_DUKASCOPY_JSON_URL}/instruments`` now,
+    bypassing the cache, within ``timeout_s`` seconds in total; the number of instruments.
+
+    Raises :class:`RegistryUnavailableError` with a one-line reason (host not resolved,
+    refused, timed out, HTTP status, unusable answer) when it cannot.
+    """
+    base = settings.dukascopy_json_url
+    if not base:
+        raise RegistryUnavailableError("the Dukascopy JSON API is disabled (empty URL)")
+    url = base.rstrip("/") + "/instruments"
+    try:
+        data = await _download(url, None, timeout_s)
+        registry = InstrumentRegistry.from_instruments_response(data, settings.bi5_scale_overrides)
+    except TimeoutError:
+        raise RegistryUnavailableError(f"no answer from {url} within {timeout_s:g} s") from None
+    except (aiohttp.ClientError, ValueError, AttributeError, KeyError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise RegistryUnavailableError(f"cannot reach {url}: {reason}") from None
+    return len(registry)
+
+
 # --- what it is and when it trades: instrument details ----------------------------------------
 
 
 class InstrumentDetails:
     """Loads instrument details per JSON API code (``EUR-USD``), through the cache.
 
-    :meth:`get` asks the cache (and the API) at most once per TTL for a code, remembering a
-    missing detail as well (concurrent calls for the same code share nothing but the cache
-    file; a duplicate download is harmless). ``session``: an optional shared
+    :meth:`get` asks the cache (and the API) at most once per TTL for a code; a detail it could
+    not get is asked again after a backoff (``instrument_detail_retry_s``, doubling per failure
+    up to ``instrument_detail_retry_max_s``). Concurrent calls for the same code share nothing
+    but the cache file; a duplicate download is harmless. ``session``: an optional shared
     :class:`aiohttp.ClientSession` (tests pass one to a local server).
     """
 
@@ -200,6 +223,8 @@ class InstrumentDetails:
         self.settings = settings
         self._session = session
         self._memory: dict[str, tuple[float, InstrumentDetail | None]] = {}
+        #: Per code without a detail: consecutive failed lookups (the retry backoff doubles).
+        self._failures: dict[str, int] = {}
 
     def _cache_file(self, code: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in code)
@@ -211,7 +236,7 @@ class InstrumentDetails:
         now = time.time()
         ttl = self.settings.instrument_cache_ttl_s
         hit = self._memory.get(code)
-        if hit is not None and now - hit[0] < ttl:
+        if hit is not None and now - hit[0] < self._keep_s(code, hit[1], ttl):
             return hit[1]
         base = self.settings.dukascopy_json_url
         detail = await _through_cache(
@@ -223,4 +248,23 @@ class InstrumentDetails:
             lambda url: _download(url, self._session, DETAIL_TIMEOUT_S),
         )
         self._memory[code] = (now, detail)
+        if detail is None:
+            self._failures[code] = self._failures.get(code, 0) + 1
+            log.warning(
+                "instrument detail unavailable; asked again later",
+                code=code,
+                retry_in_s=self._keep_s(code, None, ttl),
+            )
+        else:
+            self._failures.pop(code, None)
         return detail
+
+    def _keep_s(self, code: str, detail: InstrumentDetail | None, ttl: float) -> float:
+        """How long a remembered answer is used: the TTL for a detail; for none, the retry
+        backoff (``instrument_detail_retry_s`` doubling per failure, capped by
+        ``instrument_detail_retry_max_s`` and the TTL)."""
+        if detail is not None:
+            return ttl
+        failures = max(1, self._failures.get(code, 1))
+        backoff = self.settings.instrument_detail_retry_s * 2.0 ** (failures - 1)
+        return float(min(backoff, self.settings.instrument_detail_retry_max_s, ttl))

@@ -21,7 +21,7 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
-        max_request_size=8 * 1024 * 1024,
+        max_request_size=settings.topic_max_message_bytes,
         request_timeout_ms=30_000,
     )
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka import crash
@@ -42,6 +42,11 @@ from tickpipe_shared.metrics import (
 )
 
 log = structlog.get_logger()
+
+
+class RecordTooLargeError(ValueError):
+    """A stage's output record is over the message size limit: the input is failed, not
+    retried (a retry would produce the same record)."""
 
 
 class Processor(Protocol):
@@ -237,7 +242,13 @@ class StageRunner:
             outputs = await self._process_isolating_poison(records)
             crash.reached(self.stage, "after-process")
             # 2. produce and wait for acknowledgement
-            await produce_all(self._producer, outputs)
+            try:
+                await produce_all(self._producer, outputs)
+            except MessageSizeTooLargeError:
+                # Retrying cannot make a record smaller: find the input(s) whose output is too
+                # big and fail them with the reason, so the partition moves on.
+                await self._renew_producer()
+                outputs = await self._produce_isolating_oversized(records)
         except (RetryableError, KafkaError) as e:
             await self._rewind(consumer, records, e)
             return
@@ -261,6 +272,34 @@ class StageRunner:
         COMMITS.labels(self.stage).inc()
         LAST_CHECKPOINT.labels(self.stage).set(time.time())
         STAGE_LATENCY.labels(self.stage).observe(time.monotonic() - started)
+
+    async def _renew_producer(self) -> None:
+        """A fresh producer: after a batch the broker refused, the idempotent producer's
+        sequence numbers are out of step with the broker's (OutOfOrderSequenceNumber)."""
+        await self._producer.stop()
+        self._producer = make_producer(self.settings, client_id=f"tickpipe-{self.stage}")
+        await self._producer.start()
+
+    async def _produce_isolating_oversized(self, records: Sequence[Any]) -> list[OutRecord]:
+        """Process and produce ``records`` one at a time; an input whose outputs the broker or
+        the producer refuses as too large (``MessageSizeTooLargeError``) becomes one failure
+        record saying so. Returns everything produced. Other Kafka errors propagate."""
+        produced: list[OutRecord] = []
+        for r in records:
+            outputs = await self._process_isolating_poison([r])
+            try:
+                await produce_all(self._producer, outputs)
+            except MessageSizeTooLargeError as e:
+                await self._renew_producer()
+                biggest = max((len(o.value) + len(o.key or b"") for o in outputs), default=0)
+                outputs = [self.failures.record(r, RecordTooLargeError(
+                    f"an output record of {biggest} bytes is over the message size limit "
+                    f"(TICKPIPE_TOPIC_MAX_MESSAGE_BYTES={self.settings.topic_max_message_bytes} "
+                    f"and the topic's max.message.bytes): {e}; not retried"
+                ))]  # fmt: skip
+                await produce_all(self._producer, outputs)
+            produced += outputs
+        return produced
 
     async def _process_isolating_poison(self, records: Sequence[Any]) -> list[OutRecord]:
         try:

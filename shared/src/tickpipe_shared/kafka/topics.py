@@ -29,25 +29,54 @@ VALIDATED_BATCHES = "validated-batches"
 FAILURES = "failures"
 PROGRESS = "progress"
 REQUEST_EVENTS = "request-events"
+REQUEST_CANCELLATIONS = "request-cancellations"
 
-#: 8 MiB lets a split-free unit through even with large configured batches.
-_MAX_MESSAGE = {"max.message.bytes": str(8 * 1024 * 1024)}
+#: Placeholder configs filled from the settings when a topic is created (:func:`topic_configs`).
+MAX_MESSAGE = "max.message.bytes"
+RETENTION = "retention.ms"
+_SIZED = {MAX_MESSAGE: "setting:topic_max_message_bytes"}
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(FETCH_REQUESTS, {"retention.ms": str(7 * 86_400_000)}, "fetch requests (JSON)"),
-    TopicSpec(FETCH_UNITS, {"retention.ms": str(7 * 86_400_000)}, "units of work to download"),
+    TopicSpec(FETCH_REQUESTS, {RETENTION: str(7 * 86_400_000)}, "fetch requests (JSON)"),
+    TopicSpec(FETCH_UNITS, {RETENTION: str(7 * 86_400_000)}, "units of work to download"),
     # Raw payloads are kept forever so the downstream stages can be replayed without downloading.
-    TopicSpec(RAW_PAYLOADS, {"retention.ms": "-1", **_MAX_MESSAGE}, "raw payloads as downloaded"),
-    TopicSpec(DECODED_BATCHES, {"retention.ms": str(3 * 86_400_000), **_MAX_MESSAGE}, "decoded"),
+    TopicSpec(RAW_PAYLOADS, {RETENTION: "-1", **_SIZED}, "raw payloads as downloaded"),
     TopicSpec(
-        VALIDATED_BATCHES, {"retention.ms": str(3 * 86_400_000), **_MAX_MESSAGE}, "validated"
+        DECODED_BATCHES,
+        {RETENTION: "setting:topic_batch_retention_ms", **_SIZED},
+        "decoded",
     ),
-    TopicSpec(FAILURES, {"retention.ms": str(30 * 86_400_000)}, "failures of every stage (JSON)"),
-    TopicSpec(PROGRESS, {"retention.ms": str(7 * 86_400_000)}, "request progress events (JSON)"),
     TopicSpec(
-        REQUEST_EVENTS, {"retention.ms": str(30 * 86_400_000)}, "request progress and completion"
+        VALIDATED_BATCHES,
+        {RETENTION: "setting:topic_batch_retention_ms", **_SIZED},
+        "validated",
+    ),
+    TopicSpec(FAILURES, {RETENTION: str(30 * 86_400_000)}, "failures of every stage (JSON)"),
+    TopicSpec(PROGRESS, {RETENTION: str(7 * 86_400_000)}, "request progress events (JSON)"),
+    TopicSpec(REQUEST_EVENTS, {RETENTION: str(30 * 86_400_000)}, "request progress and completion"),
+    TopicSpec(
+        REQUEST_CANCELLATIONS,
+        {RETENTION: str(7 * 86_400_000)},
+        "cancelled requests (JSON), read by the planner and downloader",
     ),
 )
+
+
+def topic_configs(spec: TopicSpec, settings: Settings) -> dict[str, str]:
+    """The configs ``spec``'s topic is created with: its fixed ones, and those naming a setting
+    (``setting:topic_batch_retention_ms``) taken from ``settings``."""
+    return {
+        k: str(getattr(settings, v.removeprefix("setting:"))) if v.startswith("setting:") else v
+        for k, v in spec.configs.items()
+    }
+
+
+def spec_of(name: str) -> TopicSpec:
+    """The :class:`TopicSpec` of logical topic ``name``. Raises :class:`KeyError`."""
+    for t in TOPICS:
+        if t.name == name:
+            return t
+    raise KeyError(name)
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -69,7 +98,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 name=settings.topic(t.name),
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication,
-                topic_configs=t.configs,
+                topic_configs=topic_configs(t, settings),
             )
             for t in TOPICS
             if settings.topic(t.name) not in existing

@@ -43,6 +43,9 @@ class RequestPlanned:
     #: Units left out because the ingest log already has them (``skip_existing``); not in
     #: ``units`` and never reported by the writer.
     skipped: int = 0
+    #: What the plan had to do without, in words (e.g. planned without the instrument detail:
+    #: default schedule, no history clamp); carried into the request events.
+    notes: list[str] = field(default_factory=list)
     at_ms: int = field(default_factory=_now_ms)
     event: Literal["planned"] = "planned"
     schema: int = 1

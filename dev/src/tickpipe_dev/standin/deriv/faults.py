@@ -16,8 +16,8 @@ class DerivFaults:
     """Faults on ``ticks_history`` calls. Per call, in order: wait ``delay_ms`` (+ uniform
     ``jitter_ms``); then drop the connection without answering (``drop_next`` > 0 counts down,
     else with probability ``p_drop``), or answer ``RateLimit`` (``rate_limit_next`` > 0 counts
-    down, else with probability ``p_rate_limit``). Random draws use a RNG seeded with
-    ``seed``."""
+    down, else with probability ``p_rate_limit``), or answer ``MarketIsClosed``
+    (``market_closed_next`` > 0 counts down). Random draws use a RNG seeded with ``seed``."""
 
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
@@ -25,6 +25,7 @@ class DerivFaults:
     p_drop: float = 0.0
     rate_limit_next: int = 0
     drop_next: int = 0
+    market_closed_next: int = 0
     seed: int = 0
 
     def validate(self) -> None:
@@ -33,7 +34,7 @@ class DerivFaults:
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
-        for name in ("delay_ms", "jitter_ms", "rate_limit_next", "drop_next"):
+        for name in ("delay_ms", "jitter_ms", "rate_limit_next", "drop_next", "market_closed_next"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

@@ -211,6 +211,11 @@ class DerivStandin:
                 entry["outcome"] = "error:RateLimit"
                 return _error("ticks_history", request, "RateLimit",
                               "You have reached the rate limit for ticks_history.")  # fmt: skip
+            if f.market_closed_next > 0:
+                f.market_closed_next -= 1
+                entry["outcome"] = "error:MarketIsClosed"
+                return _error("ticks_history", request, "MarketIsClosed",
+                              "This market is presently closed.")  # fmt: skip
             reply, entry["outcome"] = self._history_reply(request, legacy)
             if "error" not in reply:
                 entry["items"] = len(item_epochs(reply))

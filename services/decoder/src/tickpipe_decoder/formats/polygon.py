@@ -67,6 +67,9 @@ class PolygonAggs:
     candles: Candles
     scale: int | None
     volume_unit: str
+    #: Pages whose ``status`` is ``DELAYED`` (a plan with delayed data): the quality report
+    #: records them as ``source_delayed``.
+    delayed_pages: int = 0
 
 
 def volume_unit_for(ticker: str, bars: int, bars_with_volume: int) -> str:
@@ -173,8 +176,10 @@ def decode_polygon_aggs(
     volumes: list[float] = []
     where: list[tuple[int, int]] = []
     with_volume = 0
+    delayed = 0
     for p, page in enumerate(pages):
         status = page.get("status")
+        delayed += status == "DELAYED"
         if status is not None and not (isinstance(status, str) and status in OK_STATUSES):
             text = page.get("error") or page.get("message")
             detail = f": {shown(text, 200)}" if isinstance(text, str) else ""
@@ -204,7 +209,7 @@ def decode_polygon_aggs(
             where.append((p, i))
     unit = volume_unit_for(ticker, len(times), with_volume)
     if not times:
-        return PolygonAggs(Candles.empty(), None, unit)
+        return PolygonAggs(Candles.empty(), None, unit, delayed)
 
     def named(k: int) -> str:
         p, i = where[k // 4]
@@ -235,4 +240,4 @@ def decode_polygon_aggs(
         close=ohlc[keep, 3],
         volume=volume[keep],
     )
-    return PolygonAggs(candles, scale, unit)
+    return PolygonAggs(candles, scale, unit, delayed)

@@ -62,6 +62,11 @@ class RateLimitedError(ThrottledFetchError):
     """Deriv answered ``RateLimit``: the fetcher should slow down for this host, not only retry."""
 
 
+class MarketClosedError(RetryableFetchError):
+    """Deriv answered ``MarketIsClosed``: retried when the trading schedule has the unit open
+    (a holiday the schedule does not know, or a glitch), an empty unit otherwise."""
+
+
 def ws_url(base: str, app_id: str) -> str:
     """``base`` with ``app_id`` set in its query (other parameters kept, in order)."""
     parts = urlsplit(base)
@@ -186,10 +191,12 @@ class DerivSource:
         ``ticks_history`` call.
 
         Raises :class:`RetryableFetchError` (:class:`RateLimitedError` for ``RateLimit``) for a
-        dropped socket, no reply in time, a malformed reply, ``MarketIsClosed`` and error codes
-        not known to be permanent; :class:`PermanentFetchError` for the codes of
-        :data:`PERMANENT_CODES`, an unsupported kind, or more full pages than the window can
-        hold at one tick per second or one candle per bucket (a server ignoring ``end``).
+        dropped socket, no reply in time, a malformed reply, ``MarketIsClosed`` in a unit the
+        trading schedule has open (``market_open`` True; in a closed or unknown period it ends
+        the unit: empty, or the pages so far) and error codes not known to be permanent;
+        :class:`PermanentFetchError` for the codes of :data:`PERMANENT_CODES`, an unsupported
+        kind, or more full pages than the window can hold at one tick per second or one candle
+        per bucket (a server ignoring ``end``).
         Messages name the unit, symbol and error code.
         """
         request = self.request_for(unit, now_ms)
@@ -210,7 +217,14 @@ class DerivSource:
                 )
             await pace()
             reply = await self._socket.request(request, self._what(unit, request))
-            epochs = self._check(unit, request, reply.data)
+            try:
+                epochs = self._check(unit, request, reply.data)
+            except MarketClosedError:
+                if unit.market_open is True:
+                    raise
+                # A closed period (or no schedule known): the source says there is nothing
+                # here, so the unit is empty (the pages so far, if any, are its data).
+                break
             pages.append(reply.text.encode())
             if not epochs:
                 break
@@ -269,7 +283,7 @@ class DerivSource:
         if code == "MarketIsClosed":
             # deriv.md §5: not an outage; the request never subscribes, so the advice (ask again
             # without subscribe) is a later attempt of the same request.
-            return RetryableFetchError(f"{text} (market closed; asked without subscribe)")
+            return MarketClosedError(f"{text} (market closed; asked without subscribe)")
         if code in PERMANENT_CODES:
             return PermanentFetchError(text)
         return RetryableFetchError(text)

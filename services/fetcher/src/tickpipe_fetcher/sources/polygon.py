@@ -6,13 +6,14 @@ Spec: ``../shared/docs/polygon.md``. First page::
         ?adjusted=true&sort=asc&limit={TICKPIPE_POLYGON_PAGE_LIMIT}
 
 ``from_ms`` is the unit start and ``to_ms`` its end − 1 ms (Polygon's bounds are both
-inclusive); the timeframe gives multiplier and timespan (``5m`` → ``5/minute``, ``1mo`` →
-``1/month``). Further pages: the body's ``next_url``, with its scheme and host replaced by the
-configured base (the recorded ``next_url`` names api.polygon.io; the stand-in is elsewhere),
-until a page has none. The API key goes as ``Authorization: Bearer`` on every page, never in a
-URL. The raw payload is the JSON array of the untouched page bodies, in order
-(``b"[" + b",".join(pages) + b"]"``, format ``polygon-aggs``); the unit is empty when no page
-has ``results`` (absent, ``null`` or ``[]``).
+inclusive), the end extended to the end of the bar containing it when a bar straddles the unit's
+end (:func:`bar_span_end`: no partial bar is stored); the timeframe gives multiplier and
+timespan (``5m`` → ``5/minute``, ``1mo`` → ``1/month``). Further pages: the body's ``next_url``,
+with its scheme and host replaced by the configured base (the recorded ``next_url`` names
+api.polygon.io; the stand-in is elsewhere), until a page has none. The API key goes as
+``Authorization: Bearer`` on every page, never in a URL. The raw payload is the JSON array of
+the untouched page bodies, in order (``b"[" + b",".join(pages) + b"]"``, format
+``polygon-aggs``); the unit is empty when no page has ``results`` (absent, ``null`` or ``[]``).
 
 Errors (§5): 401/403 (``NOT_AUTHORIZED``) and 400 are permanent with the body's message; 429
 (``Retry-After``), 408, 413, 499 and 5xx are retryable; so are HTML pages, truncated or
@@ -69,6 +70,23 @@ def polygon_range(kind: str) -> tuple[int, str]:
     return k.timeframe.count, TIMESPANS[k.timeframe.unit]
 
 
+def bar_span_end(kind: str, unit_end_ms: int) -> int:
+    """Where to end the request of a unit ending at ``unit_end_ms`` (exclusive, ms).
+
+    Polygon aggregates only the trades inside the asked range, so a bar that opens inside the
+    unit but ends after it (a ``7m`` bar across midnight, a ``1w`` bar across the new year)
+    would come back partial. When the unit's end is not on a bar boundary of a fixed timeframe
+    (bars counted from the epoch), the request runs one bar further, to the end of the bar that
+    contains the unit's end; the decoder drops the bars that open at or after ``unit_end_ms``.
+    Calendar timeframes (``mo``, ``q``, ``y``) end with their month or year units.
+    """
+    k = Kind.parse(kind)
+    bar = k.timeframe.duration_ms if k.timeframe is not None else None
+    if bar is None or unit_end_ms % bar == 0:
+        return unit_end_ms
+    return unit_end_ms - unit_end_ms % bar + bar
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """What one page says: whether it has bars, and the next page's URL as given."""
@@ -98,13 +116,16 @@ class PolygonSource:
         self._key = api_key.get_secret_value() if api_key is not None else ""
 
     def url_for(self, unit: FetchUnit) -> str:
-        """The first page's URL: the unit's ``[start, end)`` as inclusive ms bounds."""
+        """The first page's URL: the unit's ``[start, end)`` as inclusive ms bounds, the end
+        extended to :func:`bar_span_end` so that the unit's last bar is asked for its whole
+        span (the decoder keeps only the bars that open inside the unit)."""
         u = unit.unit
         multiplier, timespan = polygon_range(u.kind)
         ticker = quote(unit.source_code, safe=":.-_~")
+        end = bar_span_end(u.kind, u.end_ms)
         return (
             f"{self.base_url}/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/"
-            f"{u.start_ms}/{u.end_ms - 1}?adjusted=true&sort=asc&limit={self.page_limit}"
+            f"{u.start_ms}/{end - 1}?adjusted=true&sort=asc&limit={self.page_limit}"
         )
 
     def follow(self, next_url: str) -> str:
