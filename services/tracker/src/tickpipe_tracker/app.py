@@ -212,6 +212,11 @@ class Tracker:
             self.health.fail(f"faust app stopped: {self.app.crash_reason or 'stopping'}")
         else:
             self.health.beat()
+        # Recounted from the table (not kept incrementally) so that a restarted tracker, whose
+        # table comes back from its changelog, reports the right number.
+        metrics.OPEN_REQUESTS.set(
+            sum(1 for data in self.requests.values() if data.get("final") is None)
+        )
 
 
 def _summary(event: dict[str, Any]) -> dict[str, Any]:
