@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from tickpipe_shared.config import Settings
 
-from tickpipe_dev.stack import kafka, postgres, services
+from tickpipe_dev.stack import kafka, postgres, prometheus, services
 from tickpipe_dev.stack.paths import StackError, StackPaths
 from tickpipe_dev.stack.processes import (
     Reporter,
@@ -96,11 +96,14 @@ def ensure_topics(settings: Settings, reporter: Reporter | None = None) -> list[
 def up(
     *,
     infra_only: bool = False,
+    observability: bool = False,
     paths: StackPaths | None = None,
     reporter: Reporter | None = None,
 ) -> Settings:
     """Bring the stack up: Kafka, PostgreSQL, topics and, unless ``infra_only``, the stand-in
-    Dukascopy server and the services. Components already running are left as they are.
+    Dukascopy server and the services; with ``observability``, Prometheus on :9090 scraping the
+    services (:mod:`tickpipe_dev.stack.prometheus`). Components already running are left as
+    they are.
 
     Returns the :class:`Settings` (from the environment) the stack serves. Raises
     :class:`StackError` when a component fails to start or become healthy.
@@ -108,7 +111,10 @@ def up(
     paths = _paths(paths)
     reporter = reporter or Reporter()
     with stack_lock(paths):
-        return _up(infra_only, paths, reporter)
+        settings = _up(infra_only, paths, reporter)
+        if observability:
+            prometheus.start(paths, reporter)
+        return settings
 
 
 def _up(infra_only: bool, paths: StackPaths, reporter: Reporter) -> Settings:
@@ -133,12 +139,13 @@ def down(
     paths: StackPaths | None = None,
     reporter: Reporter | None = None,
 ) -> None:
-    """Stop what ``up`` started (by pid file): services in reverse pipeline order, the stand-in,
-    then, unless ``keep_infra``, Kafka and PostgreSQL. Pid files are removed.
+    """Stop what ``up`` started (by pid file): Prometheus, services in reverse pipeline order,
+    the stand-in, then, unless ``keep_infra``, Kafka and PostgreSQL. Pid files are removed.
     """
     paths = _paths(paths)
     reporter = reporter or Reporter()
     with stack_lock(paths):
+        services.stop_component(paths, prometheus.NAME, reporter)
         for name in reversed(services.SERVICES):
             services.stop_component(paths, name, reporter)
         services.stop_component(paths, services.STANDIN, reporter)
@@ -231,6 +238,7 @@ def status(*, paths: StackPaths | None = None) -> list[ComponentStatus]:
     ]
     for name in services.SERVICES:
         rows.append((name, services.metrics_port(name), http_ok(services.health_url(name))))
+    rows.append((prometheus.NAME, prometheus.PORT, prometheus.is_ready()))
     result = []
     for name, port, healthy in rows:
         pid_file = paths.pid_file(name)

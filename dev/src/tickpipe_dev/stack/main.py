@@ -20,6 +20,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="start everything (idempotent)")
     up.add_argument("--infra-only", action="store_true", help="only Kafka, PostgreSQL and topics")
+    up.add_argument(
+        "--observability",
+        action="store_true",
+        help="also Prometheus on :9090 scraping every service (data in .local/prometheus)",
+    )
     down = commands.add_parser("down", help="stop what up started")
     down.add_argument("--keep-infra", action="store_true", help="stop only services and stand-in")
     status = commands.add_parser("status", help="show components")
@@ -51,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "up":
-            api.up(infra_only=args.infra_only)
+            api.up(infra_only=args.infra_only, observability=args.observability)
         elif args.command == "down":
             api.down(keep_infra=args.keep_infra)
         elif args.command == "status":
