@@ -12,18 +12,23 @@ the stand-in answering 429 (rate-limited), then 500 (breaker open, failure recor
 from __future__ import annotations
 
 import json
+import lzma
 import shutil
 import signal
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from support.pipeline import Pipeline, free_port, http_get, pipeline_on_fresh_database
 from support.shared_data import locate_shared_dir
+from support.synthetic import BI5_TICK, bi5_hour
 from tickpipe_dev.stack import prometheus
 from tickpipe_dev.stack.paths import StackPaths, find_repo_root
 from tickpipe_dev.stack.processes import Reporter, terminate
@@ -46,6 +51,8 @@ DASHBOARD = json.loads((ROOT / "deploy/grafana/tickpipe.json").read_text())
 #: Grafana's variables, as a dashboard over the whole test would set them.
 GRAFANA_VARS = {"$__rate_interval": "15m", "$__range": "15m", "$stage": ".*"}
 STATE: dict[str, Any] = {}
+#: A self-made hour whose quotes are all crossed (bid > ask): the validator flags them.
+CROSSED_HOUR = datetime(2019, 2, 7, 10, tzinfo=UTC)
 
 
 class Prom:
@@ -56,7 +63,8 @@ class Prom:
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """The instant vector of ``expr`` now (raises on a PromQL error)."""
-        status, body = http_get(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        query = urllib.parse.urlencode({"query": expr})
+        status, body = http_get(f"{self.url}/api/v1/query?{query}")
         assert status == 200, f"{expr}: HTTP {status} {body}"
         data = json.loads(body)["data"]
         result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else [
@@ -64,12 +72,15 @@ class Prom:
         ]
         return result
 
-    def wait_for(self, expr: str, timeout_s: float = 90.0) -> list[dict[str, Any]]:
-        """Poll ``expr`` until it returns a sample; fail with the expression after the timeout."""
+    def wait_for(
+        self, expr: str, timeout_s: float = 90.0, **labels: str
+    ) -> list[dict[str, Any]]:
+        """Poll ``expr`` until it returns a sample (with ``labels``, when given); fail with the
+        expression after the timeout."""
         deadline = time.monotonic() + timeout_s
         while True:
             result = self.query(expr)
-            if result:
+            if any(labels.items() <= r["metric"].items() for r in result):
                 return result
             if time.monotonic() > deadline:
                 up = {r["metric"]["service"]: r["value"][1] for r in self.query("up")}
@@ -84,6 +95,12 @@ def pipeline(infra: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     root = tmp_path_factory.mktemp("standin")
     for part in ("bi5", "json", "meta"):
         shutil.copytree(SHARED / "data" / "dukascopy" / part, root / part)
+    payload, _ = bi5_hour(CROSSED_HOUR, scale=5, seed=3, n=300, first_bid=113_000)
+    ticks = np.frombuffer(lzma.decompress(payload), dtype=BI5_TICK).copy()
+    ticks["ask"], ticks["bid"] = ticks["bid"].copy(), ticks["ask"] + 1
+    path = root / "bi5/EURUSD/2019/01/07/10h_ticks.bi5"  # zero-based month: February
+    path.parent.mkdir(parents=True)
+    path.write_bytes(lzma.compress(ticks.tobytes(), format=lzma.FORMAT_ALONE))
     env = {
         "TICKPIPE_CONSUMER_LAG_INTERVAL_S": "1",
         "TICKPIPE_FETCH_ATTEMPTS": "2",
@@ -121,9 +138,8 @@ def request(p: Pipeline, *args: str, wait: bool = True) -> None:
 
 
 def standin_faults(p: Pipeline, **faults: float) -> None:
+    """Change the stand-in's fault injection (``POST /_control``)."""
     url = f"http://127.0.0.1:{p.ports['standin']}/_control"
-    import urllib.request
-
     req = urllib.request.Request(url, data=json.dumps(faults).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(req, timeout=5) as resp:
@@ -132,8 +148,10 @@ def standin_faults(p: Pipeline, **faults: float) -> None:
 
 def test_healthy_ingest_leaves_every_alert_quiet(pipeline: Pipeline, prom: Prom) -> None:
     request(pipeline, "--from", "2019-02-04T00:00", "--to", "2019-02-04T02:00")
-    request(pipeline, "--kind", "candles", "--timeframe", "1m",
-            "--from", "2019-02-04", "--to", "2019-02-05")  # fmt: skip
+    request(pipeline, "--from", "2019-02-07T10:00", "--to", "2019-02-07T11:00")
+    # A month of hour candles: the decoder drops the weekend's flat candles.
+    request(pipeline, "--kind", "candles", "--timeframe", "1h",
+            "--from", "2019-02-01", "--to", "2019-03-01")  # fmt: skip
     # Settled: every group reports lag 0, the tracker (every 5 s) counts no open request.
     prom.wait_for('sum(tickpipe_consumer_lag{group=~".*writer"}) == 0', timeout_s=30)
     prom.wait_for("sum(tickpipe_tracker_open_requests) == 0", timeout_s=30)
@@ -148,9 +166,9 @@ def test_writer_stopped_means_no_members_and_target_down(pipeline: Pipeline, pro
     assert STATE.get("healthy"), "needs the healthy run first"
     group = pipeline.env["TICKPIPE_CONSUMER_GROUP_PREFIX"] + "writer"
     pipeline.kill("writer", signal.SIGTERM)
-    members = prom.wait_for(ALERTS["TickpipeConsumerGroupNoMembers"])
-    assert group in {r["metric"]["group"] for r in members}
-    down = prom.wait_for(ALERTS["TickpipeServiceDown"])
+    prom.wait_for(ALERTS["TickpipeConsumerGroupNoMembers"], group=group)
+    prom.wait_for(ALERTS["TickpipeConsumerGroupNoMembers"], group=f"{group}-failures")
+    down = prom.wait_for(ALERTS["TickpipeServiceDown"], service="writer")
     assert {r["metric"]["service"] for r in down} == {"writer"}
 
 
