@@ -214,6 +214,15 @@ def panel_queries() -> list[tuple[str, str]]:
     return out
 
 
+def test_prometheus_evaluates_every_rule_without_error(prom: Prom) -> None:
+    status, body = http_get(f"{prom.url}/api/v1/rules")
+    assert status == 200
+    rules = {r["name"]: r for g in json.loads(body)["data"]["groups"] for r in g["rules"]}
+    assert set(rules) == set(ALERTS)
+    broken = {name: r["lastError"] for name, r in rules.items() if r["health"] != "ok"}
+    assert broken == {}
+
+
 def test_every_dashboard_panel_returns_data(prom: Prom) -> None:
     assert STATE.get("healthy"), "needs the runs above first"
     empty = [f"{title}: {expr}" for title, expr in panel_queries() if not prom.query(expr)]
