@@ -380,3 +380,16 @@ def test_events_validate_against_the_published_schema() -> None:
                                    "at_ms": 1})  # fmt: skip
     assert not validator.is_valid({"schema": 1, "event": "rejected", "request_id": "r",
                                    "at_ms": 1})  # fmt: skip
+
+
+def test_open_requests_counts_the_ones_without_a_final_event() -> None:
+    t = Tables()
+    t.feed(planned(2, rid="done"))
+    t.feed(unit(0, 10, rid="done"))
+    t.feed(unit(1, 10, rid="done"))
+    t.feed(planned(2, rid="waiting"))
+    t.feed(unit(0, 10, rid="waiting"))
+    t.feed(unit(5, 10, rid="unplanned"))  # units seen before the plan: open too
+    t.feed(rejection(rid="rejected"))
+    assert set(t.requests) == {"done", "waiting", "unplanned", "rejected"}
+    assert aggregate.open_requests(t.requests.values()) == 2

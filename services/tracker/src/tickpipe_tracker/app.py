@@ -214,9 +214,7 @@ class Tracker:
             self.health.beat()
         # Recounted from the table (not kept incrementally) so that a restarted tracker, whose
         # table comes back from its changelog, reports the right number.
-        metrics.OPEN_REQUESTS.set(
-            sum(1 for data in self.requests.values() if data.get("final") is None)
-        )
+        metrics.OPEN_REQUESTS.set(aggregate.open_requests(self.requests.values()))
 
 
 def _summary(event: dict[str, Any]) -> dict[str, Any]:
