@@ -374,6 +374,12 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field("0.0.0.0", description="Interface the metrics endpoint binds")
     log_level: str = Field("INFO")
+    consumer_lag_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between updates of tickpipe_consumer_lag (one ListOffsets and one "
+        "OffsetFetch request per consumer and update)",
+    )
     consumer_group_prefix: str = Field("tickpipe-", description="Prefix of every consumer group id")
 
     @classmethod

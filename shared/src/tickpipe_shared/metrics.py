@@ -37,6 +37,17 @@ STAGE_LATENCY = Histogram(
     ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+FAILURE_RECORDS = Counter(
+    "tickpipe_failure_records_total",
+    "Records a stage gave up on and sent to the failures topic, by stage and error class",
+    ["stage", "error"],
+)
+CONSUMER_LAG = Gauge(
+    "tickpipe_consumer_lag",
+    "Records of a partition not committed yet by its consumer group (high watermark minus "
+    "committed offset), reported by the member the partition is assigned to",
+    ["group", "topic", "partition"],
+)
 LAST_CHECKPOINT = Gauge(
     "tickpipe_last_checkpoint_timestamp_seconds",
     "Unix time of the last committed checkpoint",

@@ -244,11 +244,14 @@ def test_observability_profile() -> None:
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), source
-    prom = yaml.safe_load((ROOT / "deploy/grafana/prometheus.yml").read_text())
-    targets = {
-        t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
-    }
-    assert targets == {f"{svc}:{port}" for svc, port in DEFAULT_METRICS_PORTS.items()}
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    mounts = dict(v.split(":")[:2] for v in services["prometheus"]["volumes"])
+    (sd_file,) = prom["scrape_configs"][0]["file_sd_configs"][0]["files"]
+    assert mounts["./deploy/prometheus/compose-targets.yml"] == f"/etc/prometheus/{sd_file}"
+    assert mounts["./deploy/prometheus/alerts.yml"] == f"/etc/prometheus/{prom['rule_files'][0]}"
+    groups = yaml.safe_load((ROOT / "deploy/prometheus/compose-targets.yml").read_text())
+    targets = {(t, g["labels"]["service"]) for g in groups for t in g["targets"]}
+    assert targets == {(f"{svc}:{port}", svc) for svc, port in DEFAULT_METRICS_PORTS.items()}
     grafana_mounts = " ".join(services["grafana"]["volumes"])
     assert "./deploy/grafana/tickpipe.json:" in grafana_mounts
     assert "./deploy/grafana/provisioning:/etc/grafana/provisioning" in grafana_mounts

@@ -446,3 +446,16 @@ def test_the_planners_notes_reach_the_request_events() -> None:
     (done,) = t.of("completed")
     assert done["notes"] == [note]
     assert all(e["notes"] == [note] for e in t.of("progress"))
+
+
+def test_open_requests_counts_the_ones_without_a_final_event() -> None:
+    t = Tables()
+    t.feed(planned(2, rid="done"))
+    t.feed(unit(0, 10, rid="done"))
+    t.feed(unit(1, 10, rid="done"))
+    t.feed(planned(2, rid="waiting"))
+    t.feed(unit(0, 10, rid="waiting"))
+    t.feed(unit(5, 10, rid="unplanned"))  # units seen before the plan: open too
+    t.feed(rejection(rid="rejected"))
+    assert set(t.requests) == {"done", "waiting", "unplanned", "rejected"}
+    assert aggregate.open_requests(t.requests.values()) == 2

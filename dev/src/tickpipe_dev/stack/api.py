@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from tickpipe_shared.config import Settings
 
-from tickpipe_dev.stack import kafka, postgres, replicas, secure, services
+from tickpipe_dev.stack import kafka, postgres, prometheus, replicas, secure, services
 from tickpipe_dev.stack.paths import StackError, StackPaths
 from tickpipe_dev.stack.processes import (
     Reporter,
@@ -97,6 +97,7 @@ def up(
     *,
     infra_only: bool = False,
     secure_mode: bool = False,
+    observability: bool = False,
     paths: StackPaths | None = None,
     reporter: Reporter | None = None,
     replica_counts: str | None = None,
@@ -108,6 +109,8 @@ def up(
     a full :func:`down`.
     ``replica_counts`` (``"fetcher=2,writer=2"``): run that many replicas of those data-path
     services (:mod:`tickpipe_dev.stack.replicas`); replicas beyond a new count are stopped.
+    With ``observability``, Prometheus on :9090 scraping the services
+    (:mod:`tickpipe_dev.stack.prometheus`).
 
     Returns the :class:`Settings` (from the environment) the stack serves. Raises
     :class:`StackError` when a component fails to start or become healthy.
@@ -115,7 +118,10 @@ def up(
     paths = _paths(paths)
     reporter = reporter or Reporter()
     with stack_lock(paths):
-        return _up(infra_only, secure_mode, paths, reporter, replica_counts)
+        settings = _up(infra_only, secure_mode, paths, reporter, replica_counts)
+        if observability:
+            prometheus.start(paths, reporter)
+        return settings
 
 
 def _up(
@@ -183,14 +189,15 @@ def down(
     paths: StackPaths | None = None,
     reporter: Reporter | None = None,
 ) -> None:
-    """Stop what ``up`` started (by pid file): services in reverse pipeline order, the stand-in,
-    then, unless ``keep_infra``, Kafka and PostgreSQL. Pid files are removed.
+    """Stop what ``up`` started (by pid file): Prometheus, services in reverse pipeline order,
+    the stand-in, then, unless ``keep_infra``, Kafka and PostgreSQL. Pid files are removed.
     """
     paths = _paths(paths)
     reporter = reporter or Reporter()
     with stack_lock(paths):
         replicas.stop(paths, reporter)
         replicas.forget(paths)
+        services.stop_component(paths, prometheus.NAME, reporter)
         for name in reversed(services.SERVICES):
             services.stop_component(paths, name, reporter)
         services.stop_component(paths, services.STANDIN, reporter)
@@ -302,6 +309,7 @@ def status(*, paths: StackPaths | None = None) -> list[ComponentStatus]:
         service, index = replicas.split_name(name) or (name, 1)
         port = replicas.replica_port(service, index)
         rows.append((name, port, http_ok(f"http://127.0.0.1:{port}/healthz")))
+    rows.append((prometheus.NAME, prometheus.PORT, prometheus.is_ready()))
     result = []
     for name, port, healthy in rows:
         pid_file = paths.pid_file(name)

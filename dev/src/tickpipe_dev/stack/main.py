@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
         help="replicas of data-path services, e.g. fetcher=2,decoder=2,validator=2,writer=2 "
         "(at most the topics' partition count; remembered for later ups)",
     )
+    up.add_argument(
+        "--observability",
+        action="store_true",
+        help="also Prometheus on :9090 scraping every service (data in .local/prometheus)",
+    )
     down = commands.add_parser("down", help="stop what up started")
     down.add_argument("--keep-infra", action="store_true", help="stop only services and stand-in")
     status = commands.add_parser("status", help="show components")
@@ -65,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "up":
             api.up(
-                infra_only=args.infra_only, secure_mode=args.secure, replica_counts=args.replicas
+                infra_only=args.infra_only,
+                secure_mode=args.secure,
+                replica_counts=args.replicas,
+                observability=args.observability,
             )
         elif args.command == "down":
             api.down(keep_infra=args.keep_infra)

@@ -25,6 +25,7 @@ from tickpipe_shared.wire.request_events import fold
 
 log = structlog.get_logger()
 
+
 class RequestEvents:
     """Follows ``request-events``; :meth:`get` answers from memory."""
 

@@ -41,7 +41,7 @@ Rules:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -268,6 +268,12 @@ def _seen(req: RequestState, at_ms: int) -> None:
 
 
 # --- folding -----------------------------------------------------------------------------------
+
+
+def open_requests(states: Iterable[Mapping[str, Any]]) -> int:
+    """How many of ``states`` (``requests`` table values, :meth:`RequestState.to_dict`) are
+    neither completed nor rejected yet (no final event emitted)."""
+    return sum(1 for data in states if data.get("final") is None)
 
 
 def on_planned(req: RequestState | None, ev: RequestPlanned, now_ms: int) -> Step:

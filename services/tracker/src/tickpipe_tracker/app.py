@@ -219,6 +219,9 @@ class Tracker:
             self.health.fail(f"faust app stopped: {self.app.crash_reason or 'stopping'}")
         else:
             self.health.beat()
+        # Recounted from the table (not kept incrementally) so that a restarted tracker, whose
+        # table comes back from its changelog, reports the right number.
+        metrics.OPEN_REQUESTS.set(aggregate.open_requests(self.requests.values()))
 
 
 def _summary(event: dict[str, Any]) -> dict[str, Any]:

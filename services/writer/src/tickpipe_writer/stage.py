@@ -186,6 +186,7 @@ class Writer:
         try:
             pool = await self._connection_pool()
         except Exception as e:  # connecting or migrating is never the data's fault
+            DB_ERRORS.labels("availability", type(e).__name__).inc()
             raise RetryableError(f"database unavailable: {type(e).__name__}: {e}") from e
         consumed = [(r.topic, r.partition, r.offset) for r in records]
         try:

@@ -12,7 +12,7 @@ import structlog
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import InRecord, OutRecord
 from tickpipe_shared.kafka.topics import FAILURES
-from tickpipe_shared.metrics import ERRORS
+from tickpipe_shared.metrics import ERRORS, FAILURE_RECORDS
 from tickpipe_shared.wire.failures import Failure
 from tickpipe_shared.wire.headers import decode_headers
 
@@ -34,8 +34,10 @@ class FailureRecords:
         request_id: str | None = None,
     ) -> OutRecord:
         """A failures-topic record about ``record``, keyed like it; ``request_id`` defaults to
-        the record's ``tp-request_id`` header. Counts the error in ``tickpipe_errors_total``."""
+        the record's ``tp-request_id`` header. Counts the error in ``tickpipe_errors_total`` and
+        ``tickpipe_failure_records_total``."""
         ERRORS.labels(self.stage, type(error).__name__).inc()
+        FAILURE_RECORDS.labels(self.stage, type(error).__name__).inc()
         headers = decode_headers(record.headers)
         key = record.key.decode("utf-8", "replace") if record.key else None
         failure = Failure(

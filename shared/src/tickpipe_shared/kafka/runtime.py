@@ -27,6 +27,7 @@ from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeEr
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka import crash
 from tickpipe_shared.kafka.failure_records import FailureRecords
+from tickpipe_shared.kafka.lag import LagMonitor
 from tickpipe_shared.kafka.producer import make_producer, produce_all
 from tickpipe_shared.kafka.records import InRecord, OutRecord, RetryableError
 from tickpipe_shared.kafka.security import kafka_client_kwargs
@@ -155,6 +156,8 @@ class StageRunner:
             await self._producer.stop()
             return
         log.info("stage started", topic=self.input_topic, group=self.group)
+        lag = LagMonitor(consumer, self.group, self.settings.consumer_lag_interval_s)
+        lag_task = asyncio.create_task(lag.run(self._stopping), name=f"{self.stage}-lag")
         try:
             while not self._stopping.is_set():
                 self.health.beat()
@@ -162,6 +165,8 @@ class StageRunner:
                 if records:
                     await self.checkpoint(consumer, records)
         finally:
+            lag_task.cancel()
+            await asyncio.gather(lag_task, return_exceptions=True)
             await consumer.stop()
             await self._producer.stop()
             log.info("stage stopped")
