@@ -88,7 +88,7 @@ def downloader(clock: Clock, transport: TimedTransport, **settings: Any) -> Down
     failures.clear()
     s = Settings(**{"fetch_concurrency": 16, "fetch_concurrency_per_host": 16,
                     "fetch_backoff_base_s": 0.1, "fetch_backoff_max_s": 1.0,
-                    **settings})  # fmt: skip
+                    "fetch_delayed_retries": 0, **settings})  # fmt: skip
     return Downloader(
         s, {"dukascopy-bi5": DukascopyBi5(BASE)}, transport, failure,
         clock=lambda: 1_800_000_000.0 + clock(), monotonic=clock,
