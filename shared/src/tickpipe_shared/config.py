@@ -152,10 +152,13 @@ class Settings(BaseSettings):
         60.0, gt=0, description="After a 429/503 halved the rate: seconds to regain the full rate"
     )
     fetch_breaker_failures: int = Field(
-        5, ge=1, description="Consecutive failures to one host that open its circuit breaker"
+        10,
+        ge=1,
+        description="Consecutive failures to one host that open its circuit breaker (high "
+        "enough that faults spread over units of a healthy-but-flaky host never line up so)",
     )
     fetch_breaker_failure_ratio: float = Field(
-        0.5, gt=0, le=1, description="Failure ratio over the window that opens the breaker"
+        0.8, gt=0, le=1, description="Failure ratio over the window that opens the breaker"
     )
     fetch_breaker_window: int = Field(
         20, ge=1, description="Recent requests per host the failure ratio is computed over"

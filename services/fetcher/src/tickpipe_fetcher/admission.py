@@ -116,6 +116,8 @@ class AttemptRequests:
         self.last_status = response.status
         if response.status in (429, 503):
             self.throttle(retry_after_seconds(response.headers.get("retry-after")), response.status)
+        else:
+            self._limiter.answered()
         return response
 
     async def pace(self) -> None:
@@ -202,6 +204,8 @@ class AttemptRequests:
         it for ``retry_after`` seconds. ``status``: for the log."""
         limiter, host = self._limiter, self.host
         limiter.throttled(retry_after)
+        if not limiter.storm():
+            return  # a stray one: only this unit's retry waits (at least the Retry-After)
         RATE_LIMIT_THROTTLED.labels(host).inc()
         RATE_LIMIT_RATE.labels(host).set(limiter.rate)
         if limiter.paused_for() > 0:
