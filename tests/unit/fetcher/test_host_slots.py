@@ -113,7 +113,8 @@ def records(source: str, n: int) -> list[Rec]:
 
 def downloader(clock: Clock, transport: HostTransport, **settings: Any) -> Downloader:
     s = Settings(**{"fetch_rate_per_host": 0, "fetch_backoff_base_s": 0.1,
-                    "fetch_backoff_max_s": 1.0, "fetch_delayed_retries": 0, **settings})  # fmt: skip
+                    "fetch_backoff_max_s": 1.0, "fetch_delayed_retries": 0,
+                    **settings})  # fmt: skip
 
     def failure(record: Any, error: BaseException, attempts: int) -> OutRecord:
         return OutRecord("tickpipe.failures", record.key, str(error).encode())

@@ -260,7 +260,7 @@ class Downloader:
             except RetryableFetchError as e:
                 last_error, retry_after = str(e), e.retry_after
                 if isinstance(e, ThrottledFetchError):
-                    requests.throttle(e.retry_after, type(e).__name__)
+                    requests.throttle(e.retry_after, type(e).__name__, force=True)
                 # "Too many requests" is about the rate, not the host's health.
                 throttled = requests.last_status == 429 or isinstance(e, ThrottledFetchError)
                 verdict = Verdict.NONE if throttled else Verdict.FAIL

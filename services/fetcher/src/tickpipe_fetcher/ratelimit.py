@@ -8,9 +8,10 @@ request takes one token first. The bucket adapts to what the host says:
 * a ``Retry-After`` on such an answer also **pauses** the host until then (capped at
   :data:`MAX_PAUSE_S`): no token is handed out and none accrues while paused, and the bucket
   resumes with at most one token, so the host sees one request, then the (halved) rate;
-* only a **throttling storm** does either: when at least :data:`THROTTLE_SHARE` of the host's
-  last :data:`THROTTLE_WINDOW` answers were 429/503. A sporadic one (a flaky proxy, a busy
-  moment) delays only the unit that got it (its retry waits at least the ``Retry-After``):
+* only a **throttling storm** does either: when at least :data:`THROTTLE_SHARE` ×
+  :data:`THROTTLE_WINDOW` of the host's last :data:`THROTTLE_WINDOW` answers were 429/503, or
+  the source said "rate limit" in so many words (``force``). A stray one (a flaky proxy, a
+  busy moment) delays only the unit that got it (its retry waits at least the ``Retry-After``):
   halving the whole host's rate and pausing it for every stray 429 made a source with a few
   percent of such answers many times slower than a clean one;
 * **recovery** is additive and slow: the rate climbs linearly by the configured rate every
@@ -45,7 +46,7 @@ MAX_PAUSE_S = 600.0
 #: Recent answers of a host considered to tell a throttling storm from a stray 429/503.
 THROTTLE_WINDOW = 20
 #: Share of those answers being 429/503 from which the host is slowed down and paused.
-THROTTLE_SHARE = 0.4
+THROTTLE_SHARE = 0.5
 _EPS = 1e-9
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -135,14 +136,16 @@ class AdaptiveTokenBucket:
 
     def storm(self) -> bool:
         """Whether the recent answers are throttling often enough to slow the host down."""
-        answers = self._answers
-        return bool(answers) and sum(answers) >= THROTTLE_SHARE * len(answers)
+        # Counted against the whole window even before it is full: a few answers at the start
+        # are too few to tell (one stray 429 of the first two is not half of the traffic).
+        return sum(self._answers) >= THROTTLE_SHARE * THROTTLE_WINDOW
 
-    def throttled(self, retry_after: float | None = None) -> None:
-        """The host answered 429 or 503: in a storm (:meth:`storm`), halve the rate and pause
-        for ``retry_after`` seconds; a stray one changes nothing for the host."""
+    def throttled(self, retry_after: float | None = None, *, force: bool = False) -> None:
+        """The host answered 429 or 503: in a storm (:meth:`storm`), or with ``force`` (an
+        explicit "rate limit" message of the source), halve the rate and pause for
+        ``retry_after`` seconds; a stray 429/503 changes nothing for the host."""
         self._answers.append(True)
-        if not self.storm():
+        if not (force or self.storm()):
             return
         now = self._monotonic()
         self._advance(now)
