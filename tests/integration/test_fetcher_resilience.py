@@ -114,6 +114,7 @@ def make(srv: standin.StandinServer, **settings: Any) -> tuple[Downloader, list[
         "fetch_connect_timeout_s": 2.0,
         "fetch_read_timeout_s": 2.0,
         "fetch_total_timeout_s": 5.0,
+        "fetch_delayed_retries": 0,  # about one round of attempts (delayed retries: test_pipeline)
         **settings,
     })  # fmt: skip
     d = Downloader(s, {"dukascopy-bi5": DukascopyBi5(srv.datafeed_url)}, AiohttpTransport(s),

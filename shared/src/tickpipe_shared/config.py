@@ -276,7 +276,7 @@ class Settings(BaseSettings):
     fetch_concurrency: int = Field(
         4,
         ge=1,
-        description="Units per download round and requests in flight at once per fetcher",
+        description="Requests in flight at once per fetcher (over all hosts)",
     )
     fetch_concurrency_per_host: int = Field(
         2,
@@ -287,6 +287,21 @@ class Settings(BaseSettings):
     fetch_attempts: int = Field(5, ge=1, description="Attempts per unit before it goes to failures")
     fetch_backoff_base_s: float = Field(0.5, ge=0, description="First retry backoff (full jitter)")
     fetch_backoff_max_s: float = Field(30.0, ge=0, description="Cap of the retry backoff")
+    fetch_delayed_retries: int = Field(
+        3,
+        ge=0,
+        description="Delayed retries of a unit whose attempts all failed for a transient "
+        "reason, each with the full attempt budget, before it goes to failures",
+    )
+    fetch_delayed_retry_s: float = Field(
+        60.0, ge=0, description="Wait before the first delayed retry; doubles every round"
+    )
+    fetch_pipeline_units: int = Field(
+        64,
+        ge=1,
+        description="Units the downloader pipeline holds at once per fetcher (downloading, "
+        "waiting for their host, or for a delayed retry)",
+    )
     fetch_connect_timeout_s: float = Field(10.0, gt=0)
     fetch_read_timeout_s: float = Field(30.0, gt=0)
     fetch_total_timeout_s: float = Field(60.0, gt=0)
@@ -312,10 +327,13 @@ class Settings(BaseSettings):
         60.0, gt=0, description="After a 429/503 halved the rate: seconds to regain the full rate"
     )
     fetch_breaker_failures: int = Field(
-        5, ge=1, description="Consecutive failures to one host that open its circuit breaker"
+        10,
+        ge=1,
+        description="Consecutive failures to one host that open its circuit breaker (high "
+        "enough that faults spread over units of a healthy-but-flaky host never line up so)",
     )
     fetch_breaker_failure_ratio: float = Field(
-        0.5, gt=0, le=1, description="Failure ratio over the window that opens the breaker"
+        0.8, gt=0, le=1, description="Failure ratio over the window that opens the breaker"
     )
     fetch_breaker_window: int = Field(
         20, ge=1, description="Recent requests per host the failure ratio is computed over"

@@ -5,21 +5,34 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import structlog
 
 from tickpipe_shared.config import Settings, get_settings
-from tickpipe_shared.kafka.runtime import StageRunner
 from tickpipe_shared.logging import configure_logging
 from tickpipe_shared.memory import bound_malloc
 from tickpipe_shared.metrics import Health, start_http
 
 log = structlog.get_logger()
 
-Build = Callable[[Settings, Health], Awaitable[Sequence[StageRunner]]]
+
+class Runner(Protocol):
+    """What a service runs: a :class:`~tickpipe_shared.kafka.runtime.StageRunner`, or a loop of
+    its own shape (the fetcher's download pipeline)."""
+
+    @property
+    def stage(self) -> str: ...
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
-def _stop_all(runners: Sequence[StageRunner]) -> None:
+Build = Callable[[Settings, Health], Awaitable[Sequence[Runner]]]
+
+
+def _stop_all(runners: Sequence[Runner]) -> None:
     for r in runners:
         r.stop()
 

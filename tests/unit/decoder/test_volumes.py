@@ -10,7 +10,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from tickpipe_decoder.formats.volumes import float32_to_shortest_float64, units_to_millions
+from tickpipe_decoder.formats.volumes import (
+    _ShortestCache,
+    float32_to_shortest_float64,
+    units_to_millions,
+)
 
 
 def shortest_ref(v: float) -> float:
@@ -83,6 +87,20 @@ def test_units_to_millions_specials() -> None:
     out = units_to_millions(np.array([np.nan, np.inf, -np.inf, 0.0, 1e300]))
     assert math.isnan(out[0]) and out[1] == math.inf and out[2] == -math.inf
     assert out[3] == 0.0 and out[4] == 1e294
+
+
+def test_tiny_cache_with_collisions_matches_reference() -> None:
+    """A 4-slot cache: almost every value collides; hits, misses and refills stay exact."""
+    cache = _ShortestCache(bits=2)
+    rng = np.random.default_rng(10)
+    for _ in range(5):
+        a = (rng.integers(0, 3000, 500) / 100).astype(np.float32)
+        out = cache.convert(a).tolist()
+        assert all(same(o, shortest_ref(v)) for v, o in zip(a.tolist(), out, strict=True))
+    keys, values = cache._table
+    filled = keys != 0
+    assert filled.any()
+    assert values[filled].tolist() == [shortest_ref(v) for v in keys[filled].view(np.float32)]
 
 
 def test_dedup_path_matches_direct() -> None:

@@ -113,6 +113,7 @@ def make(transport: FakeTransport, attempts: int = 3, concurrency: int = 4) -> D
         fetch_attempts=attempts,
         fetch_concurrency=concurrency,
         fetch_concurrency_per_host=concurrency,
+        fetch_delayed_retries=0,  # these tests are about one unit's attempts
     )
     return Downloader(
         settings,
@@ -349,7 +350,7 @@ async def test_patching_http_sleep_takes_effect(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr("tickpipe_fetcher.http.sleep", fake_sleep)
     transport = FakeTransport({BI5_URL: [HttpResponse(503, b""), ok()]})
-    settings = Settings(fetch_attempts=2)
+    settings = Settings(fetch_attempts=2, fetch_delayed_retries=0)
     d = Downloader(
         settings,
         {"dukascopy-bi5": DukascopyBi5(BI5_BASE)},
@@ -469,7 +470,7 @@ async def test_fetched_at_is_when_the_attempt_asked_not_when_it_was_published() 
 
     transport = SlowTransport({BI5_URL: [ok()]})
     d = Downloader(
-        Settings(fetch_attempts=2),
+        Settings(fetch_attempts=2, fetch_delayed_retries=0),
         {"dukascopy-bi5": DukascopyBi5(BI5_BASE)},
         transport,
         failure,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import lzma
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ def downloader(clock: Clock, transport: TimedTransport, **settings: Any) -> Down
     failures.clear()
     s = Settings(**{"fetch_concurrency": 16, "fetch_concurrency_per_host": 16,
                     "fetch_backoff_base_s": 0.1, "fetch_backoff_max_s": 1.0,
-                    **settings})  # fmt: skip
+                    "fetch_delayed_retries": 0, **settings})  # fmt: skip
     return Downloader(
         s, {"dukascopy-bi5": DukascopyBi5(BASE)}, transport, failure,
         clock=lambda: 1_800_000_000.0 + clock(), monotonic=clock,
@@ -141,7 +142,7 @@ async def test_replicas_share_the_total(clock: Clock) -> None:
     assert times[-1] == pytest.approx(10 / 2.0)  # 2/s each, burst 1
 
 
-async def test_retry_after_pauses_every_unit_of_the_host(clock: Clock) -> None:
+async def test_a_stray_429_delays_only_its_own_unit(clock: Clock) -> None:
     state = {"n": 0}
 
     def first_429(url: str, now: float) -> HttpResponse:
@@ -154,12 +155,29 @@ async def test_retry_after_pauses_every_unit_of_the_host(clock: Clock) -> None:
     d = downloader(clock, transport, fetch_rate_per_host=1.0, fetch_rate_burst=1.0)
     outs = await d.process(units(3))
     assert [o.topic for o in outs] == ["tickpipe.raw-payloads"] * 3
-    times = [t for t, _ in transport.calls]
-    assert times[0] == 0.0
-    assert all(t >= 10.0 for t in times[1:])  # nobody went during the pause
-    limiter = d.limiters.for_host(HOST)
-    assert limiter.rate < 1.0  # halved, recovering slowly
+    times = sorted(t for t, _ in transport.calls)
+    assert len(times) == 4 and times[-1] < 10.0  # nobody waited for a 10 s host pause
+    assert d.limiters.for_host(HOST).rate == 1.0  # one stray 429 is not a rate limit
     assert d.breakers.for_host(HOST).state is BreakerState.CLOSED  # 429 is not a host failure
+
+
+async def test_a_throttling_storm_pauses_every_unit_of_the_host(clock: Clock) -> None:
+    def storm_until_30(url: str, now: float) -> HttpResponse:
+        if now < 30.0:
+            return HttpResponse(429, b"slow down", {"retry-after": "10"})
+        return ok(url, now)
+
+    transport = TimedTransport(clock, storm_until_30)
+    d = downloader(clock, transport, fetch_rate_per_host=100.0, fetch_rate_burst=100.0,
+                   fetch_attempts=10)  # fmt: skip
+    outs = await d.process(units(12))
+    assert [o.topic for o in outs] == ["tickpipe.raw-payloads"] * 12
+    limiter = d.limiters.for_host(HOST)
+    assert limiter.rate < 100.0  # halved, recovering slowly
+    times = sorted(t for t, _ in transport.calls)
+    # Once the storm was recognised (10 of the last 20 answers), the host was paused: the
+    # requests after it waited for the Retry-After instead of going at 100 req/s.
+    assert any(later - earlier >= 9.9 for earlier, later in itertools.pairwise(times))
 
 
 async def test_breaker_opens_units_wait_without_spending_attempts_then_complete(

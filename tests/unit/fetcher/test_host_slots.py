@@ -113,7 +113,8 @@ def records(source: str, n: int) -> list[Rec]:
 
 def downloader(clock: Clock, transport: HostTransport, **settings: Any) -> Downloader:
     s = Settings(**{"fetch_rate_per_host": 0, "fetch_backoff_base_s": 0.1,
-                    "fetch_backoff_max_s": 1.0, **settings})  # fmt: skip
+                    "fetch_backoff_max_s": 1.0, "fetch_delayed_retries": 0,
+                    **settings})  # fmt: skip
 
     def failure(record: Any, error: BaseException, attempts: int) -> OutRecord:
         return OutRecord("tickpipe.failures", record.key, str(error).encode())
@@ -168,7 +169,8 @@ async def test_waiting_on_an_open_breaker_does_not_block_another_host() -> None:
     s = Settings(fetch_rate_per_host=0, fetch_backoff_base_s=0.01, fetch_backoff_max_s=0.01,
                  fetch_concurrency=2,  # as many slots as the dead host may use
                  fetch_concurrency_per_host=2, fetch_attempts=3, fetch_breaker_failures=2,
-                 fetch_breaker_cooldown_s=60.0, fetch_breaker_max_wait_s=0.5)  # fmt: skip
+                 fetch_breaker_cooldown_s=60.0, fetch_breaker_max_wait_s=0.5,
+                 fetch_delayed_retries=0)  # fmt: skip
     sources = {"slow": UrlSource("slow", "slow.test"), "fast": UrlSource("fast", "fast.test")}
     d = Downloader(s, sources, transport, failure)
     sent_at: list[float] = []

@@ -129,7 +129,9 @@ def run(fake: FakeDeriv, clock: Clock, **settings: Any) -> Downloader:
         failures.append(error)
         return OutRecord("tickpipe.failures", record.key, str(error).encode())
 
-    s = Settings(**{"fetch_rate_per_host": 0, "fetch_attempts": 3, **settings})
+    s = Settings(
+        **{"fetch_rate_per_host": 0, "fetch_attempts": 3, "fetch_delayed_retries": 0, **settings}
+    )
     return Downloader(s, {"deriv": PacedSource(fake)}, NoHttp(), failure,
                       clock=lambda: 1.8e9 + clock(), monotonic=clock)  # fmt: skip
 

@@ -9,6 +9,7 @@ import pytest
 from tickpipe_fetcher.ratelimit import (
     DECREASE_GUARD_S,
     MAX_PAUSE_S,
+    THROTTLE_WINDOW,
     AdaptiveTokenBucket,
     HostLimiters,
     RateLimitConfig,
@@ -84,20 +85,20 @@ async def test_unlimited_never_waits() -> None:
     for _ in range(1000):
         await b.acquire()
     assert t.sleeps == []
-    b.throttled(None)
+    b.throttled(None, force=True)
     assert b.rate == 0.0  # nothing to halve
 
 
 async def test_throttle_halves_once_per_guard_and_has_a_floor() -> None:
     t = FakeTime()
     b = bucket(t, rate=8.0)
-    b.throttled(None)
-    b.throttled(None)  # in-flight answers of the same burst count once
+    b.throttled(None, force=True)
+    b.throttled(None, force=True)  # in-flight answers of the same burst count once
     assert b.rate == 4.0
     for _ in range(20):
         t.t += DECREASE_GUARD_S
         b._updated = t.t  # no recovery in between, to see the floor
-        b.throttled(None)
+        b.throttled(None, force=True)
     assert b.rate == pytest.approx(8.0 / 32)
 
 
@@ -105,7 +106,7 @@ async def test_retry_after_pauses_the_host_then_one_request_then_the_rate() -> N
     t = FakeTime()
     b = bucket(t, rate=4.0, burst=4.0)
     await b.acquire()
-    b.throttled(retry_after=10.0)
+    b.throttled(retry_after=10.0, force=True)
     assert b.paused_for() == pytest.approx(10.0)
     times = []
     for _ in range(3):
@@ -118,21 +119,21 @@ async def test_retry_after_pauses_the_host_then_one_request_then_the_rate() -> N
 async def test_retry_after_is_capped() -> None:
     t = FakeTime()
     b = bucket(t)
-    b.throttled(retry_after=86400.0)
+    b.throttled(retry_after=86400.0, force=True)
     assert b.paused_for() == MAX_PAUSE_S
 
 
 async def test_pause_applies_even_unlimited() -> None:
     t = FakeTime()
     b = bucket(t, rate=0.0)
-    b.throttled(retry_after=3.0)
+    b.throttled(retry_after=3.0, force=True)
     assert await b.acquire() == pytest.approx(3.0)
 
 
 async def test_recovery_is_linear_and_slow() -> None:
     t = FakeTime()
     b = bucket(t, rate=10.0, recovery_s=60.0)
-    b.throttled(None)
+    b.throttled(None, force=True)
     assert b.rate == 5.0
     t.t += 15.0  # climbs 10 / 60 per second: +2.5
     b._advance(t())
@@ -145,7 +146,7 @@ async def test_recovery_is_linear_and_slow() -> None:
 async def test_no_recovery_while_paused() -> None:
     t = FakeTime()
     b = bucket(t, rate=10.0, recovery_s=60.0)
-    b.throttled(retry_after=30.0)
+    b.throttled(retry_after=30.0, force=True)
     t.t += 30.0
     b._advance(t())
     assert b.rate == 5.0
@@ -178,3 +179,17 @@ def test_one_bucket_per_host() -> None:
 )
 def test_host_of(url: str, host: str) -> None:
     assert host_of(url) == host
+
+
+async def test_stray_throttles_leave_the_host_alone_a_storm_does_not() -> None:
+    t = FakeTime()
+    b = AdaptiveTokenBucket(10.0, 5.0, 60.0, monotonic=t, sleep=t.sleep)
+    for i in range(200):  # 1 in 10 answers is a 429: a flaky proxy, not a rate limit
+        if i % 10 == 0:
+            b.throttled(retry_after=5.0)
+        else:
+            b.answered()
+    assert b.rate == 10.0 and b.paused_for() == 0.0
+    for _ in range(THROTTLE_WINDOW):  # now every answer is a 429
+        b.throttled(retry_after=5.0)
+    assert b.rate == 5.0 and b.paused_for() == pytest.approx(5.0)

@@ -116,6 +116,8 @@ class AttemptRequests:
         self.last_status = response.status
         if response.status in (429, 503):
             self.throttle(retry_after_seconds(response.headers.get("retry-after")), response.status)
+        else:
+            self._limiter.answered()
         return response
 
     async def pace(self) -> None:
@@ -196,12 +198,16 @@ class AttemptRequests:
         HTTP_REQUESTS.labels(self.source, status).inc()
         self._paced_since = None
 
-    def throttle(self, retry_after: float | None, status: int | str) -> None:
+    def throttle(
+        self, retry_after: float | None, status: int | str, *, force: bool = False
+    ) -> None:
         """The host asked us to slow down (429/503, or a source's
         :class:`~tickpipe_fetcher.http.ThrottledFetchError`): halve its limiter's rate and pause
         it for ``retry_after`` seconds. ``status``: for the log."""
         limiter, host = self._limiter, self.host
-        limiter.throttled(retry_after)
+        limiter.throttled(retry_after, force=force)
+        if not (force or limiter.storm()):
+            return  # a stray one: only this unit's retry waits (at least the Retry-After)
         RATE_LIMIT_THROTTLED.labels(host).inc()
         RATE_LIMIT_RATE.labels(host).set(limiter.rate)
         if limiter.paused_for() > 0:

@@ -15,6 +15,15 @@ unit's trading schedule says the market was open (``FetchUnit.market_open``), an
 suspect: the attempt counts as failed ("empty answer for an hour the trading schedule has
 open"), without blaming the host, and is retried; if the last attempt is still empty, the empty
 payload is published with ``suspect_empty=1`` — never a silent hole, not a failure either.
+
+A unit holds its host's slot only while an attempt runs: during the backoff between attempts
+the slot serves the host's other units. A unit whose attempts all failed for a *transient*
+reason (network errors, 5xx, 429, answers that are not data, an open breaker) is not final
+yet: it goes back to ``fetch-units`` for a **delayed retry** (headers ``tp-delayed_round`` and
+``tp-not_before_ms``), ``TICKPIPE_FETCH_DELAYED_RETRY_S`` later, doubling each round, at most
+``TICKPIPE_FETCH_DELAYED_RETRIES`` rounds, each with the full attempt budget. Only then does
+it become a failure record, whose reason names the rounds and the last error. Permanent
+answers (404 of a JSON API path, bad records) fail at once. See ``docs/fetcher.md``.
 """
 
 from __future__ import annotations
@@ -23,15 +32,17 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import aiohttp
 import structlog
 from tickpipe_shared.config import Settings
 from tickpipe_shared.kafka.records import InRecord, OutRecord
-from tickpipe_shared.kafka.topics import RAW_PAYLOADS
+from tickpipe_shared.kafka.topics import FETCH_UNITS, RAW_PAYLOADS
 from tickpipe_shared.metrics import BYTES, UNITS
 from tickpipe_shared.units import unit_span
 from tickpipe_shared.wire.fetch_units import FetchUnit
+from tickpipe_shared.wire.headers import Headers, decode_headers, encode_headers
 from tickpipe_shared.wire.raw import RawPayloadMeta
 from tickpipe_shared.wire.request_events import RequestCancelledError
 
@@ -60,11 +71,35 @@ FailureFactory = Callable[[InRecord, BaseException, int], OutRecord]
 
 
 class DownloadFailedError(Exception):
-    """A unit that could not be downloaded; ``attempts`` were made."""
+    """A unit that could not be downloaded; ``attempts`` were made. ``transient``: every
+    attempt failed for a reason that may pass (the unit is worth a delayed retry)."""
 
-    def __init__(self, message: str, attempts: int) -> None:
+    def __init__(self, message: str, attempts: int, transient: bool = False) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.transient = transient
+
+
+@dataclass(frozen=True, slots=True)
+class DelayedRetry:
+    """Where a unit stands in its delayed retries (record headers ``tp-delayed_round``,
+    ``tp-not_before_ms``): ``round`` 0 for a unit fresh from the planner."""
+
+    round: int = 0
+    not_before_ms: int = 0
+
+    @classmethod
+    def of(cls, headers: Sequence[tuple[str, bytes]] | None) -> DelayedRetry:
+        """The state carried by a record's headers (absent or unreadable: a fresh unit)."""
+        h = decode_headers(headers)
+        try:
+            return cls(int(h.get("delayed_round", 0)), int(h.get("not_before_ms", 0)))
+        except ValueError:
+            return cls()
+
+    def headers(self) -> Headers:
+        """The headers that carry this state."""
+        return encode_headers({"delayed_round": self.round, "not_before_ms": self.not_before_ms})
 
 
 class Downloader:
@@ -92,6 +127,9 @@ class Downloader:
         self.failure = failure
         self.policy = policy or RetryPolicy.from_settings(settings)
         self.topic = settings.topic(RAW_PAYLOADS)
+        self.units_topic = settings.topic(FETCH_UNITS)
+        self.delayed_retries = settings.fetch_delayed_retries
+        self.delayed_retry_s = settings.fetch_delayed_retry_s
         self.clock = clock
         self.monotonic = monotonic
         self.per_host = settings.fetch_concurrency_per_host
@@ -122,8 +160,10 @@ class Downloader:
         )
 
     async def process(self, records: Sequence[InRecord]) -> list[OutRecord]:
-        """Raw payload or failure records, in the order of ``records``."""
-        return list(await asyncio.gather(*(self._one(r) for r in records)))
+        """Raw payload, failure or delayed-retry records, in the order of ``records`` (all of
+        them downloaded at once; the service streams units through
+        :class:`~tickpipe_fetcher.pipeline.UnitPipeline` instead)."""
+        return list(await asyncio.gather(*(self.download(r) for r in records)))
 
     def host_slots(self, host: str) -> asyncio.Semaphore:
         """The per-host slots of ``host`` (created on first use)."""
@@ -132,7 +172,13 @@ class Downloader:
             slots = self._host_slots[host] = asyncio.Semaphore(self.per_host)
         return slots
 
-    async def _one(self, record: InRecord) -> OutRecord:
+    async def download(self, record: InRecord) -> OutRecord:
+        """One unit of ``fetch-units``, start to end: the pipeline's step per unit.
+
+        :returns: the raw payload; or the unit again, to ``fetch-units``, for a delayed retry;
+            or a failure record (bad record, permanent answer, delayed retries spent).
+        """
+        retry = DelayedRetry.of(record.headers)
         try:
             unit = FetchUnit.from_json(record.value or b"")
             if self.cancelled(unit.request_id):
@@ -146,14 +192,40 @@ class Downloader:
                 raise PermanentFetchError(
                     f"source {unit.unit.source!r} is not configured on this fetcher"
                 )
-            async with self.host_slots(source.host):
-                return await self._download(unit, source)
+            await self._wait_until(retry.not_before_ms)
+            # The unit is about to download.
+            return await self._download(unit, source)
         except DownloadFailedError as e:
+            if e.transient and retry.round < self.delayed_retries:
+                return self._requeue(record, retry, e)
             UNITS.labels("fetcher", "failed").inc()
+            if retry.round:
+                e = DownloadFailedError(f"{e} (after {retry.round} delayed retries)", e.attempts)
             return self.failure(record, e, e.attempts)
         except (ValueError, PermanentFetchError) as e:
             UNITS.labels("fetcher", "failed").inc()
             return self.failure(record, e, 1)
+
+    async def _wait_until(self, not_before_ms: int) -> None:
+        wait_s = not_before_ms / 1000 - self.clock()
+        if wait_s > 0:
+            await http.sleep(wait_s)
+
+    def _requeue(self, record: InRecord, retry: DelayedRetry, error: Exception) -> OutRecord:
+        """The unit back to ``fetch-units`` for delayed retry number ``retry.round + 1``."""
+        delay_s = self.delayed_retry_s * 2**retry.round
+        after = DelayedRetry(retry.round + 1, int((self.clock() + delay_s) * 1000))
+        UNITS.labels("fetcher", "delayed-retry").inc()
+        log.warning(
+            "unit failed for a transient reason, delayed retry",
+            unit=record.key.decode("utf-8", "replace") if record.key else None,
+            round=after.round,
+            of=self.delayed_retries,
+            retry_in_s=round(delay_s, 1),
+            error=str(error),
+        )
+        kept = [(k, v) for k, v in record.headers or () if k not in _DELAYED_HEADERS]
+        return OutRecord(self.units_topic, record.key, record.value or b"", kept + after.headers())
 
     def _requests(self, source: Source, budget: BreakerBudget) -> AttemptRequests:
         return AttemptRequests(
@@ -180,12 +252,15 @@ class Downloader:
             # candle must not look complete, because a rate limiter held the request back).
             asked_ms = int(self.clock() * 1000)
             try:
-                answer = await source.fetch(unit, asked_ms, requests)
+                # The host's slot is held for the attempt only, not for the backoff after it.
+                async with self.host_slots(source.host):
+                    answer = await source.fetch(unit, asked_ms, requests)
             except CircuitOpenError as e:
                 made = attempt if requests.sent else attempt - 1
                 raise DownloadFailedError(
                     f"{key}: {e} (gave up waiting after {max_wait:g} s; {made} attempts made)",
                     made,
+                    transient=True,
                 ) from None
             except PermanentFetchError as e:
                 # The host is up; the answer is final.
@@ -194,7 +269,7 @@ class Downloader:
             except RetryableFetchError as e:
                 last_error, retry_after = str(e), e.retry_after
                 if isinstance(e, ThrottledFetchError):
-                    requests.throttle(e.retry_after, type(e).__name__)
+                    requests.throttle(e.retry_after, type(e).__name__, force=True)
                 # "Too many requests" is about the rate, not the host's health.
                 throttled = requests.last_status == 429 or isinstance(e, ThrottledFetchError)
                 verdict = Verdict.NONE if throttled else Verdict.FAIL
@@ -228,6 +303,7 @@ class Downloader:
         raise DownloadFailedError(
             f"{key}: gave up after {self.policy.attempts} attempts; last error: {last_error}",
             self.policy.attempts,
+            transient=True,
         )
 
     def _payload(
@@ -263,6 +339,9 @@ class Downloader:
             suspect_empty=int(suspect),
         )
         return OutRecord(self.topic, key.encode(), body, meta.to_headers())
+
+
+_DELAYED_HEADERS = frozenset(k for k, _ in DelayedRetry().headers())
 
 
 def _span_phrase(kind: str) -> str:

@@ -11,14 +11,16 @@ from tickpipe_shared.config import POLYGON_URL, Settings
 from tickpipe_shared.instruments import InstrumentRegistry
 from tickpipe_shared.instruments.catalog import load_registry
 from tickpipe_shared.kafka.failure_records import FailureRecords
-from tickpipe_shared.kafka.runtime import BatchPolicy, StageRunner
+from tickpipe_shared.kafka.runtime import StageRunner
 from tickpipe_shared.kafka.topics import FETCH_REQUESTS, FETCH_UNITS
 from tickpipe_shared.metrics import Health
+from tickpipe_shared.service import Runner
 from tickpipe_shared.synthetic.ticks import SyntheticParams
 
 from tickpipe_fetcher.cancellations import CancellationRegistry
 from tickpipe_fetcher.downloader import Downloader
 from tickpipe_fetcher.http import AiohttpTransport
+from tickpipe_fetcher.pipeline import PipelineRunner
 from tickpipe_fetcher.planner import Planner
 from tickpipe_fetcher.sources import (
     DerivSource,
@@ -86,7 +88,7 @@ def source_proxies(settings: Settings, sources: Mapping[str, Source]) -> dict[st
     return proxies
 
 
-async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
+async def build(settings: Settings, health: Health) -> Sequence[Runner]:
     """The planner and downloader runners."""
     sources = configured_sources(settings)
 
@@ -119,19 +121,15 @@ async def build(settings: Settings, health: Health) -> Sequence[StageRunner]:
         downloader_failures.record,
         cancelled=cancellations.is_cancelled,
     )
-    downloader_runner = StageRunner(
+    # No rounds: units stream through the pipeline, offsets commit as contiguous work ends.
+    downloader_runner = PipelineRunner(
         settings,
         downloader_failures.stage,
         FETCH_UNITS,
-        downloader,
+        downloader.download,
         health,
-        failures=downloader_failures,
-        # One round of downloads per checkpoint; a round can wait long on a throttling or dead
-        # host (Retry-After pauses, open breakers), so the poll interval is generous.
-        policy=BatchPolicy(
-            max_records=settings.fetch_concurrency, max_wait_s=0.05, max_poll_interval_s=3600.0
-        ),
         group=settings.group(downloader_failures.stage),
+        capacity=settings.fetch_pipeline_units,
     )
     return [planner_runner, downloader_runner]
 

@@ -8,6 +8,12 @@ request takes one token first. The bucket adapts to what the host says:
 * a ``Retry-After`` on such an answer also **pauses** the host until then (capped at
   :data:`MAX_PAUSE_S`): no token is handed out and none accrues while paused, and the bucket
   resumes with at most one token, so the host sees one request, then the (halved) rate;
+* only a **throttling storm** does either: when at least :data:`THROTTLE_SHARE` ×
+  :data:`THROTTLE_WINDOW` of the host's last :data:`THROTTLE_WINDOW` answers were 429/503, or
+  the source said "rate limit" in so many words (``force``). A stray one (a flaky proxy, a
+  busy moment) delays only the unit that got it (its retry waits at least the ``Retry-After``):
+  halving the whole host's rate and pausing it for every stray 429 made a source with a few
+  percent of such answers many times slower than a clean one;
 * **recovery** is additive and slow: the rate climbs linearly by the configured rate every
   ``recovery_s`` seconds (after one halving, back to the configured rate in ``recovery_s / 2``).
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -36,6 +43,10 @@ DECREASE_GUARD_S = 1.0
 MIN_RATE_DIVISOR = 32.0
 #: Longest pause a ``Retry-After`` can impose on a host.
 MAX_PAUSE_S = 600.0
+#: Recent answers of a host considered to tell a throttling storm from a stray 429/503.
+THROTTLE_WINDOW = 20
+#: Share of those answers being 429/503 from which the host is slowed down and paused.
+THROTTLE_SHARE = 0.5
 _EPS = 1e-9
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -77,6 +88,7 @@ class AdaptiveTokenBucket:
         self._updated = monotonic()
         self._last_decrease = -math.inf
         self._lock = asyncio.Lock()
+        self._answers: deque[bool] = deque(maxlen=THROTTLE_WINDOW)  # True: 429/503
 
     @property
     def limited(self) -> bool:
@@ -118,8 +130,23 @@ class AdaptiveTokenBucket:
                 await self._sleep((1.0 - self.tokens) / self.rate)
         return self._monotonic() - start
 
-    def throttled(self, retry_after: float | None = None) -> None:
-        """The host answered 429 or 503: halve the rate; pause for ``retry_after`` seconds."""
+    def answered(self) -> None:
+        """The host answered something else than 429/503 (for telling storms from strays)."""
+        self._answers.append(False)
+
+    def storm(self) -> bool:
+        """Whether the recent answers are throttling often enough to slow the host down."""
+        # Counted against the whole window even before it is full: a few answers at the start
+        # are too few to tell (one stray 429 of the first two is not half of the traffic).
+        return sum(self._answers) >= THROTTLE_SHARE * THROTTLE_WINDOW
+
+    def throttled(self, retry_after: float | None = None, *, force: bool = False) -> None:
+        """The host answered 429 or 503: in a storm (:meth:`storm`), or with ``force`` (an
+        explicit "rate limit" message of the source), halve the rate and pause for
+        ``retry_after`` seconds; a stray 429/503 changes nothing for the host."""
+        self._answers.append(True)
+        if not (force or self.storm()):
+            return
         now = self._monotonic()
         self._advance(now)
         if self.limited and now - self._last_decrease >= DECREASE_GUARD_S:

@@ -19,7 +19,8 @@ from tickpipe_shared.candles import Candles
 from tickpipe_shared.columns import Ticks
 
 from tickpipe_decoder.errors import DecodeError
-from tickpipe_decoder.formats.json_body import load_json
+from tickpipe_decoder.formats.json_body import MAX_BODY_BYTES, load_json
+from tickpipe_decoder.formats.number_arrays import split_columns
 from tickpipe_decoder.formats.volumes import units_to_millions
 
 """Largest response body accepted."""
@@ -35,6 +36,8 @@ MIN_SCALE, MAX_SCALE = -9, 15
 _TICK_COLUMNS = ("times", "asks", "bids", "askVolumes", "bidVolumes")
 _CANDLE_COLUMNS = ("times", "opens", "highs", "lows", "closes", "volumes")
 _CANDLE_BASES = ("open", "high", "low", "close")
+_TICK_INTEGER = (True, True, True, False, False)
+_CANDLE_INTEGER = (True, True, True, True, True, False)
 _NUMBER_TYPES = frozenset({int, float})
 
 
@@ -51,6 +54,38 @@ def _parse(body: bytes, what: str) -> dict[str, Any]:
             f"{what}: top-level JSON value is a {_type_name(obj)}, expected an object"
         )
     return obj
+
+
+def _parse_columns(
+    body: bytes, names: tuple[str, ...], integer: tuple[bool, ...], what: str
+) -> tuple[dict[str, Any], list[NDArray[Any]] | None]:
+    """The response object and, when the fast path took the body, its columns already parsed.
+
+    The fast path (:func:`~tickpipe_decoder.formats.number_arrays.split_columns`) only takes
+    bodies it fully understands whose columns pass every check of :func:`_column`; anything
+    else, errors included, goes the ``json.loads`` way, so messages and their order stay the
+    same. ``None`` columns: call :func:`_columns` on the object.
+    """
+    if 0 < len(body) <= MAX_BODY_BYTES:
+        fast = split_columns(body, names, integer)
+        if fast is not None and _columns_pass(names, integer, fast[1]):
+            return fast
+    return _parse(body, what), None
+
+
+def _columns_pass(
+    names: tuple[str, ...], integer: tuple[bool, ...], cols: list[NDArray[Any]]
+) -> bool:
+    """Whether fast-parsed columns pass the checks :func:`_column` and :func:`_columns` make."""
+    n = len(cols[0])
+    if n > MAX_ROWS or any(len(col) != n for col in cols):
+        return False
+    for name, is_int, col in zip(names, integer, cols, strict=True):
+        if is_int and n and int(np.abs(col).max()) > MAX_DELTA:
+            return False
+        if name == "times" and n and int(col.min()) < 0:
+            return False
+    return True
 
 
 def _number(obj: dict[str, Any], name: str, what: str, *, nullable: bool = False) -> float | None:
@@ -208,13 +243,13 @@ def decode_json_ticks(body: bytes) -> tuple[Ticks, int]:
         price delta; null base prices with non-empty ``times``; more than :data:`MAX_ROWS` rows.
     """
     what = "json ticks"
-    obj = _parse(body, what)
+    obj, parsed = _parse_columns(body, _TICK_COLUMNS, _TICK_INTEGER, what)
     timestamp = _integer(obj, "timestamp", what)
     multiplier = _number(obj, "multiplier", what)
     assert multiplier is not None
     scale = scale_from_multiplier(multiplier, what)
-    times, asks, bids, ask_vol, bid_vol = _columns(
-        obj, _TICK_COLUMNS, (True, True, True, False, False), what
+    times, asks, bids, ask_vol, bid_vol = parsed or _columns(
+        obj, _TICK_COLUMNS, _TICK_INTEGER, what
     )
     ask = _number(obj, "ask", what, nullable=True)
     bid = _number(obj, "bid", what, nullable=True)
@@ -251,7 +286,7 @@ def decode_json_candles(body: bytes) -> tuple[Candles, int]:
         non-positive ``shift`` and candle offsets beyond int64.
     """
     what = "json candles"
-    obj = _parse(body, what)
+    obj, parsed = _parse_columns(body, _CANDLE_COLUMNS, _CANDLE_INTEGER, what)
     timestamp = _integer(obj, "timestamp", what)
     multiplier = _number(obj, "multiplier", what)
     assert multiplier is not None
@@ -259,8 +294,8 @@ def decode_json_candles(body: bytes) -> tuple[Candles, int]:
     shift = _integer(obj, "shift", what)
     if shift <= 0:
         raise DecodeError(f"{what}: field 'shift' is {shift}, expected a positive number of ms")
-    times, opens, highs, lows, closes, volumes = _columns(
-        obj, _CANDLE_COLUMNS, (True, True, True, True, True, False), what
+    times, opens, highs, lows, closes, volumes = parsed or _columns(
+        obj, _CANDLE_COLUMNS, _CANDLE_INTEGER, what
     )
     bases = [_number(obj, name, what, nullable=True) for name in _CANDLE_BASES]
     if len(times) == 0:

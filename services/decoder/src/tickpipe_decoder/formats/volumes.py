@@ -24,7 +24,6 @@ _POW10 = np.array([10.0**k for k in range(_MAX_EXACT_POW10 + 1)], dtype=np.float
 _TWO53 = float(2**53)
 _FAST_MIN_EXP = 8 - _MAX_EXACT_POW10  # p = 9: s = 8 - e <= 22
 _FAST_MAX_EXP = _MAX_EXACT_POW10  # p = 1: s = -e >= -22
-_DEDUP_MIN_SIZE = 256
 
 
 def float32_to_shortest_float64(a: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -44,17 +43,68 @@ def float32_to_shortest_float64(a: NDArray[np.float32]) -> NDArray[np.float64]:
     the first ``c`` whose float32 equals ``x`` wins. As the power of ten is at most 10^22 and
     ``m < 10^9``, ``c`` is the correctly rounded float64 of the decimal ``m · 10^-(p-1-e)``.
     Magnitudes outside ~1e-13 … 1e21 fall back to ``float(str(np.float32(x)))`` per element.
-    Large arrays with repeated values (volumes mostly are) are computed once per distinct bit
-    pattern.
+    Volumes repeat a lot within a file and across files (a few thousand distinct values over
+    hundreds of thousands of ticks), so results are remembered in :data:`_CACHE`, a fixed-size
+    table keyed by bit pattern: a file whose volumes were all seen before costs a hash and two
+    gathers, no search at all.
     """
     x32 = np.asarray(a, dtype=np.float32).reshape(-1)
-    n = x32.size
-    if n >= _DEDUP_MIN_SIZE:
-        uniq, inverse = np.unique(x32.view(np.uint32), return_inverse=True)
-        if uniq.size * 2 <= n:
-            shape = np.shape(a)
-            return _shortest(uniq.view(np.float32))[inverse].reshape(shape)
-    return _shortest(x32).reshape(np.shape(a))
+    return _CACHE.convert(x32).reshape(np.shape(a))
+
+
+class _ShortestCache:
+    """Direct-mapped table float32 bit pattern → :func:`_shortest` result, fixed size.
+
+    ``2^bits`` slots of (uint32 key, float64 value): ``12 · 2^bits`` bytes, never more. A slot
+    whose key is 0 is free (bit pattern 0 is +0.0, whose value the zero-filled table already
+    holds, so a free slot never gives a wrong answer). Lookups read one immutable snapshot of
+    the two arrays; inserts build a new snapshot and swap it in with one assignment, so
+    concurrent decoder threads never see a key without its value. Inserts only fill free slots
+    (no eviction): colliding values are computed again each time, which bounds the copying.
+    """
+
+    def __init__(self, bits: int = 16) -> None:
+        self._shift = np.uint32(32 - bits)
+        size = 1 << bits
+        self._table = (np.zeros(size, dtype=np.uint32), np.zeros(size, dtype=np.float64))
+
+    def _slots(self, keys: NDArray[np.uint32]) -> NDArray[np.uint32]:
+        return (keys * _FIB32) >> self._shift  # Fibonacci hashing: top bits of key · 2^32/φ
+
+    def convert(self, x32: NDArray[np.float32]) -> NDArray[np.float64]:
+        """:func:`float32_to_shortest_float64` of a 1-D native float32 array."""
+        keys = x32.view(np.uint32)
+        slot = self._slots(keys)
+        table_keys, table_values = self._table
+        out = table_values[slot]
+        miss = table_keys[slot] != keys
+        if not miss.any():
+            return out
+        missing = np.unique(keys[miss])
+        values = _shortest(missing.view(np.float32))
+        out[miss] = values[np.searchsorted(missing, keys[miss])]
+        self._insert(missing, values)
+        return out
+
+    def _insert(self, keys: NDArray[np.uint32], values: NDArray[np.float64]) -> None:
+        table_keys, table_values = self._table
+        slot = self._slots(keys)
+        free = table_keys[slot] == 0
+        if not free.any():
+            return
+        # Two new keys may hash to the same free slot: keep one of them (numpy gives no order
+        # guarantee for repeated indices, and a key must never get another key's value).
+        target, first = np.unique(slot[free], return_index=True)
+        pick = np.flatnonzero(free)[first]
+        new_keys, new_values = table_keys.copy(), table_values.copy()
+        new_keys[target] = keys[pick]
+        new_values[target] = values[pick]
+        self._table = (new_keys, new_values)
+
+
+_FIB32 = np.uint32(0x9E3779B9)
+_CACHE = _ShortestCache()
+"""Process-wide memo of :func:`float32_to_shortest_float64` (768 KiB)."""
 
 
 def _shortest(x32: NDArray[np.float32]) -> NDArray[np.float64]:
