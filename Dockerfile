@@ -30,11 +30,14 @@ COPY pyproject.toml uv.lock ./
 COPY shared/pyproject.toml shared/pyproject.toml
 COPY services/${SERVICE}/pyproject.toml services/${SERVICE}/pyproject.toml
 COPY cli/pyproject.toml cli/pyproject.toml
+# The CLI plans dry runs with the fetcher's planner: every image carries the fetcher package.
+COPY services/fetcher/pyproject.toml services/fetcher/pyproject.toml
 RUN uv sync --frozen --no-dev --no-install-workspace --package "tickpipe-${SERVICE}" --package tickpipe-cli
 # Then the workspace packages themselves, installed into the venv (not editable).
 COPY shared/ shared/
 COPY services/${SERVICE}/ services/${SERVICE}/
 COPY cli/ cli/
+COPY services/fetcher/ services/fetcher/
 RUN uv sync --frozen --no-dev --no-editable --package "tickpipe-${SERVICE}" --package tickpipe-cli
 
 FROM ${PYTHON_IMAGE} AS runtime
