@@ -49,6 +49,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
+from tickpipe_cli.progress import PlainDisplay
 from tickpipe_cli.requests import publish, wait
 from tickpipe_dev.stack import api as stack
 from tickpipe_dev.stack import replicas
@@ -291,7 +292,7 @@ async def one_run(
         t0 = time.perf_counter()
         sampling = asyncio.create_task(sampler.run(t0, stop))
         await publish(settings, request)
-        result = await wait(settings, request, args.timeout, Console(quiet=True))
+        result = await wait(settings, request, args.timeout, PlainDisplay(Console(quiet=True)))
         elapsed = time.perf_counter() - t0
         stop.set()
         await sampling

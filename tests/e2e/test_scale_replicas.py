@@ -24,6 +24,7 @@ from rich.console import Console
 from support.golden_db import assert_hour_equals_golden
 from support.pipeline import Pipeline, pipeline_on_fresh_database
 from support.scale import SyntheticPlan, golden_hour, plan_hours, plan_ticks, verify
+from tickpipe_cli.progress import PlainDisplay
 from tickpipe_cli.requests import WaitResult, publish, wait
 from tickpipe_shared.config import Settings
 from tickpipe_shared.db.migrate import migrate
@@ -78,7 +79,7 @@ def _request(p: Pipeline, plan: SyntheticPlan, rid: str) -> FetchRequest:
 
 def _wait(p: Pipeline, request: FetchRequest, timeout: float) -> WaitResult:
     settings = Settings(topic_prefix=p.env["TICKPIPE_TOPIC_PREFIX"])
-    return asyncio.run(wait(settings, request, timeout, Console(quiet=True)))
+    return asyncio.run(wait(settings, request, timeout, PlainDisplay(Console(quiet=True))))
 
 
 async def _migrate(dsn: str) -> None:

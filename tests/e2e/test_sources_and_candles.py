@@ -195,7 +195,7 @@ def test_deriv_ticks_and_candles_over_websocket(pipeline: Pipeline) -> None:
     assert "2 stored" in out and "0 failed of 2 units" in out
     (t,) = db(
         pipeline,
-        "SELECT count(*) AS n, bool_and(bid = ask) AS one_price,"
+        "SELECT count(*) AS n, bool_and(bid_points = ask_points) AS one_price,"
         " bool_and(bid_volume IS NULL AND ask_volume IS NULL) AS no_volume,"
         " min(ts) AS first, max(ts) AS last FROM ticks WHERE instrument = 'R_50'",
     )

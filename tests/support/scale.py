@@ -141,7 +141,7 @@ async def verify(conn: asyncpg.Connection, plan: SyntheticPlan) -> Verification:
     count and checksum), without storing a copy; closed hours must hold no rows."""
     stored: dict[int, tuple[int, int]] = {}
     rows = await conn.fetch(
-        unit_checksums_sql(), plan.instrument, plan.scale, plan.from_dt, plan.to_dt
+        unit_checksums_sql(), plan.instrument, plan.from_dt, plan.to_dt
     )
     for r in rows:
         stored[int(r["unit_start"].timestamp() * 1000)] = (int(r["rows"]), int(r["checksum"]))

@@ -36,30 +36,24 @@ def ticks_checksum(ticks: Ticks) -> int:
     return int(v.view(np.uint64).sum(dtype=np.uint64))
 
 
-def points_sql(column: str, scale: str) -> str:
-    """SQL for the integer points of price ``column`` at price scale ``scale`` (SQL
-    expressions). Today prices are float8 ``points / 10^scale``; this is the one place that
-    changes when they are stored as integer points."""
-    return f"round({column} * power(10::float8, {scale}))::bigint"
-
-
-def row_checksum_sql(alias: str = "t", scale: str = "$2") -> str:
+def row_checksum_sql(alias: str = "t") -> str:
     """SQL for ``v`` (see the module docstring) of one ``ticks`` row aliased ``alias``."""
     a = f"((extract(epoch FROM {alias}.ts) * 1000)::bigint % {_TS_MOD})"
-    bid = points_sql(f"{alias}.bid", scale)
-    ask = points_sql(f"{alias}.ask", scale)
+    # Ticks store prices as integer points (migration 0006): no scale needed for them.
+    bid = f"{alias}.bid_points"
+    ask = f"{alias}.ask_points"
     bvol = f"coalesce(round({alias}.bid_volume * 100)::bigint, 0)"
     avol = f"coalesce(round({alias}.ask_volume * 100)::bigint, 0)"
     return f"({a} * ({bid} + 1) + {ask} * ({a} % {_MIX_MOD} + 3) + 7 * {bvol} + 11 * {avol})"
 
 
 def unit_checksums_sql() -> str:
-    """A query over ``ticks`` of instrument ``$1`` at price scale ``$2`` in ``[$3, $4)``: one
+    """A query over ``ticks`` of instrument ``$1`` in ``[$2, $3)``: one
     row per UTC hour that has ticks, ``(unit_start timestamptz, rows bigint, checksum
     numeric)`` — the checksum of :func:`ticks_checksum` over the stored rows of that hour."""
     return (
         "SELECT date_trunc('hour', t.ts) AS unit_start, count(*) AS rows, "
-        f"sum({row_checksum_sql('t', '$2')}) % {MOD} AS checksum "
-        "FROM ticks t WHERE t.instrument = $1 AND t.ts >= $3 AND t.ts < $4 "
+        f"sum({row_checksum_sql('t')}) % {MOD} AS checksum "
+        "FROM ticks t WHERE t.instrument = $1 AND t.ts >= $2 AND t.ts < $3 "
         "GROUP BY 1 ORDER BY 1"
     )
