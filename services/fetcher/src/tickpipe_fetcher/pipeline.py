@@ -34,8 +34,10 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from tickpipe_shared.config import Settings
+from tickpipe_shared.kafka.lag import LagMonitor
 from tickpipe_shared.kafka.producer import make_producer
 from tickpipe_shared.kafka.records import InRecord, OutRecord
+from tickpipe_shared.kafka.security import kafka_client_kwargs
 from tickpipe_shared.metrics import (
     COMMITS,
     ERRORS,
@@ -223,7 +225,7 @@ class PipelineRunner:
     async def run(self) -> None:
         """Consume, download, produce and commit until stopped."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **kafka_client_kwargs(self.settings),
             group_id=self.group,
             client_id=f"tickpipe-{self.stage}",
             enable_auto_commit=False,
@@ -244,6 +246,9 @@ class PipelineRunner:
         else:
             return
         log.info("stage started", topic=self.input_topic, group=self.group, mode="pipeline")
+        # Lag counts committed offsets, so units held in the pipeline still count as lag.
+        lag = LagMonitor(consumer, self.group, self.settings.consumer_lag_interval_s)
+        lag_task = asyncio.create_task(lag.run(self._stopping), name=f"{self.stage}-lag")
         last_commit = time.monotonic()
         try:
             while not self._stopping.is_set():
@@ -257,6 +262,8 @@ class PipelineRunner:
                     await self.commit(consumer)
                     last_commit = time.monotonic()
         finally:
+            lag_task.cancel()
+            await asyncio.gather(lag_task, return_exceptions=True)
             await self.pipeline.cancel()
             await consumer.stop()
             await self._producer.stop()
