@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,16 @@ def request(p: Pipeline, *args: str) -> str:
     result = p.cli("request", *args, "--wait", "--timeout", "300")
     assert result.returncode == 0, f"request {args} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
+
+
+def standin_control(p: Pipeline, **settings: object) -> None:
+    """Change the stand-in's settings (``POST /_control``)."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{p.ports['standin']}/_control", data=json.dumps(settings).encode(),
+        method="POST", headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 200
 
 
 def db(p: Pipeline, sql: str, *args: object) -> list[asyncpg.Record]:
@@ -187,6 +198,24 @@ def test_resume_skips_closed_stored_units(pipeline: Pipeline) -> None:
     assert "(1 already stored, skipped)" in out
     after = db(pipeline, "SELECT written_at FROM ingest_log WHERE instrument = 'C:EURUSD'")
     assert after == before  # nothing downloaded, nothing rewritten
+
+
+def test_polygon_delayed_pages_reach_the_units_quality_report(pipeline: Pipeline) -> None:
+    """A plan with delayed data: Polygon answers ``status: DELAYED`` pages. Their bars are
+    stored like any others and the unit's quality report in the ledger counts the pages."""
+    capture = f"{AGGS}I_NDX_1_day_2023-01-01_2023-05-10_asc_limit10000.json"
+    standin_control(pipeline, polygon_status="DELAYED")
+    try:
+        out = request(pipeline, "I:NDX", "--source", "polygon", "--kind", "candles",
+                      "--timeframe", "1d", "--from", JAN_MAY[0], "--to", JAN_MAY[1])  # fmt: skip
+    finally:
+        standin_control(pipeline, polygon_status="OK")
+    assert "1 stored" in out and "0 failed of 1 units" in out
+    rows = candles(pipeline, "I:NDX", "1d", "trade")
+    assert [r["ts_ms"] for r in rows] == [b["t"] for b in _bars(capture)]
+    (unit,) = db(pipeline, "SELECT state, quality FROM ingest_log WHERE instrument = 'I:NDX'")
+    assert unit["state"] == "stored"
+    assert json.loads(unit["quality"])["source_delayed"] >= 1
 
 
 def test_deriv_ticks_and_candles_over_websocket(pipeline: Pipeline) -> None:

@@ -438,6 +438,33 @@ async def test_polygon_bearer_key_checked_when_configured(
     assert (await get(http, url))[0] == 200
 
 
+async def test_polygon_delayed_status_on_every_ok_page(
+    pserver: StandinServer, http: aiohttp.ClientSession, polygon_root: Path
+) -> None:
+    daily = f"{pserver.polygon_url}{AGGS}/AAPL/range/1/day/2005-04-01/2005-04-04"
+    day = "1690761600000/1690847999999"
+    paged = f"{pserver.polygon_url}{AGGS}/AAPL/range/1/minute/{day}?sort=asc&limit=5"
+    denied = f"{pserver.polygon_url}{AGGS}/AAPL/range/1/day/2024-12-31/2024-12-31"
+    state = await control(http, pserver, polygon_status="DELAYED")
+    assert state["polygon_status"] == "DELAYED"
+    status, body, _ = await get(http, daily)
+    page = json.loads(body)
+    recorded = json.loads((polygon_root / DAILY).read_bytes())
+    assert status == 200 and page["status"] == "DELAYED"
+    assert page["results"] == recorded["results"]  # only the status differs
+    _, body, _ = await get(http, paged)
+    first = json.loads(body)
+    assert first["status"] == "DELAYED" and first["next_url"].startswith(pserver.polygon_url)
+    _, body, _ = await get(http, first["next_url"])
+    assert json.loads(body)["status"] == "DELAYED"  # the empty last page too
+    status, body, _ = await get(http, denied)
+    assert status == 403 and json.loads(body)["status"] == "NOT_AUTHORIZED"  # errors untouched
+    async with http.post(f"{pserver.url}/_control", json={"polygon_status": "LATE"}) as resp:
+        assert resp.status == 400 and "polygon_status" in (await resp.json())["error"]
+    await control(http, pserver, polygon_status="OK")
+    assert json.loads((await get(http, daily))[1])["status"] == "OK"
+
+
 async def test_polygon_faults_apply(pserver: StandinServer, http: aiohttp.ClientSession) -> None:
     url = f"{pserver.polygon_url}{AGGS}/AAPL/range/1/day/2005-04-01/2005-04-04"
     await control(http, pserver, p_429=1.0, retry_after_s=3)

@@ -21,6 +21,9 @@ ticker/AAPL/range/1/day/2005-04-01/2005-04-04 …``) and ``http_status`` its sta
 * 400 ``{"status": "ERROR", …}`` for a malformed multiplier, timespan or bound;
 * 401 ``{"status": "ERROR", …}`` when an API key is configured and the request carries none
   (``Authorization: Bearer <key>`` or ``?apiKey=``) or another one.
+
+With ``status="DELAYED"`` (``POST /_control {"polygon_status": "DELAYED"}``) every ``OK`` page
+says ``DELAYED`` instead, as Polygon answers on a plan whose data is delayed.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ _REQUEST = re.compile(
     r"(?P<frm>[^/]+)/(?P<to>[^/?\s]+)(?:\?(?P<query>\S*))?"
 )
 _NEXT_URL = re.compile(rb'("next_url"\s*:\s*")https?://[^/"]+')
+_STATUS_OK = re.compile(rb'("status"\s*:\s*")OK"')
+#: Page statuses the stand-in can be told to answer with (``OK``: as recorded).
+PAGE_STATUSES = frozenset({"OK", "DELAYED"})
 
 
 class BadRequestError(ValueError):
@@ -184,10 +190,26 @@ class PolygonCaptures:
         authorization: str | None,
         origin: str,
         api_key: str | None,
+        status: str = "OK",
     ) -> Reply:
         """The answer to one request: ``match`` holds the path parts (``ticker``,
         ``multiplier``, ``timespan``, ``frm``, ``to``), ``query`` its query, ``origin`` the
-        stand-in's ``scheme://host:port`` for rewritten ``next_url`` values."""
+        stand-in's ``scheme://host:port`` for rewritten ``next_url`` values, ``status`` the
+        ``status`` of a page that would say ``OK`` (one of :data:`PAGE_STATUSES`)."""
+        reply = self._reply(match, query, authorization, origin, api_key)
+        if status != "OK" and reply.status == 200:
+            body = _STATUS_OK.sub(lambda m: m.group(1) + status.encode() + b'"', reply.body, 1)
+            return Reply(200, body)
+        return reply
+
+    def _reply(
+        self,
+        match: Mapping[str, str],
+        query: Mapping[str, str],
+        authorization: str | None,
+        origin: str,
+        api_key: str | None,
+    ) -> Reply:
         if api_key:
             given = query.get("apiKey") or (authorization or "").removeprefix("Bearer ").strip()
             if not given:

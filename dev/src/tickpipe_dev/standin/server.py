@@ -63,7 +63,12 @@ from aiohttp import web
 
 from tickpipe_dev.standin.control import updated
 from tickpipe_dev.standin.deriv import LEGACY_PATH, PUBLIC_PATH, add_deriv_routes
-from tickpipe_dev.standin.polygon import AGGS_PATH, PolygonCaptures, default_polygon_root
+from tickpipe_dev.standin.polygon import (
+    AGGS_PATH,
+    PAGE_STATUSES,
+    PolygonCaptures,
+    default_polygon_root,
+)
 
 INSTRUMENTS_FILE = "meta/raw-meta-data-2026-07-13.json"
 BI5_TYPE = "application/octet-stream"
@@ -180,6 +185,7 @@ class StandinServer:
         polygon_root = polygon_root or default_polygon_root(self.root)
         self.polygon = PolygonCaptures(polygon_root) if polygon_root is not None else None
         self.polygon_api_key = polygon_api_key
+        self.polygon_status = "OK"
         deriv_root = deriv_root or self.root.parent / "deriv"
         self.deriv_root = deriv_root if deriv_root.is_dir() else None
         self.faults = faults or Faults()
@@ -298,14 +304,16 @@ class StandinServer:
     def _control_state(self) -> dict[str, Any]:
         # Whether a Polygon key is required, never the key itself.
         return {"faults": asdict(self.faults), "missing": asdict(self.missing),
-                "polygon_auth": bool(self.polygon_api_key)}  # fmt: skip
+                "polygon_auth": bool(self.polygon_api_key),
+                "polygon_status": self.polygon_status}  # fmt: skip
 
     async def _get_control(self, request: web.Request) -> web.Response:
         return web.json_response(self._control_state())
 
     async def _post_control(self, request: web.Request) -> web.Response:
         """Body: fault settings to change, plus optional ``missing: {bi5, json}``,
-        ``polygon_api_key`` (a string, or null for none), ``reset`` (true: all faults back to
+        ``polygon_api_key`` (a string, or null for none), ``polygon_status`` (``OK`` or
+        ``DELAYED``: what pages that would say ``OK`` say), ``reset`` (true: all faults back to
         defaults first) and ``reset_stats`` (true: clear stats)."""
         try:
             body = await request.json()
@@ -317,6 +325,10 @@ class StandinServer:
             key = body.pop("polygon_api_key", self.polygon_api_key)
             if key is not None and not isinstance(key, str):
                 raise ValueError("polygon_api_key must be a string or null")
+            page_status = body.pop("polygon_status", self.polygon_status)
+            if page_status not in PAGE_STATUSES:
+                raise ValueError(f"polygon_status must be one of {sorted(PAGE_STATUSES)}, "
+                                 f"got {page_status!r}")  # fmt: skip
             base = Faults() if body.pop("reset", False) else self.faults
             faults = base.updated(body)
             new_missing = self.missing
@@ -330,6 +342,7 @@ class StandinServer:
         self.set_faults(faults)
         self.missing = new_missing
         self.polygon_api_key = key or None
+        self.polygon_status = page_status
         if reset_stats:
             self.stats.reset()
         return web.json_response(self._control_state())
@@ -458,6 +471,7 @@ class StandinServer:
             request.headers.get("Authorization"),
             f"{request.scheme}://{request.host}",
             self.polygon_api_key,
+            self.polygon_status,
         )
         return await self._send(request, reply.body, JSON_TYPE, reply.status)
 
