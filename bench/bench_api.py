@@ -258,6 +258,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=10.0, help="wrk run length per figure")
     ap.add_argument("--think-ms", type=int, default=50, help="paced clients' think time")
+    ap.add_argument("--warmup-seconds", type=float, default=3.0,
+                    help="unmeasured paced load before each API process's figures")  # fmt: skip
     ap.add_argument("--direct-requests", type=int, default=300)
     args = ap.parse_args()
 
@@ -292,6 +294,9 @@ def main() -> None:
             print(f"\n1-day 1m candles (1440 rows, json), {args.clients} concurrent clients "
                   f"(wrk; paced: {args.think_ms} ms think time per client)")  # fmt: skip
             candles = _candles_url(url)
+            # Warm-up, not measured: the process's first thousands of answers (connections
+            # opened, caches and code paths first taken) are not the steady state.
+            _wrk(candles, args.clients, args.warmup_seconds, args.think_ms)
             for shape, think in (("paced", args.think_ms), ("saturated", 0)):
                 p50, p99, rps = _wrk(candles, args.clients, args.seconds, think)
                 print(f"  {'api cached, ' + shape:<26} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  "
@@ -301,6 +306,7 @@ def main() -> None:
             _api(dsn, Path(tmp), {"TICKPIPE_API_CACHE_MAX_ENTRIES": "0"}) as url,
         ):
             candles = _candles_url(url)
+            _wrk(candles, args.clients, args.warmup_seconds, args.think_ms)
             for shape, think in (("paced", args.think_ms), ("saturated", 0)):
                 p50, p99, rps = _wrk(candles, args.clients, args.seconds, think)
                 print(f"  {'api uncached, ' + shape:<26} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  "

@@ -105,6 +105,7 @@ def main() -> None:
 
     add(".bi5", "decode_bi5_ticks (lzma + numpy)",
         lambda: sum(len(decode_bi5_ticks(b, s)) for b, s in payloads))  # fmt: skip
+
     def bi5_cold() -> int:
         n = 0
         for b, s in payloads:
@@ -121,6 +122,7 @@ def main() -> None:
         lambda: sum(len(naive_bi5(b, s)) for b, s in payloads))  # fmt: skip
     add("json", f"decode_json_ticks (x{json_reps})",
         lambda: sum(len(decode_json_ticks(body)[0]) for _ in range(json_reps)))  # fmt: skip
+
     def json_slow() -> int:
         fast = dukascopy_json.split_columns
         dukascopy_json.split_columns = lambda *a: None  # type: ignore[assignment]

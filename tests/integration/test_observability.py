@@ -70,14 +70,14 @@ class Prom:
         status, body = http_get(f"{self.url}/api/v1/query?{query}")
         assert status == 200, f"{expr}: HTTP {status} {body}"
         data = json.loads(body)["data"]
-        result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else [
-            {"metric": {}, "value": data["result"]}
-        ]
+        result: list[dict[str, Any]] = (
+            data["result"]
+            if data["resultType"] == "vector"
+            else [{"metric": {}, "value": data["result"]}]
+        )
         return result
 
-    def wait_for(
-        self, expr: str, timeout_s: float = 90.0, **labels: str
-    ) -> list[dict[str, Any]]:
+    def wait_for(self, expr: str, timeout_s: float = 90.0, **labels: str) -> list[dict[str, Any]]:
         """Poll ``expr`` until it returns a sample (with ``labels``, when given); fail with the
         expression after the timeout."""
         deadline = time.monotonic() + timeout_s
@@ -160,7 +160,7 @@ def test_healthy_ingest_leaves_every_alert_quiet(pipeline: Pipeline, prom: Prom)
     # Settled: every group reports lag 0, the tracker (every 5 s) counts no open request.
     prom.wait_for('sum(tickpipe_consumer_lag{group=~".*writer"}) == 0', timeout_s=30)
     prom.wait_for("sum(tickpipe_tracker_open_requests) == 0", timeout_s=30)
-    prom.wait_for('count(count by (group) (tickpipe_consumer_lag)) >= 6', timeout_s=30)
+    prom.wait_for("count(count by (group) (tickpipe_consumer_lag)) >= 6", timeout_s=30)
     time.sleep(3)
     firing = {name: prom.query(expr) for name, expr in ALERTS.items()}
     assert {name: r for name, r in firing.items() if r} == {}

@@ -140,9 +140,7 @@ async def verify(conn: asyncpg.Connection, plan: SyntheticPlan) -> Verification:
     """Compare the stored ticks of ``plan``'s range with the generated ones, per hour (row
     count and checksum), without storing a copy; closed hours must hold no rows."""
     stored: dict[int, tuple[int, int]] = {}
-    rows = await conn.fetch(
-        unit_checksums_sql(), plan.instrument, plan.from_dt, plan.to_dt
-    )
+    rows = await conn.fetch(unit_checksums_sql(), plan.instrument, plan.from_dt, plan.to_dt)
     for r in rows:
         stored[int(r["unit_start"].timestamp() * 1000)] = (int(r["rows"]), int(r["checksum"]))
     result = Verification(rows_stored=sum(n for n, _ in stored.values()))

@@ -81,8 +81,7 @@ def test_request_unknown_source(isolated: list[Any]) -> None:
     assert result.exit_code == 2
     assert (
         "source: Input should be 'dukascopy-json', 'dukascopy-bi5', 'deriv', 'polygon' or "
-        "'synthetic'"
-        in output_of(result)
+        "'synthetic'" in output_of(result)
     )
     assert isolated == []
 

@@ -279,7 +279,8 @@ def _psql(paths: StackPaths, bin_dir: Path, sql: str, database: str = "postgres"
 
 
 def ensure_database(paths: StackPaths, bin_dir: Path, *, timescaledb: bool = False) -> list[str]:
-    """Create role ``tickpipe`` (password ``tickpipe``, CREATEDB) and its database if missing.
+    """Create role ``tickpipe`` (password ``tickpipe``, CREATEDB, member of
+    ``pg_signal_backend``) and its database if missing.
 
     With ``timescaledb`` the extension is created in the database too. Returns what was created.
     Raises :class:`StackError` when psql fails.
@@ -289,6 +290,11 @@ def ensure_database(paths: StackPaths, bin_dir: Path, *, timescaledb: bool = Fal
     if not exists:
         _psql(paths, bin_dir, f"CREATE ROLE {ROLE} LOGIN CREATEDB PASSWORD '{PASSWORD}'")
         created.append(f"role {ROLE}")
+    # DROP DATABASE … WITH (FORCE) of a scratch database (tests, benches) terminates every
+    # backend in it, including one still starting up, which has no role yet: PostgreSQL refuses
+    # that to a role that is neither a superuser nor a member of pg_signal_backend ("must be a
+    # member of the role whose process is being terminated"). Granting again is a no-op.
+    _psql(paths, bin_dir, f"GRANT pg_signal_backend TO {ROLE}")
     exists = _psql(paths, bin_dir, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
     if not exists:
         _psql(paths, bin_dir, f"CREATE DATABASE {DATABASE} OWNER {ROLE}")

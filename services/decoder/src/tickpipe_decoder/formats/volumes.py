@@ -158,6 +158,10 @@ def units_to_millions(a: NDArray[np.float64]) -> NDArray[np.float64]:
     x = np.asarray(a, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         out = x / 1e6
+        # All integral (FX volumes): x / 10^6 is already one correctly rounded division of
+        # exact values, what the search below would give for every element (k = 0).
+        if (np.abs(x) < _TWO53).all() and (np.trunc(x) == x).all():
+            return out
     flat_x = x.reshape(-1)
     flat_out = out.reshape(-1)
     idx = np.flatnonzero(np.isfinite(flat_x) & (flat_x != 0))
