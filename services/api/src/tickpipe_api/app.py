@@ -105,10 +105,6 @@ def create_app(settings: Settings, api: ApiSettings, health: Health | None = Non
         ctx.events.start()
         try:
             await asyncio.wait({opener}, timeout=15)
-            # What exists now (modules, the app, models, the pool) lives as long as the process:
-            # out of the collector's generations, full collections stop traversing it, which
-            # keeps their pauses out of the answers' latency tail.
-            gc.freeze()
             yield
         finally:
             for t in (opener, beater):
