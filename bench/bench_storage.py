@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import time
 import uuid
 from collections.abc import Sequence
@@ -64,7 +63,7 @@ async def load(conn: asyncpg.Connection, batches: Sequence[TickBatch], chunk: in
         body = b"".join(encode_tick_rows(b) for b in rest[i : i + chunk])
         await conn.copy_to_table(
             "ticks",
-            source=io.BytesIO(SIGNATURE + body + TRAILER),
+            source=memoryview(SIGNATURE + body + TRAILER),
             columns=list(TICK_COPY_COLUMNS),
             format="binary",
         )

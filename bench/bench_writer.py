@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import shutil
 import tempfile
@@ -290,7 +289,7 @@ async def bench(args: argparse.Namespace) -> None:
 
             async def raw_asyncpg() -> None:
                 await conn.copy_to_table(
-                    table, source=io.BytesIO(payload), columns=list(columns), format="binary"
+                    table, source=memoryview(payload), columns=list(columns), format="binary"
                 )
 
             psql = psql_binary()

@@ -175,3 +175,33 @@ async def test_quality_report_sums_the_parts_of_a_unit(conn: asyncpg.Connection)
     assert await conn.fetchval("SELECT quality FROM ingest_log") == '{"gap": 1}'
     await write(conn, [p1])  # continued in another transaction: counts add up
     assert await conn.fetchval("SELECT quality FROM ingest_log") == '{"gap": 3, "price_spike": 1}'
+
+
+async def test_a_write_leaves_no_cyclic_garbage_holding_its_copy_stream(
+    conn: asyncpg.Connection,
+) -> None:
+    """Flat memory: what a transaction allocates is freed by reference counting when it ends.
+    Garbage in reference cycles waits for a full collection, which under load can be tens of
+    seconds away — long enough for tens of COPY streams to pile up (asyncpg keeps a file-like
+    COPY source in a per-call class's closure; the writer therefore passes a buffer)."""
+    import gc
+
+    await migrate(conn)
+    batch = make_batch(3_600)  # a COPY stream of about 200 kB
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        await write(conn, [batch])
+        gc.collect()
+        sizes = [
+            memoryview(o).nbytes if isinstance(o, bytes | bytearray | memoryview) else 0
+            for o in gc.garbage
+        ]
+        files = [type(o).__name__ for o in gc.garbage if hasattr(o, "read")]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert max(sizes, default=0) < 10_000 and files == []
+    assert await count(conn) == 3_600
