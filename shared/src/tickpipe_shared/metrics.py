@@ -48,6 +48,13 @@ CONSUMER_LAG = Gauge(
     "committed offset), reported by the member the partition is assigned to",
     ["group", "topic", "partition"],
 )
+RECORDS_LOST_TO_RETENTION = Gauge(
+    "tickpipe_consumer_records_lost_to_retention",
+    "Records of a partition that retention deleted before the consumer group committed them "
+    "(log start offset minus committed offset): they will never be processed; replay the "
+    "stage upstream of the topic",
+    ["group", "topic", "partition"],
+)
 LAST_CHECKPOINT = Gauge(
     "tickpipe_last_checkpoint_timestamp_seconds",
     "Unix time of the last committed checkpoint",

@@ -8,16 +8,20 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import REGISTRY
-from tickpipe_shared.kafka.lag import LagMonitor, consumer_lag, partition_lag
+from structlog.testing import capture_logs
+from tickpipe_shared.kafka.lag import LagMonitor, consumer_lag, lost_to_retention, partition_lag
 
 TOPIC = "lagtest.validated-batches"
 GROUP = "lagtest-writer"
 
 
-def _gauge(partition: int) -> float | None:
+def _gauge(partition: int, name: str = "tickpipe_consumer_lag") -> float | None:
     return REGISTRY.get_sample_value(
-        "tickpipe_consumer_lag", {"group": GROUP, "topic": TOPIC, "partition": str(partition)}
+        name, {"group": GROUP, "topic": TOPIC, "partition": str(partition)}
     )
+
+
+LOST = "tickpipe_consumer_records_lost_to_retention"
 
 
 @pytest.mark.parametrize(
@@ -87,3 +91,35 @@ async def test_monitor_sets_removes_and_survives_errors() -> None:
     stopping.set()
     await task
     assert _gauge(0) is None
+
+
+@pytest.mark.parametrize(
+    ("committed", "start", "lost"),
+    [(40, 0, 0), (40, 40, 0), (None, 70, 0), (10, 70, 60), (100, 70, 0)],
+)
+def test_lost_to_retention(committed: int | None, start: int, lost: int) -> None:
+    assert lost_to_retention(committed, start) == lost
+
+
+async def test_monitor_reports_records_retention_deleted_before_the_commit() -> None:
+    """The writer more than a batch topic's retention behind: records it never committed are
+    gone. The lag counts only what is left; the loss has its own gauge and an error line."""
+    consumer = FakeConsumer()
+    consumer.commits[TopicPartition(TOPIC, 1)] = 2  # log starts at 4: offsets 2 and 3 deleted
+    monitor = LagMonitor(consumer, GROUP, interval_s=0.01)
+    with capture_logs() as logs:
+        assert await monitor.update() == {
+            TopicPartition(TOPIC, 0): 30,
+            TopicPartition(TOPIC, 1): 5,
+        }
+    assert (_gauge(0, LOST), _gauge(1, LOST)) == (0, 2)
+    (error,) = [e for e in logs if e["log_level"] == "error"]
+    assert (error["partition"], error["committed"], error["log_start"], error["lost"]) == (
+        1, 2, 4, 2)  # fmt: skip
+    assert "tickpipe replay" in error["event"]
+    consumer.commits[TopicPartition(TOPIC, 1)] = 9  # replayed and caught up
+    await monitor.update()
+    assert _gauge(1, LOST) == 0
+    consumer.assigned.clear()
+    await monitor.update()
+    assert _gauge(1, LOST) is None  # the partition's new owner reports it

@@ -18,7 +18,7 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from tickpipe_shared.metrics import CONSUMER_LAG
+from tickpipe_shared.metrics import CONSUMER_LAG, RECORDS_LOST_TO_RETENTION
 
 log = structlog.get_logger()
 
@@ -34,6 +34,15 @@ def partition_lag(end_offset: int, committed: int | None, log_start: int = 0) ->
     """
     base = log_start if committed is None else max(committed, log_start)
     return max(end_offset - base, 0)
+
+
+def lost_to_retention(committed: int | None, log_start: int) -> int:
+    """Records between the group's committed offset and the partition's log start offset:
+    deleted by retention before the group processed them (0 when nothing was lost, or the
+    group never committed there). A consumer positioned there resets to the log start
+    (``auto_offset_reset="earliest"``) and goes on as if nothing happened, so this is the only
+    trace of the loss."""
+    return 0 if committed is None else max(log_start - committed, 0)
 
 
 def consumer_lag(
@@ -55,9 +64,14 @@ class LagMonitor:
     partitions assigned to ``consumer``, and removes the series of partitions it lost (their new
     owner reports them).
 
-    Cost per update: one ListOffsets request for the high watermarks, one OffsetFetch per
-    assigned partition and, only for partitions without a commit, one more ListOffsets for the
-    log start. Kafka errors are logged and the update is skipped; they never stop the stage.
+    It also sets ``tickpipe_consumer_records_lost_to_retention`` (:func:`lost_to_retention`)
+    and logs an error naming the offsets whenever retention deleted records the group had not
+    committed yet: the stage skips them silently otherwise (a batch topic's retention shorter
+    than the stage's lag).
+
+    Cost per update: two ListOffsets requests (high watermarks, log starts) and one
+    OffsetFetch per assigned partition. Kafka errors are logged and the update is skipped; they
+    never stop the stage.
     """
 
     def __init__(self, consumer: Any, group: str, interval_s: float) -> None:
@@ -88,22 +102,36 @@ class LagMonitor:
             partitions = sorted(assigned)
             ends = await self._consumer.end_offsets(partitions)
             committed = {tp: await self._consumer.committed(tp) for tp in partitions}
-            uncommitted = [tp for tp, offset in committed.items() if offset is None]
-            starts = await self._consumer.beginning_offsets(uncommitted) if uncommitted else {}
+            starts = await self._consumer.beginning_offsets(partitions)
         except (KafkaError, AssertionError, OSError) as e:
             # AssertionError: aiokafka asserts a partition is still assigned (a rebalance raced).
             log.warning("consumer lag not updated", group=self._group, error=repr(e))
             return {}
         lags = consumer_lag(ends, committed, starts)
         for tp, lag in lags.items():
-            CONSUMER_LAG.labels(self._group, tp.topic, str(tp.partition)).set(lag)
+            labels = (self._group, tp.topic, str(tp.partition))
+            CONSUMER_LAG.labels(*labels).set(lag)
+            lost = lost_to_retention(committed.get(tp), starts.get(tp, 0))
+            RECORDS_LOST_TO_RETENTION.labels(*labels).set(lost)
+            if lost:
+                log.error(
+                    "records deleted by retention before this group processed them; "
+                    "replay the upstream stage (tickpipe replay) to recover them",
+                    group=self._group,
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    committed=committed.get(tp),
+                    log_start=starts.get(tp),
+                    lost=lost,
+                )
         self._reported |= set(lags)
         return lags
 
     def _forget(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
-            try:
-                CONSUMER_LAG.remove(self._group, tp.topic, str(tp.partition))
-            except KeyError:
-                pass
+            for gauge in (CONSUMER_LAG, RECORDS_LOST_TO_RETENTION):
+                try:
+                    gauge.remove(self._group, tp.topic, str(tp.partition))
+                except KeyError:
+                    pass
             self._reported.discard(tp)
