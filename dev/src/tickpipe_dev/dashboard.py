@@ -115,6 +115,12 @@ ROWS: tuple[tuple[str, tuple[Graph, ...]], ...] = (
               description="Lag per partition, with the member (instance) that holds it.",
               queries=_q("max by (group, topic, partition, instance) (tickpipe_consumer_lag)",
                          "{{group}} {{topic}}[{{partition}}] @ {{instance}}")),
+        Graph("Records lost to retention", "short",
+              description="Records retention deleted before the group committed them "
+              "(tickpipe_consumer_records_lost_to_retention): 0 normally. Above 0 the stage "
+              "skipped them; replay the stage upstream of the topic (docs/operations.md §7).",
+              queries=_q("max by (group, topic) (tickpipe_consumer_records_lost_to_retention)",
+                         "{{group}} ← {{topic}}")),
         Graph("Members up by service", "short",
               description="Scraped targets answering per service; 0 means the service's "
               "consumer groups have no members.",
