@@ -9,59 +9,37 @@ show`` does (docs/topics/request-events.md).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 from typing import Any
 
 import structlog
-from aiokafka.errors import KafkaError
 from cachetools import LRUCache
 from tickpipe_shared.config import Settings
-from tickpipe_shared.kafka.follow import groupless_consumer, seek_to_time
+from tickpipe_shared.kafka.follow import TopicFollower, groupless_consumer, seek_to_time
 from tickpipe_shared.kafka.topics import REQUEST_EVENTS
 from tickpipe_shared.wire.request_events import fold
 
 log = structlog.get_logger()
 
 
-class RequestEvents:
+class RequestEvents(TopicFollower):
     """Follows ``request-events``; :meth:`get` answers from memory."""
 
+    name = "request-events"
+
     def __init__(self, settings: Settings, lookback_s: float, max_requests: int = 100_000) -> None:
+        super().__init__()
         self.settings = settings
         self.lookback_s = lookback_s
         self.states: LRUCache[str, dict[str, Any]] = LRUCache(max_requests)
         self.caught_up = False
-        self._task: asyncio.Task[None] | None = None
 
     def get(self, request_id: str) -> dict[str, Any] | None:
         """The latest state of ``request_id`` seen, or ``None``."""
         return self.states.get(request_id)
 
-    def start(self) -> None:
-        """Start following in the background (reconnecting while Kafka is unreachable)."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="request-events")
-
-    async def stop(self) -> None:
-        """Stop following."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-
-    async def _run(self) -> None:
-        delay = 1.0
-        while True:
-            try:
-                await self._follow()
-            except (KafkaError, OSError) as e:
-                log.warning("request-events unreachable; retrying", error=str(e), in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-
-    async def _follow(self) -> None:
+    async def follow(self) -> None:
         consumer = groupless_consumer(self.settings, REQUEST_EVENTS)
         await consumer.start()
         try:

@@ -9,14 +9,12 @@ request-cancellations.md``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 
 import structlog
-from aiokafka.errors import KafkaError
 from tickpipe_shared.config import Settings
-from tickpipe_shared.kafka.follow import groupless_consumer, seek_to_time
+from tickpipe_shared.kafka.follow import TopicFollower, groupless_consumer, seek_to_time
 from tickpipe_shared.kafka.topics import REQUEST_CANCELLATIONS
 from tickpipe_shared.wire.request_events import decode_cancellation
 
@@ -29,14 +27,16 @@ LOOKBACK_S = 7 * 86400.0
 MAX_REQUESTS = 100_000
 
 
-class CancellationRegistry:
+class CancellationRegistry(TopicFollower):
     """Cancelled request ids, followed from Kafka once :meth:`start` is called (the first
     :meth:`is_cancelled` inside a running event loop starts it too)."""
 
+    name = "request-cancellations"
+
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.settings = settings
         self._cancelled: dict[str, None] = {}
-        self._task: asyncio.Task[None] | None = None
 
     def add(self, request_id: str) -> None:
         """Remember ``request_id`` as cancelled (bounded: the oldest are forgotten)."""
@@ -51,30 +51,7 @@ class CancellationRegistry:
                 self.start()
         return request_id in self._cancelled
 
-    def start(self) -> None:
-        """Follow the topic in the background. Raises :class:`RuntimeError` outside a loop."""
-        loop = asyncio.get_running_loop()
-        if self._task is None:
-            self._task = loop.create_task(self._run(), name="request-cancellations")
-
-    async def stop(self) -> None:
-        """Stop following."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-
-    async def _run(self) -> None:
-        delay = 1.0
-        while True:
-            try:
-                await self._follow()
-            except (KafkaError, OSError) as e:
-                log.warning("request-cancellations unreachable; retrying", error=str(e))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-
-    async def _follow(self) -> None:
+    async def follow(self) -> None:
         consumer = groupless_consumer(self.settings, REQUEST_CANCELLATIONS)
         await consumer.start()
         try:
